@@ -1,0 +1,31 @@
+# Warnings and sanitizer flags live in one INTERFACE target every ferry target links.
+add_library(ferry_settings INTERFACE)
+add_library(ferry::settings ALIAS ferry_settings)
+target_compile_options(ferry_settings INTERFACE
+  $<BUILD_INTERFACE:-Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast
+    -Wcast-align -Wunused -Woverloaded-virtual -Wconversion -Wsign-conversion
+    -Wdouble-promotion -Wformat=2 -Wimplicit-fallthrough>)
+if(FERRY_WERROR)
+  target_compile_options(ferry_settings INTERFACE $<BUILD_INTERFACE:-Werror>)
+endif()
+
+if(FERRY_SANITIZE)
+  set(_san "-fsanitize=${FERRY_SANITIZE}" -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  add_compile_options(${_san})
+  add_link_options(${_san})
+  message(STATUS "ferry: building with -fsanitize=${FERRY_SANITIZE}")
+endif()
+
+# Every library target of a layer: sources, public headers, settings, alias, export name.
+function(ferry_layer name)
+  cmake_parse_arguments(L "" "" "SOURCES;PUBLIC_DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(ferry_${name} ${L_SOURCES})
+  add_library(ferry::${name} ALIAS ferry_${name})
+  set_target_properties(ferry_${name} PROPERTIES EXPORT_NAME ${name} OUTPUT_NAME ferry_${name}
+                                               POSITION_INDEPENDENT_CODE ON)
+  target_include_directories(ferry_${name} PUBLIC
+    $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include>
+    $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+  target_link_libraries(ferry_${name} PUBLIC ${L_PUBLIC_DEPS} PRIVATE ferry::settings ${L_PRIVATE_DEPS})
+  install(DIRECTORY include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+endfunction()

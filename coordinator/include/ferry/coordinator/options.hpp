@@ -1,0 +1,23 @@
+// Options of ferry-coordinator that every command sees (the DESIGN.md command-line contract).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <thread>
+
+namespace ferry::coordinator {
+
+struct Options {
+  unsigned workers = std::thread::hardware_concurrency();
+  std::string transport = "shm";  // pipe | shm | zmq
+  std::string listen;             // also accept remote workers here
+  std::string keys;               // CURVE key directory
+  bool insecure = false;
+  unsigned max_retries = 3;
+  double task_timeout_s = 0;     // 0 = none
+  std::optional<bool> progress;  // unset: on when stderr is a terminal
+  bool json = false;
+  std::string log_level = "info";
+};
+
+}  // namespace ferry::coordinator

@@ -1,0 +1,108 @@
+#include "ferry/coordinator/cli.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "ferry/shared/cli_support.hpp"
+#include "ferry/shared/session.hpp"
+
+namespace ferry::coordinator {
+
+namespace {
+
+int run_demo(const Demo& d, const Options& opt) {
+  std::cout << "\n=== demo " << d.name << " — " << d.lesson << "\n" << std::flush;
+  return d.run(opt);
+}
+
+int demo_command(const std::string& what, const DemoRegistry& demos, const Options& opt) {
+  if (what == "list") {
+    for (const auto& d : demos.all())
+      std::printf("%-14s %s\n", d.name.c_str(), d.lesson.c_str());
+    if (demos.all().empty()) std::puts("(no demos are built into this ferry-coordinator)");
+    return cli::kExitOk;
+  }
+  if (what == "all") {
+    struct Row {
+      std::string name;
+      int status;
+      double seconds;
+    };
+    std::vector<Row> rows;
+    for (const auto& d : demos.all()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const int st = run_demo(d, opt);
+      const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+      rows.push_back({d.name, st, dt.count()});
+    }
+    int failed = 0;
+    std::printf("\n%-14s %-6s %8s\n", "demo", "result", "wall s");
+    for (const auto& r : rows) {
+      std::printf("%-14s %-6s %8.2f\n", r.name.c_str(), r.status == 0 ? "ok" : "FAIL", r.seconds);
+      failed += r.status != 0;
+    }
+    std::printf("%zu demos, %d failed\n", rows.size(), failed);
+    return failed == 0 ? cli::kExitOk : cli::kExitFailed;
+  }
+  const Demo* d = demos.find(what);
+  if (d == nullptr) {
+    std::cerr << "ferry-coordinator: no demo named '" << what << "' (see `demo list`)\n";
+    return cli::kExitUsage;
+  }
+  return run_demo(*d, opt);
+}
+
+int cleanup_command() {
+  const auto removed = sweep_stale_shm(/*include_live=*/false);
+  for (const auto& n : removed)
+    std::cout << "removed /dev/shm/" << n << "\n";
+  std::cout << removed.size() << " stale segment(s) removed\n";
+  return cli::kExitOk;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv, const DemoRegistry& demos) {
+  Options opt;
+  CLI::App app{"ferry-coordinator: run ferry tasks on a pool of worker processes",
+               "ferry-coordinator"};
+  app.set_version_flag("--version", "ferry-coordinator 0.1.0");
+  app.fallthrough();
+  app.add_option("-w,--workers", opt.workers, "local worker processes (default: CPU count)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("-t,--transport", opt.transport, "local transport: pipe | shm | zmq")
+      ->check(CLI::IsMember({"pipe", "shm", "zmq"}));
+  app.add_option("--listen", opt.listen, "also accept remote workers (e.g. tcp://0.0.0.0:5555)");
+  app.add_option("--keys", opt.keys, "CURVE key directory (from `keygen`)");
+  app.add_flag("--insecure", opt.insecure, "allow plain TCP on a non-loopback address");
+  app.add_option("--max-retries", opt.max_retries, "re-runs of a task whose worker died");
+  app.add_option("--task-timeout", opt.task_timeout_s, "kill and retry a task that runs longer")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag_function(
+      "--progress,!--no-progress", [&](std::int64_t n) { opt.progress = n > 0; },
+      "progress bar on stderr (default: when it is a terminal)");
+  app.add_flag("--json", opt.json, "machine-readable results and summary (JSON lines)");
+  app.add_option("--log-level", opt.log_level, "error | warn | info | debug")
+      ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+
+  std::string demo_name;
+  auto* demo = app.add_subcommand("demo", "run the demo tour: demo list | demo NAME | demo all");
+  demo->add_option("name", demo_name, "list, all, or a demo's name");
+  auto* cleanup =
+      app.add_subcommand("cleanup", "remove shared-memory segments left by dead coordinators");
+
+  if (auto code = cli::parse(app, argc, argv)) return *code;
+
+  // Segments of coordinators that died without cleaning up are swept on every start.
+  sweep_stale_shm(/*include_live=*/false);
+
+  if (demo->parsed()) {
+    if (demo_name.empty()) return cli::usage_error(app, "demo needs a name: list, all, or a demo");
+    return demo_command(demo_name, demos, opt);
+  }
+  if (cleanup->parsed()) return cleanup_command();
+  return cli::usage_error(app, "a COMMAND is required");
+}
+
+}  // namespace ferry::coordinator

@@ -1,0 +1,28 @@
+# Installs the build into a fresh prefix, then configures, builds and runs examples/downstream
+# against it with find_package(ferry).
+file(REMOVE_RECURSE ${WORK_DIR})
+set(prefix ${WORK_DIR}/prefix)
+function(step)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "step failed (${rc}): ${ARGN}\n${out}\n${err}")
+  endif()
+  set(step_out "${out}" PARENT_SCOPE)
+endfunction()
+step(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
+foreach(f include/ferry/shared/frame.hpp lib/cmake/ferry/ferryConfig.cmake
+          lib/cmake/ferry/ferryConfigVersion.cmake bin/ferry-coordinator bin/ferry-worker)
+  if(NOT EXISTS ${prefix}/${f})
+    message(FATAL_ERROR "install is missing ${f}")
+  endif()
+endforeach()
+step(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/downstream -B ${WORK_DIR}/build -G Ninja
+     -DCMAKE_PREFIX_PATH=${prefix})
+step(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
+step(${WORK_DIR}/build/downstream)
+message("${step_out}")
+if(NOT step_out MATCHES "round trip ok")
+  message(FATAL_ERROR "downstream program did not report a round trip")
+endif()
+file(REMOVE_RECURSE ${WORK_DIR})
+message("downstream example: ok")

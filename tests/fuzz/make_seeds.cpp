@@ -1,0 +1,52 @@
+// Writes the seed corpus for fuzz_frame: one valid frame per message kind plus a few
+// classic malformed shapes. Run: fuzz_make_seeds tests/fuzz/corpus/frame
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "ferry/shared/messages.hpp"
+
+using namespace ferry;
+
+static void write(const std::string& dir, const std::string& name, const Bytes& b) {
+  std::ofstream out(dir + "/" + name, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+}
+
+template <class M>
+static void frame(const std::string& dir, const std::string& name, MessageKind k, const M& m) {
+  Frame f = make_frame(k, m, 7);
+  write(dir, name, encode_frame(f.header, f.payload));
+}
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: fuzz_make_seeds DIR\n");
+    return 2;
+  }
+  const std::string dir = argv[1];
+  frame(dir, "hello", MessageKind::hello, msg::Hello{kProtocolVersion, 1, "h", "n", 2, 3});
+  frame(dir, "welcome", MessageKind::welcome, msg::Welcome{1, "1-2", 500});
+  frame(dir, "reject", MessageKind::reject, msg::Reject{"registry mismatch"});
+  frame(dir, "task", MessageKind::task, msg::Task{1, 2, Bytes{1, 2, 3, 4}});
+  frame(dir, "result", MessageKind::result, msg::TaskResult{1, Bytes{5, 6}});
+  frame(dir, "error", MessageKind::error, msg::TaskError{1, "E", "what", 3, "h", "#0"});
+  frame(dir, "heartbeat", MessageKind::heartbeat, msg::Heartbeat{9});
+  frame(dir, "cancel", MessageKind::cancel, msg::Cancel{});
+  frame(dir, "shutdown", MessageKind::shutdown, msg::Shutdown{true});
+  frame(dir, "log", MessageKind::log, msg::Log{1, "a line"});
+  // A Task whose args claim 2^40 bytes.
+  Bytes p;
+  encode_into(p, std::uint32_t{1}, std::uint32_t{0}, std::uint64_t{1} << 40);
+  p.push_back(0);
+  FrameHeader h;
+  h.kind = MessageKind::task;
+  write(dir, "task-huge-length", encode_frame(h, p));
+  // A header that declares more payload than arrives.
+  h.length = 1000;
+  auto hb = encode_header(h);
+  write(dir, "truncated", Bytes(hb.begin(), hb.end()));
+  std::puts("seeds written");
+  return 0;
+}

@@ -1,0 +1,34 @@
+#include "ferry/worker/cli.hpp"
+
+#include <iostream>
+#include <string>
+
+#include "ferry/ipc/endpoint.hpp"
+#include "ferry/shared/cli_support.hpp"
+
+namespace ferry::worker {
+
+int run_cli(int argc, char** argv) {
+  std::string connect;
+  std::string keys;
+  std::string name;
+  unsigned slots = 1;
+  CLI::App app{"ferry-worker: run ferry tasks for a coordinator", "ferry-worker"};
+  app.set_version_flag("--version", "ferry-worker 0.1.0");
+  app.add_option("--connect", connect, "coordinator endpoint (tcp://HOST:PORT, ipc://PATH, ...)");
+  app.add_option("--slots", slots, "tasks run at once")->check(CLI::PositiveNumber);
+  app.add_option("--keys", keys, "CURVE key directory (from `ferry-coordinator keygen`)");
+  app.add_option("--name", name, "name shown in the coordinator's logs");
+  if (auto code = cli::parse(app, argc, argv)) return *code;
+
+  if (connect.empty()) return cli::usage_error(app, "--connect ENDPOINT is required");
+  auto ep = ipc::Endpoint::parse(connect);
+  if (!ep) {
+    std::cerr << "ferry-worker: --connect: " << ep.error().message() << "\n";
+    return cli::kExitUsage;
+  }
+  std::cerr << "ferry-worker: the worker runtime is not built yet (see the process-pool issue)\n";
+  return cli::kExitFailed;
+}
+
+}  // namespace ferry::worker
