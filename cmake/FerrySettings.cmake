@@ -16,6 +16,12 @@ if(FERRY_SANITIZE)
   message(STATUS "ferry: building with -fsanitize=${FERRY_SANITIZE}")
 endif()
 
+if(FERRY_FUZZ)
+  # Instrument all code for coverage (libFuzzer's main is linked only into fuzz targets).
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
 # Every library target of a layer: sources, public headers, settings, alias, export name.
 function(ferry_layer name)
   cmake_parse_arguments(L "" "" "SOURCES;PUBLIC_DEPS;PRIVATE_DEPS" ${ARGN})
