@@ -59,6 +59,10 @@ class Channel {
 
 using ChannelPtr = std::unique_ptr<Channel>;
 
+// Which side of an endpoint a process is: the side that makes it (binds, creates the
+// segment) or the side that joins it.
+enum class Role { bind, connect };
+
 struct ChannelOptions {
   std::size_t max_frame = kDefaultMaxFrame;
 };

@@ -1,0 +1,47 @@
+#include "ferry/ipc/factory.hpp"
+
+#include <charconv>
+
+#include "ferry/ipc/pipe_channel.hpp"
+
+namespace ferry::ipc {
+
+namespace {
+Result<ChannelPtr> open_pipe(const Endpoint& ep, ChannelOptions opt) {
+  const std::string& a = ep.address;
+  const auto comma = a.find(',');
+  int r = -1;
+  int w = -1;
+  const char* b = a.data();
+  const char* e = a.data() + a.size();
+  bool ok = false;
+  if (comma == std::string::npos) {
+    ok = std::from_chars(b, e, r).ptr == e;  // one duplex descriptor (a socket)
+    w = r;
+  } else {
+    ok = std::from_chars(b, b + comma, r).ptr == b + comma &&
+         std::from_chars(b + comma + 1, e, w).ptr == e;
+  }
+  if (!ok || r < 0 || w < 0) {
+    return Error{Errc::invalid_argument, "pipe endpoint '" + ep.str() + "' is not pipe:R,W"};
+  }
+  return ChannelPtr(std::make_unique<PipeChannel>(r, w, opt));
+}
+}  // namespace
+
+Result<ChannelPtr> open_channel(std::string_view endpoint, Role role, ChannelOptions opt) {
+  auto ep = Endpoint::parse(endpoint);
+  if (!ep) return std::move(ep).error();
+  (void)role;
+  switch (ep->scheme) {
+    case Scheme::pipe:
+      return open_pipe(*ep, opt);
+    case Scheme::shm:
+    case Scheme::zmq_ipc:
+    case Scheme::zmq_tcp:
+      break;
+  }
+  return Error{Errc::unsupported, "no transport for '" + std::string(endpoint) + "' yet"};
+}
+
+}  // namespace ferry::ipc
