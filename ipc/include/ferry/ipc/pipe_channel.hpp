@@ -1,13 +1,17 @@
 // Pipe transport: length-prefixed frames (the 20-byte frame header carries the length) over
-// a pair of pipes between a parent and a child.
+// a pair of pipes (or one socket) between a parent and a child.
 //
 // - Writes: one writev per frame (header + payload), send_batch() gathers many frames into
 //   one writev. Once any byte of a frame is written the frame is completed even past the
 //   deadline (a half-written frame would corrupt the stream); a try_send that can write
 //   nothing returns QueueFull.
-// - A reader that died is Errc::channel_closed, never a SIGPIPE death: SIGPIPE is blocked in
-//   the writing thread for the duration of the write and a SIGPIPE it raised is consumed; the
-//   process's signal dispositions are never changed.
+// - A reader that died is Errc::channel_closed, never a SIGPIPE death, and signal
+//   dispositions and masks are left alone: the channel keeps a reader of its own on the
+//   outgoing pipe (re-opened through /proc/self/fd), so the kernel never raises SIGPIPE, and
+//   it learns of the peer's death from hang-up on the incoming pipe. (Without /proc it falls
+//   back to blocking SIGPIPE in the writing thread around each write; sockets use
+//   MSG_NOSIGNAL.) Frames written into the pipe just before the peer died are lost with it.
+// - Receives block in one read(2); try and timed forms poll(2) first.
 // - Reads go through a 64 KiB buffer, so a burst of small frames costs one read(2).
 // - EINTR is retried everywhere.
 //
@@ -27,7 +31,9 @@ namespace ferry::ipc {
 // Descriptors the other process should use, e.g. after dup2 into its fd table.
 struct PipeEnds {
   int read_fd = -1;
-  int write_fd = -1;
+  int write_fd = -1;  // may equal read_fd (a socket)
+  // Closes this process's copies (each descriptor once).
+  void close() noexcept;
 };
 
 class PipeChannel final : public Channel {
@@ -36,8 +42,8 @@ class PipeChannel final : public Channel {
   PipeChannel(int read_fd, int write_fd, ChannelOptions opt = {});
   ~PipeChannel() override;
 
-  // A connected pair: this process's channel, and the ends for the peer (close-on-exec set;
-  // the spawner dup2s them into the child and closes its copies after spawning).
+  // A connected pair of pipes: this process's channel, and the ends for the peer
+  // (close-on-exec set: the spawner dup2s them into the child and closes its copies).
   static Result<std::pair<std::unique_ptr<PipeChannel>, PipeEnds>> make_pair(
       ChannelOptions opt = {});
 
@@ -52,11 +58,16 @@ class PipeChannel final : public Channel {
   bool has_buffered_frame() const noexcept;
 
  private:
-  Status write_all(::iovec* iov, int iovcnt, std::size_t total, Deadline d);
+  Status write_all(::iovec* iov, int iovcnt, Deadline d);
+  Status wait_writable(Deadline d);
+  Status wait_readable(Deadline d);
+  ssize_t read_some(void* into, std::size_t n, Deadline d, Status& st);
   Status fill(Deadline d);  // reads at least one more byte into the buffer, or fails
 
   int read_fd_;
   int write_fd_;
+  bool socket_;            // one socket for both directions (per-call send flags)
+  int keepalive_fd_ = -1;  // our own reader of the outgoing pipe: no SIGPIPE, ever
   ChannelOptions opt_;
   Bytes buf_;              // receive buffer
   std::size_t begin_ = 0;  // unread data is buf_[begin_, end_)

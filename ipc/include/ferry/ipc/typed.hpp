@@ -121,11 +121,7 @@ struct Pipe {
     return p;
   }
   // Closes this process's copies of the child's descriptors (call once the child started).
-  void close_child_end() noexcept {
-    if (ends_.read_fd >= 0) ::close(ends_.read_fd);
-    if (ends_.write_fd >= 0) ::close(ends_.write_fd);
-    ends_ = {};
-  }
+  void close_child_end() noexcept { ends_.close(); }
   Pipe() = default;
   Pipe(Pipe&& o) noexcept
       : parent(std::move(o.parent)), child_end(std::move(o.child_end)), ends_(o.ends_) {
