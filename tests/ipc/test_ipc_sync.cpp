@@ -180,6 +180,21 @@ FERRY_TEST_PEER(lock_wait_and_report) {
   return 13;
 }
 
+// Locks the Value, half-updates it (first field), reports 'H', hangs until killed.
+struct Pair {
+  std::int64_t a;
+  std::int64_t b;  // invariant: a == b
+};
+FERRY_TEST_PEER(value_hold_forever) {
+  auto v = Value<Pair>::open(args.at(0));
+  if (!v) return 10;
+  auto g = v->lock();
+  if (!g) return 11;
+  (*g)->a = 99;
+  report('H');
+  hang_until_killed();
+}
+
 // Takes the RLock three levels deep, reports 'H', hangs until killed.
 FERRY_TEST_PEER(rlock_hold_forever) {
   auto l = RLock::open(args.at(0));
@@ -439,6 +454,34 @@ TEST_SUITE("ipc.sync") {
       }  // released without make_consistent()
       CHECK(lock->try_acquire().code() == Errc::broken);
       CHECK(lock->acquire_for(100ms).code() == Errc::broken);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a Value whose lock holder is SIGKILLed mid-update reports owner_died to lock()") {
+    testing::LeakCheck leaks;
+    {
+      auto v = Value<Pair>::create("pair", Pair{1, 1});
+      REQUIRE(v);
+      Pipe rep;
+      auto holder = testing::spawn_peer("value_hold_forever", {"pair"}, with_report(rep));
+      REQUIRE(read_byte(rep.r, 20s) == 'H');
+      const auto t0 = SteadyClock::now();
+      holder.kill(SIGKILL);
+      {
+        auto g = v->lock(Deadline::after(5s));
+        REQUIRE(g);
+        CHECK(elapsed_s(t0) < 1.0);
+        CHECK(g->owner_died());
+        CHECK((*g)->a == 99);  // the dead holder's half-done update is visible: repair it
+        (*g)->a = (*g)->b;
+        CHECK(g->make_consistent());
+        CHECK_FALSE(g->owner_died());
+      }
+      CHECK(v->get().value().a == 1);
+      CHECK(v->set(Pair{2, 2}));
+      CHECK(v->with_lock([](Pair& p) { return p.a + p.b; }).value() == 4);
+      REQUIRE(holder.wait_for(10s));
     }
     leaks.verify();
   }
