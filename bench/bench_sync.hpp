@@ -6,6 +6,10 @@
 //   if (argc > 1 && std::string_view(argv[1]) == ferry::bench::kSyncBenchPeerArg)
 //     return ferry::bench::run_sync_bench_peer(argc, argv);
 //
+// The contended figures count both processes' operations over the wall time of the run; they
+// measure contention only while both processes are on a CPU at once (on a loaded machine one
+// may run mostly alone, and the figure approaches the uncontended rate).
+//
 // Threading: run from one thread; it starts and reaps its own peer processes.
 #pragma once
 

@@ -41,7 +41,7 @@ class Event {
   void clear() noexcept;  // later waits block again
   bool is_set() const noexcept;
 
-  // ok (set), timeout (timed/try form: not set by the deadline).
+  // ok (set), timeout (timed form: not set by the deadline), would_block (try form).
   Status wait(Deadline d = Deadline::never());
   Status try_wait() { return wait(Deadline::now()); }
   template <class Rep, class Period>

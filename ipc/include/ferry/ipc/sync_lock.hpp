@@ -13,7 +13,10 @@
 //
 // Lock is owned by a thread (as pthread mutexes are): release it from the thread that took
 // it (release() from another thread returns invalid_argument). RLock may be re-acquired by
-// its owning thread; each acquire needs a release, and the depth lives in the segment.
+// its owning thread; each acquire needs a release. The depth lives in the segment; the owner
+// is the tid the kernel keeps in the robust mutex's futex word (cleared when the owner dies,
+// so a recycled tid is never mistaken for the dead owner). A thread relocking a Lock it holds
+// gets invalid_argument (error-checking mutex), not a self-deadlock.
 #pragma once
 
 #include <chrono>
