@@ -40,7 +40,9 @@ void Report::print_table() const {
   std::printf("\n%-44s %14s %-8s %14s %8s\n", "figure", "value", "unit", "baseline", "ratio");
   for (const auto& m : metrics_) {
     std::string base_name;
-    if (m.name.rfind("channel.", 0) == 0) {
+    if (m.name.rfind("sync.lock.", 0) == 0) {
+      base_name = "baseline.boost-ipc-mutex." + m.name.substr(10);
+    } else if (m.name.rfind("channel.", 0) == 0) {
       const auto dot = m.name.find('.', 8);
       const auto transport = m.name.substr(8, dot - 8);
       const auto rest = m.name.substr(dot);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ferry/shared/cli_support.hpp"
+#include "bench_sync.hpp"
 #include "harness.hpp"
 
 namespace {
@@ -19,6 +20,9 @@ std::string self_path() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == ferry::bench::kSyncBenchPeerArg) {
+    return ferry::bench::run_sync_bench_peer(argc, argv);
+  }
   if (argc >= 3 && std::string(argv[1]) == "--bench-peer") {
     return ferry::bench::channel_peer(std::vector<std::string>(argv + 2, argv + argc));
   }
@@ -26,8 +30,8 @@ int main(int argc, char** argv) {
   bool quick = false;
   bool json = false;
   CLI::App app{"ferry-bench: ferry against its peers, measured in one run", "ferry-bench"};
-  app.add_option("suite", suite, "channels | pool | remote | all")
-      ->check(CLI::IsMember({"channels", "pool", "remote", "all"}));
+  app.add_option("suite", suite, "channels | sync | pool | remote | all")
+      ->check(CLI::IsMember({"channels", "sync", "pool", "remote", "all"}));
   app.add_flag("--quick", quick, "short runs (under 30 s per suite)");
   app.add_flag("--json", json, "one JSON object per line: {name, value, unit}");
   if (auto code = ferry::cli::parse(app, argc, argv)) return *code;
@@ -36,6 +40,9 @@ int main(int argc, char** argv) {
   ferry::bench::Report report(json);
   try {
     if (suite == "channels" || suite == "all") ferry::bench::run_channels(cfg, report);
+    if (suite == "sync" || suite == "all") {
+      for (auto& r : ferry::bench::run_sync_bench(quick)) report.add(r.name, r.value, r.unit);
+    }
     if (suite == "pool" || suite == "remote") {
       std::fprintf(stderr, "ferry-bench: the %s suite is not built yet\n", suite.c_str());
       return ferry::cli::kExitFailed;
