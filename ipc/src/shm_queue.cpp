@@ -78,6 +78,11 @@ constexpr std::size_t round_up(std::size_t n, std::size_t a) noexcept {
   return (n + a - 1) / a * a;
 }
 
+// Moves a counter from p to p + 1 if it is still at p (a failed CAS must not clobber p).
+void advance(std::atomic<std::uint64_t>& counter, std::uint64_t p) noexcept {
+  counter.compare_exchange_strong(p, p + 1);
+}
+
 }  // namespace
 
 struct ShmQueue::Impl {
@@ -150,10 +155,8 @@ struct ShmQueue::Impl {
       hdr->abandoned_count.fetch_add(1);
     }
     // The counters may be stuck at seq if the claimer died before advancing them.
-    std::uint64_t expect = seq;
-    hdr->head.compare_exchange_strong(expect, seq + 1);
-    expect = seq;
-    hdr->tail.compare_exchange_strong(expect, seq + 1);
+    advance(hdr->head, seq);
+    advance(hdr->tail, seq);
     detail::bump_and_wake(hdr->not_full_seq, INT_MAX);
     detail::bump_and_wake(hdr->not_empty_seq, INT_MAX);
     return true;
@@ -163,7 +166,7 @@ struct ShmQueue::Impl {
   // held by dead claimers (costs syscalls, so only when about to wait).
   bool try_claim_push(bool check_dead, std::uint64_t& pos) noexcept {
     for (;;) {
-      std::uint64_t p = hdr->tail.load(std::memory_order_seq_cst);
+      const std::uint64_t p = hdr->tail.load(std::memory_order_seq_cst);
       const std::uint64_t i = p & (cap - 1);
       const std::uint64_t lap = p >> cap_shift;
       std::uint64_t w = slot(i).word.load(std::memory_order_seq_cst);
@@ -171,14 +174,14 @@ struct ShmQueue::Impl {
       const auto st = state_of(w);
       if (wl == lap && st == kEmpty) {
         if (slot(i).word.compare_exchange_strong(w, pack(lap, kWriting, me))) {
-          hdr->tail.compare_exchange_strong(p, p + 1);
+          advance(hdr->tail, p);
           pos = p;
           return true;
         }
         continue;
       }
       if (wl >= lap) {  // position p is already claimed: help move the counter on
-        hdr->tail.compare_exchange_strong(p, p + 1);
+        advance(hdr->tail, p);
         continue;
       }
       // The slot still holds the previous lap: full, unless its claimer is dead.
@@ -192,7 +195,7 @@ struct ShmQueue::Impl {
 
   bool try_claim_pop(bool check_dead, std::uint64_t& pos) noexcept {
     for (;;) {
-      std::uint64_t q = hdr->head.load(std::memory_order_seq_cst);
+      const std::uint64_t q = hdr->head.load(std::memory_order_seq_cst);
       const std::uint64_t i = q & (cap - 1);
       const std::uint64_t lap = q >> cap_shift;
       std::uint64_t w = slot(i).word.load(std::memory_order_seq_cst);
@@ -201,14 +204,14 @@ struct ShmQueue::Impl {
       if (wl == lap) {
         if (st == kFull) {
           if (slot(i).word.compare_exchange_strong(w, pack(lap, kReading, me))) {
-            hdr->head.compare_exchange_strong(q, q + 1);
+            advance(hdr->head, q);
             pos = q;
             return true;
           }
           continue;
         }
         if (st == kReading) {
-          hdr->head.compare_exchange_strong(q, q + 1);
+          advance(hdr->head, q);
           continue;
         }
         if (st == kWriting && check_dead && claimer_dead(pid_of(w))) {
@@ -218,7 +221,7 @@ struct ShmQueue::Impl {
         return false;  // not pushed yet, or being written
       }
       if (wl > lap) {  // consumed or skipped already
-        hdr->head.compare_exchange_strong(q, q + 1);
+        advance(hdr->head, q);
         continue;
       }
       if (check_dead && (st == kReading || st == kWriting) && claimer_dead(pid_of(w))) {
