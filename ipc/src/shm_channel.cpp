@@ -1,0 +1,260 @@
+#include "ferry/ipc/shm_channel.hpp"
+
+#include <unistd.h>
+
+#include <climits>
+#include <new>
+#include <utility>
+
+#include "ferry/ipc/shm_ring.hpp"
+#include "shm_util.hpp"
+
+namespace ferry::ipc {
+
+namespace {
+
+constexpr std::uint64_t kChannelMagic = 0x314e4843594d4853ULL;  // "SHMYCHN1"
+constexpr std::uint32_t kChannelVersion = 1;
+constexpr std::size_t kHeaderBytes = 256;
+
+// The segment: this header, then ring 0 (creator -> opener), then ring 1 (opener -> creator).
+struct SegHeader {
+  std::atomic<std::uint64_t> magic;  // stored last by the creator
+  std::uint32_t version;
+  std::uint32_t header_bytes;
+  std::uint64_t ring_bytes;
+  std::uint64_t total_bytes;
+  std::atomic<std::int32_t> pid[2];  // [0] creator, [1] opener
+  std::atomic<std::uint64_t> start_ticks[2];
+  std::atomic<std::uint32_t> closed[2];
+  std::atomic<std::uint32_t> attached;  // futex word: 1 once the opener has mapped the segment
+};
+static_assert(sizeof(SegHeader) <= kHeaderBytes);
+
+constexpr std::size_t ring_offset(int which, std::size_t ring_bytes) noexcept {
+  return kHeaderBytes + static_cast<std::size_t>(which) * ring_footprint(ring_bytes);
+}
+constexpr std::size_t segment_bytes(std::size_t ring_bytes) noexcept {
+  return ring_offset(2, ring_bytes);
+}
+
+RingOptions ring_options(const ShmOptions& o) {
+  RingOptions r;
+  r.max_frame = o.max_frame;
+  r.spin = o.spin;
+  return r;
+}
+
+bool transport_fault(Errc c) noexcept {
+  switch (c) {
+    case Errc::ok:
+    case Errc::would_block:
+    case Errc::timeout:
+    case Errc::queue_full:
+    case Errc::channel_closed:
+    case Errc::invalid_argument:
+      return false;
+    default:
+      return true;
+  }
+}
+
+}  // namespace
+
+struct ShmChannel::Impl final : PeerProbe {
+  detail::Segment seg;
+  SegHeader* hdr = nullptr;
+  int side = 0;  // 0 creator, 1 opener
+  RingProducer tx;
+  RingConsumer rx;
+  std::string endpoint;
+  detail::PeerWatch watch;
+  std::atomic<bool> unlinked{false};
+  bool unlink_when_attached = true;
+
+  bool closed() noexcept override {
+    return hdr->closed[0].load(std::memory_order_acquire) != 0 ||
+           hdr->closed[1].load(std::memory_order_acquire) != 0;
+  }
+  bool dead() noexcept override {
+    const int peer = 1 - side;
+    if (hdr->attached.load(std::memory_order_acquire) == 0) return false;
+    return watch.dead(hdr->pid[peer].load(std::memory_order_acquire),
+                      hdr->start_ticks[peer].load(std::memory_order_acquire));
+  }
+
+  void maybe_unlink() noexcept {
+    if (side != 0 || !unlink_when_attached || unlinked.load(std::memory_order_relaxed)) return;
+    if (hdr->attached.load(std::memory_order_acquire) == 0) return;
+    if (!unlinked.exchange(true)) seg.remove();
+  }
+
+  void close() noexcept {
+    if (hdr->closed[side].exchange(1) != 0) return;
+    wake_ring(*ring(0));
+    wake_ring(*ring(1));
+    detail::bump_and_wake(hdr->attached, INT_MAX);
+  }
+
+  RingControl* ring(int which) const noexcept {
+    return reinterpret_cast<RingControl*>(seg.data() + ring_offset(which, hdr->ring_bytes));
+  }
+};
+
+ShmChannel::ShmChannel(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+
+ShmChannel::~ShmChannel() {
+  if (!impl_) return;
+  impl_->close();
+  if (impl_->side == 0 && !impl_->unlinked.exchange(true)) impl_->seg.remove();
+}
+
+Result<std::unique_ptr<ShmChannel>> ShmChannel::create(std::string_view name,
+                                                       const ShmOptions& opt) {
+  if (!valid_ring_capacity(opt.ring_bytes)) {
+    return Error{Errc::invalid_argument, "ring_bytes must be a power of two in [4 KiB, 1 GiB]"};
+  }
+  auto full = detail::new_segment_name(name);
+  if (!full) return std::move(full).error();
+  auto seg = detail::Segment::create(*full, segment_bytes(opt.ring_bytes));
+  if (!seg) return std::move(seg).error();
+
+  auto impl = std::make_unique<Impl>();
+  impl->seg = std::move(*seg);
+  std::uint8_t* base = impl->seg.data();
+  auto* h = new (base) SegHeader{};
+  h->version = kChannelVersion;
+  h->header_bytes = kHeaderBytes;
+  h->ring_bytes = opt.ring_bytes;
+  h->total_bytes = segment_bytes(opt.ring_bytes);
+  h->start_ticks[0].store(detail::self_start_ticks());
+  h->pid[0].store(static_cast<std::int32_t>(::getpid()));
+  impl->hdr = h;
+  init_ring(base + ring_offset(0, opt.ring_bytes), opt.ring_bytes);
+  init_ring(base + ring_offset(1, opt.ring_bytes), opt.ring_bytes);
+  h->magic.store(kChannelMagic, std::memory_order_release);
+
+  impl->side = 0;
+  impl->unlink_when_attached = opt.unlink_when_attached;
+  impl->endpoint = "shm://" + *full;
+  impl->tx = RingProducer(impl->ring(0), ring_options(opt));
+  impl->rx = RingConsumer(impl->ring(1), ring_options(opt));
+  return std::unique_ptr<ShmChannel>(new ShmChannel(std::move(impl)));
+}
+
+Result<std::unique_ptr<ShmChannel>> ShmChannel::open(std::string_view name_or_endpoint,
+                                                     const ShmOptions& opt) {
+  auto full = detail::segment_name_of(name_or_endpoint);
+  if (!full) return std::move(full).error();
+  auto seg = detail::Segment::open(*full);
+  if (!seg) return std::move(seg).error();
+  if (seg->size() < kHeaderBytes) {
+    return Error{Errc::invalid_argument, "/dev/shm/" + *full + " is too small for a channel"};
+  }
+  auto* h = reinterpret_cast<SegHeader*>(seg->data());
+  if (h->magic.load(std::memory_order_acquire) != kChannelMagic) {
+    return Error{Errc::invalid_argument, "/dev/shm/" + *full + " is not a ferry shm channel"};
+  }
+  if (h->version != kChannelVersion || h->header_bytes != kHeaderBytes ||
+      !valid_ring_capacity(h->ring_bytes) || h->total_bytes != segment_bytes(h->ring_bytes) ||
+      h->total_bytes > seg->size()) {
+    return Error{Errc::invalid_argument, "/dev/shm/" + *full + " has an unexpected layout"};
+  }
+  std::int32_t expected = 0;
+  if (!h->pid[1].compare_exchange_strong(expected, static_cast<std::int32_t>(::getpid()))) {
+    return Error{Errc::already_exists,
+                 "channel " + *full + " is already open in pid " + std::to_string(expected)};
+  }
+  h->start_ticks[1].store(detail::self_start_ticks());
+  h->attached.store(1, std::memory_order_release);
+  detail::futex_wake(h->attached, INT_MAX);
+
+  auto impl = std::make_unique<Impl>();
+  impl->seg = std::move(*seg);
+  impl->hdr = h;
+  impl->side = 1;
+  impl->endpoint = "shm://" + *full;
+  impl->tx = RingProducer(impl->ring(1), ring_options(opt));
+  impl->rx = RingConsumer(impl->ring(0), ring_options(opt));
+  return std::unique_ptr<ShmChannel>(new ShmChannel(std::move(impl)));
+}
+
+Status ShmChannel::send_until(const Frame& f, Deadline d) {
+  impl_->maybe_unlink();
+  return impl_->tx.send(f.header, f.payload, d, *impl_);
+}
+
+Status ShmChannel::recv_until(Frame& out, Deadline d) {
+  impl_->maybe_unlink();
+  auto st = impl_->rx.recv(out, d, *impl_);
+  // The stream can no longer be trusted after a malformed frame: close it for both sides.
+  if (transport_fault(st.code())) impl_->close();
+  return st;
+}
+
+std::string ShmChannel::endpoint() const {
+  return impl_->endpoint;
+}
+
+Status ShmChannel::wait_for_peer(Deadline d) {
+  auto& attached = impl_->hdr->attached;
+  for (;;) {
+    const std::uint32_t v = attached.load(std::memory_order_acquire);
+    if (v != 0) {
+      impl_->maybe_unlink();
+      return {};
+    }
+    if (impl_->closed()) return Errc::channel_closed;
+    if (d.is_now()) return Errc::would_block;
+    if (d.expired()) return Errc::timeout;
+    auto t = std::chrono::nanoseconds(std::chrono::milliseconds(50));
+    if (!d.is_never()) {
+      t = std::min(t, std::chrono::duration_cast<std::chrono::nanoseconds>(d.remaining()));
+    }
+    detail::futex_wait(attached, v, t);
+  }
+}
+
+void ShmChannel::close() noexcept {
+  impl_->close();
+}
+
+Result<std::span<std::uint8_t>> ShmChannel::loan(std::size_t size, Deadline d) {
+  impl_->maybe_unlink();
+  return impl_->tx.loan(size, d, *impl_);
+}
+
+Status ShmChannel::publish(std::size_t used, MessageKind kind, std::uint64_t request_id) {
+  return impl_->tx.publish(used, kind, request_id);
+}
+
+std::size_t ShmChannel::max_loan() const noexcept {
+  return impl_->tx.max_loan();
+}
+
+Result<FrameView> ShmChannel::recv_view_until(Deadline d) {
+  impl_->maybe_unlink();
+  auto r = impl_->rx.recv_view(d, *impl_);
+  if (!r && transport_fault(r.code())) impl_->close();
+  return r;
+}
+
+void ShmChannel::release() noexcept {
+  impl_->rx.release();
+}
+
+const std::string& ShmChannel::segment_name() const noexcept {
+  return impl_->seg.name();
+}
+
+bool ShmChannel::is_creator() const noexcept {
+  return impl_->side == 0;
+}
+
+bool ShmChannel::in_segment(const void* p) const noexcept {
+  const auto* b = impl_->seg.data();
+  const auto* q = static_cast<const std::uint8_t*>(p);
+  return q >= b && q < b + impl_->seg.size();
+}
+
+}  // namespace ferry::ipc

@@ -1,0 +1,542 @@
+// ShmChannel between real processes: the test binary re-executes itself as the peer.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "ferry/ipc/shm_channel.hpp"
+#include "ferry/shared/session.hpp"
+#include "testing.hpp"
+
+using namespace ferry;
+using namespace ferry::ipc;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::uint8_t pattern(std::uint64_t i, std::size_t j) {
+  return static_cast<std::uint8_t>((i * 131 + j * 7) & 0xff);
+}
+
+Frame make(std::uint64_t id, std::size_t size, MessageKind kind = MessageKind::data) {
+  Frame f;
+  f.header.kind = kind;
+  f.header.request_id = id;
+  f.payload.resize(size);
+  for (std::size_t j = 0; j < size; ++j)
+    f.payload[j] = pattern(id, j);
+  return f;
+}
+
+bool matches(std::uint64_t id, ByteView p, std::size_t size) {
+  if (p.size() != size) return false;
+  for (std::size_t j = 0; j < size; ++j) {
+    if (p[j] != pattern(id, j)) return false;
+  }
+  return true;
+}
+
+ShmOptions with_ring(std::size_t ring, std::size_t max_frame = kDefaultMaxFrame) {
+  ShmOptions o;
+  o.ring_bytes = ring;
+  o.max_frame = max_frame;
+  return o;
+}
+
+std::unique_ptr<ShmChannel> create(const std::string& name, const ShmOptions& o = {}) {
+  auto r = ShmChannel::create(name, o);
+  REQUIRE_MESSAGE(r.has_value(), r.error().message());
+  return std::move(*r);
+}
+
+int fail(const char* what, const Status& st = {}) {
+  std::fprintf(stderr, "peer: %s: %s\n", what, st ? "ok" : st.error().message().c_str());
+  return 2;
+}
+
+std::unique_ptr<ShmChannel> peer_open(const std::string& ep, const ShmOptions& o = {}) {
+  auto r = ShmChannel::open(ep, o);
+  if (!r) {
+    std::fprintf(stderr, "peer: open %s: %s\n", ep.c_str(), r.error().message().c_str());
+    std::exit(3);
+  }
+  return std::move(*r);
+}
+
+// Expects the peer to exit 0 within a generous bound.
+void expect_clean_exit(testing::Child& c) {
+  auto st = c.wait_for(60s);
+  REQUIRE_MESSAGE(st.has_value(), "peer did not exit");
+  CHECK(st->signal == 0);
+  CHECK(st->code == 0);
+}
+
+double cpu_seconds_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  for (int i = 3; i < 14; ++i)
+    rest >> field;
+  unsigned long long ut = 0, st = 0;
+  rest >> ut >> st;
+  return static_cast<double>(ut + st) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+double thread_cpu_seconds() {
+  rusage ru{};
+  ::getrusage(RUSAGE_THREAD, &ru);
+  auto tv = [](timeval t) {
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+  };
+  return tv(ru.ru_utime) + tv(ru.ru_stime);
+}
+
+bool segment_exists(const std::string& full) {
+  return ::access(("/dev/shm/" + full).c_str(), F_OK) == 0;
+}
+
+// Reads one line from fd within timeout ("" on timeout or EOF).
+std::string read_line(int fd, std::chrono::milliseconds timeout) {
+  std::string line;
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return {};
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    char c = 0;
+    if (::read(fd, &c, 1) != 1) return {};
+    if (c == '\n') return line;
+    line.push_back(c);
+  }
+}
+
+}  // namespace
+
+// --- peers -----------------------------------------------------------------------------------
+
+// Echoes every frame back until a shutdown frame or the channel closes.
+FERRY_TEST_PEER(shm_echo) {
+  auto ch = peer_open(args.at(0));
+  Frame f;
+  for (;;) {
+    auto st = ch->recv(f);
+    if (st.code() == Errc::channel_closed) return 0;
+    if (!st) return fail("recv", st);
+    if (f.kind() == MessageKind::shutdown) return 0;
+    if (auto s2 = ch->send(f); !s2) return fail("send", s2);
+  }
+}
+
+// Checks `count` frames arrive in order with the expected contents, reports, then streams
+// `count` frames back.
+FERRY_TEST_PEER(shm_order) {
+  auto ch = peer_open(args.at(0));
+  const std::uint64_t count = std::stoull(args.at(1));
+  Frame f;
+  std::uint64_t good = 0;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    if (auto st = ch->recv(f); !st) return fail("recv", st);
+    if (f.request_id() == i && matches(i, f.payload, i % 200)) ++good;
+  }
+  if (auto st = ch->send(make(good, 0, MessageKind::result)); !st) return fail("send", st);
+  for (std::uint64_t i = 0; i < count; ++i) {
+    if (auto st = ch->send(make(i, i % 200)); !st) return fail("send", st);
+  }
+  auto st = ch->recv(f);  // shutdown
+  return st && f.kind() == MessageKind::shutdown ? 0 : fail("shutdown", st);
+}
+
+// Sends frames until the channel fails.
+FERRY_TEST_PEER(shm_stream) {
+  auto ch = peer_open(args.at(0));
+  for (std::uint64_t i = 0;; ++i) {
+    if (auto st = ch->send(make(i, 64)); !st) return 0;
+  }
+}
+
+// Says "ready", then blocks in a receive until shutdown.
+FERRY_TEST_PEER(shm_idle) {
+  auto ch = peer_open(args.at(0));
+  if (auto st = ch->send(make(0, 0, MessageKind::heartbeat)); !st) return fail("send", st);
+  Frame f;
+  auto st = ch->recv(f);
+  return st && f.kind() == MessageKind::shutdown ? 0 : fail("recv", st);
+}
+
+// Says "ready", then never reads (until killed).
+FERRY_TEST_PEER(shm_hold) {
+  auto ch = peer_open(args.at(0));
+  if (auto st = ch->send(make(0, 0, MessageKind::heartbeat)); !st) return fail("send", st);
+  for (;;)
+    ::pause();
+}
+
+// Opens with a small max frame and expects FrameTooLarge, then ChannelClosed.
+FERRY_TEST_PEER(shm_small_max) {
+  auto ch = peer_open(args.at(0), with_ring(1 << 20, std::stoull(args.at(1))));
+  Frame f;
+  auto st = ch->recv(f);
+  if (st.code() != Errc::frame_too_large) return fail("expected FrameTooLarge", st);
+  auto st2 = ch->recv(f);
+  if (st2.code() != Errc::channel_closed) return fail("expected ChannelClosed", st2);
+  return 0;
+}
+
+// Zero-copy echo: views each frame in place, answers through a loan.
+FERRY_TEST_PEER(shm_view_echo) {
+  auto ch = peer_open(args.at(0));
+  for (;;) {
+    auto v = ch->recv_view();
+    if (!v) return fail("recv_view", std::move(v).error());
+    if (v->header.kind == MessageKind::shutdown) return 0;
+    if (!ch->in_segment(v->payload.data()) && !v->payload.empty()) return fail("view was copied");
+    if (!matches(v->header.request_id, v->payload, v->payload.size())) return fail("content");
+    auto loan = ch->loan(v->payload.size());
+    if (!loan) return fail("loan", std::move(loan).error());
+    std::memcpy(loan->data(), v->payload.data(), v->payload.size());
+    const auto id = v->header.request_id;
+    const auto n = v->payload.size();
+    ch->release();
+    if (auto st = ch->publish(n, MessageKind::data, id); !st) return fail("publish", st);
+  }
+}
+
+// Sends `n` frames, then closes in order and exits.
+FERRY_TEST_PEER(shm_send_close) {
+  auto ch = peer_open(args.at(0));
+  const std::uint64_t n = std::stoull(args.at(1));
+  for (std::uint64_t i = 0; i < n; ++i) {
+    if (auto st = ch->send(make(i, 100)); !st) return fail("send", st);
+  }
+  ch->close();
+  return 0;
+}
+
+// Creates the channel, reports on stdout when it exists and when the peer attached, then
+// receives until killed.
+FERRY_TEST_PEER(shm_creator) {
+  auto r = ShmChannel::create(args.at(0));
+  if (!r) return fail("create", std::move(r).error());
+  auto& ch = *r;
+  std::printf("ready\n");
+  std::fflush(stdout);
+  if (auto st = ch->wait_for_peer(Deadline::after(60s)); !st) return fail("wait_for_peer", st);
+  std::printf("attached\n");
+  std::fflush(stdout);
+  Frame f;
+  for (;;) {
+    if (auto st = ch->recv(f); !st) return 0;
+  }
+}
+
+// --- tests -----------------------------------------------------------------------------------
+
+TEST_SUITE("ipc.shm") {
+  TEST_CASE("frames round-trip through a peer process, including empty ones") {
+    testing::LeakCheck leaks;
+    {
+      auto ch = create("rt");
+      CHECK(ch->endpoint() == "shm://" + shm_name("rt"));
+      auto peer = testing::spawn_peer("shm_echo", {ch->endpoint()});
+      for (std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{64}, std::size_t{4096},
+                               std::size_t{100000}}) {
+        REQUIRE(ch->send(make(size, size)));
+        Frame back;
+        REQUIRE(ch->recv_for(back, 30s));
+        CHECK(back.request_id() == size);
+        CHECK(back.kind() == MessageKind::data);
+        CHECK(matches(size, back.payload, size));
+      }
+      REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
+      expect_clean_exit(peer);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("100000 frames arrive in order in both directions") {
+    testing::LeakCheck leaks;
+    {
+      constexpr std::uint64_t kCount = 100000;
+      auto ch = create("order", with_ring(64 << 10));
+      auto peer = testing::spawn_peer("shm_order", {ch->endpoint(), std::to_string(kCount)});
+      for (std::uint64_t i = 0; i < kCount; ++i)
+        REQUIRE(ch->send(make(i, i % 200)));
+      Frame f;
+      REQUIRE(ch->recv_for(f, 60s));
+      CHECK(f.kind() == MessageKind::result);
+      CHECK(f.request_id() == kCount);  // the peer counted every frame as in order and intact
+      std::uint64_t good = 0;
+      for (std::uint64_t i = 0; i < kCount; ++i) {
+        REQUIRE(ch->recv_for(f, 60s));
+        if (f.request_id() == i && matches(i, f.payload, i % 200)) ++good;
+      }
+      CHECK(good == kCount);
+      REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
+      expect_clean_exit(peer);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a 64 MiB frame crosses a 256 KiB ring both ways, and an empty frame too") {
+    testing::LeakCheck leaks;
+    {
+      auto ch = create("big", with_ring(256 << 10));
+      auto peer = testing::spawn_peer("shm_echo", {ch->endpoint()});
+      const Frame big = make(42, kDefaultMaxFrame);
+      REQUIRE(ch->send_for(big, 60s));
+      Frame back;
+      REQUIRE(ch->recv_for(back, 60s));
+      CHECK(back.request_id() == 42);
+      CHECK(back.payload.size() == kDefaultMaxFrame);
+      CHECK(back.payload == big.payload);
+      REQUIRE(ch->send(make(7, 0)));
+      REQUIRE(ch->recv_for(back, 60s));
+      CHECK(back.request_id() == 7);
+      CHECK(back.payload.empty());
+      REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
+      expect_clean_exit(peer);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a frame over the maximum is refused with FrameTooLarge by sender and receiver") {
+    testing::LeakCheck leaks;
+    constexpr std::size_t kMax = 1 << 20;
+    SUBCASE("the sender refuses it and sends nothing") {
+      auto ch = create("toolarge-s", with_ring(1 << 20, kMax));
+      auto peer = testing::spawn_peer("shm_echo", {ch->endpoint()});
+      auto st = ch->send(make(1, kMax + 1));
+      CHECK(st.code() == Errc::frame_too_large);
+      CHECK(ch->send(make(2, kMax)));  // exactly the maximum is fine
+      Frame back;
+      REQUIRE(ch->recv_for(back, 30s));
+      CHECK(back.request_id() == 2);  // nothing of the refused frame arrived
+      CHECK(back.payload.size() == kMax);
+      REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
+      expect_clean_exit(peer);
+    }
+    SUBCASE("a receiver with a smaller maximum rejects it and closes the channel") {
+      auto ch = create("toolarge-r", with_ring(1 << 20));
+      auto peer = testing::spawn_peer("shm_small_max", {ch->endpoint(), std::to_string(kMax)});
+      auto st = ch->send_for(make(1, 2 * kMax), 30s);
+      // Either it all fitted before the peer closed, or the peer's close cut it short.
+      CHECK((st.has_value() || st.code() == Errc::channel_closed));
+      expect_clean_exit(peer);
+      Frame f;
+      CHECK(ch->recv_for(f, 10s).code() == Errc::channel_closed);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a SIGKILLed sending peer is reported as ChannelClosed within 1 s") {
+    testing::LeakCheck leaks;
+    {
+      auto ch = create("kill-rx", with_ring(64 << 10));
+      auto peer = testing::spawn_peer("shm_stream", {ch->endpoint()});
+      Frame f;
+      for (int i = 0; i < 1000; ++i)
+        REQUIRE(ch->recv_for(f, 30s));
+      const auto t0 = std::chrono::steady_clock::now();
+      peer.kill(SIGKILL);
+      Status st;
+      while ((st = ch->recv_for(f, 10s))) {
+      }
+      const auto elapsed = std::chrono::steady_clock::now() - t0;
+      CHECK(st.code() == Errc::channel_closed);
+      CHECK(elapsed < 1s);
+      auto ex = peer.wait_for(30s);
+      REQUIRE(ex);
+      CHECK(ex->signal == SIGKILL);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a sender blocked on a full ring gets ChannelClosed within 1 s of its peer's SIGKILL") {
+    testing::LeakCheck leaks;
+    {
+      auto ch = create("kill-tx", with_ring(64 << 10));
+      auto peer = testing::spawn_peer("shm_hold", {ch->endpoint()});
+      Frame ready;
+      REQUIRE(ch->recv_for(ready, 30s));
+      const Frame f = make(1, 1000);
+      int sent = 0;
+      Status st;
+      while ((st = ch->try_send(f)))
+        ++sent;
+      CHECK(st.code() == Errc::queue_full);  // the peer never reads
+      CHECK(sent > 0);
+      CHECK(ch->send_for(f, 100ms).code() == Errc::timeout);
+      const auto t0 = std::chrono::steady_clock::now();
+      peer.kill(SIGKILL);
+      st = ch->send_for(f, 10s);
+      const auto elapsed = std::chrono::steady_clock::now() - t0;
+      CHECK(st.code() == Errc::channel_closed);
+      CHECK(elapsed < 1s);
+      REQUIRE(peer.wait_for(30s));
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("timed and try receives honour their deadlines") {
+    testing::LeakCheck leaks;
+    {
+      auto ch = create("timed");
+      auto peer = testing::spawn_peer("shm_idle", {ch->endpoint()});
+      Frame f;
+      REQUIRE(ch->recv_for(f, 30s));  // ready
+      CHECK(ch->try_recv(f).code() == Errc::would_block);
+      const auto t0 = std::chrono::steady_clock::now();
+      CHECK(ch->recv_for(f, 200ms).code() == Errc::timeout);
+      const auto elapsed = std::chrono::steady_clock::now() - t0;
+      CHECK(elapsed >= 200ms);
+      CHECK(elapsed < 5s);
+      REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
+      expect_clean_exit(peer);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("an idle blocked receiver uses almost no CPU") {
+    testing::LeakCheck leaks;
+    {
+      auto ch = create("idle");
+      auto peer = testing::spawn_peer("shm_idle", {ch->endpoint()});
+      Frame f;
+      REQUIRE(ch->recv_for(f, 30s));  // the peer is about to block in recv()
+      const double peer0 = cpu_seconds_of(peer.pid());
+      const double self0 = thread_cpu_seconds();
+      const auto t0 = std::chrono::steady_clock::now();
+      CHECK(ch->recv_for(f, 600ms).code() == Errc::timeout);  // we wait too, on a timed recv
+      const double wall =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double peer_cpu = cpu_seconds_of(peer.pid()) - peer0;
+      const double self_cpu = thread_cpu_seconds() - self0;
+      MESSAGE("idle CPU over " << wall << " s: peer " << peer_cpu << " s, self " << self_cpu
+                               << " s");
+      CHECK(peer_cpu / wall < 0.05);
+      CHECK(self_cpu / wall < 0.05);
+      REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
+      expect_clean_exit(peer);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("loaned buffers are published and viewed in place in both directions") {
+    testing::LeakCheck leaks;
+    {
+      auto ch = create("loan", with_ring(1 << 20));
+      auto peer = testing::spawn_peer("shm_view_echo", {ch->endpoint()});
+      CHECK(ch->max_loan() >= (400u << 10));
+      CHECK(ch->loan(ch->max_loan() + 1).code() == Errc::invalid_argument);
+      for (std::uint64_t i = 0; i < 200; ++i) {
+        const std::size_t size = (i * 37'813) % (300 << 10);
+        auto loan = ch->loan(size, Deadline::after(30s));
+        REQUIRE(loan);
+        REQUIRE(loan->size() == size);
+        CHECK((size == 0 || ch->in_segment(loan->data())));
+        for (std::size_t j = 0; j < size; ++j)
+          (*loan)[j] = pattern(i, j);
+        REQUIRE(ch->publish(size, MessageKind::data, i));
+        auto v = ch->recv_view_for(30s);
+        REQUIRE(v);
+        CHECK(v->header.request_id == i);
+        CHECK((size == 0 || ch->in_segment(v->payload.data())));
+        CHECK(matches(i, v->payload, size));
+        Frame other;
+        CHECK(ch->try_recv(other).code() == Errc::invalid_argument);  // view still held
+        ch->release();
+      }
+      REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
+      expect_clean_exit(peer);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("an orderly close delivers what was sent, then ChannelClosed") {
+    testing::LeakCheck leaks;
+    {
+      auto ch = create("close");
+      auto peer = testing::spawn_peer("shm_send_close", {ch->endpoint(), "500"});
+      expect_clean_exit(peer);  // the peer is gone before we read anything
+      Frame f;
+      for (std::uint64_t i = 0; i < 500; ++i) {
+        REQUIRE(ch->recv_for(f, 30s));
+        CHECK(f.request_id() == i);
+      }
+      CHECK(ch->recv_for(f, 10s).code() == Errc::channel_closed);
+      CHECK(ch->send(make(1, 1)).code() == Errc::channel_closed);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("the creator unlinks the name once the peer attached; a second opener is refused") {
+    testing::LeakCheck leaks;
+    {
+      auto ch = create("unlink");
+      const auto full = shm_name("unlink");
+      CHECK(ch->segment_name() == full);
+      CHECK(segment_exists(full));
+      auto peer = testing::spawn_peer("shm_echo", {ch->endpoint()});
+      REQUIRE(ch->wait_for_peer(Deadline::after(30s)));
+      CHECK_FALSE(segment_exists(full));
+      // Still fully usable after the unlink.
+      REQUIRE(ch->send(make(5, 10)));
+      Frame back;
+      REQUIRE(ch->recv_for(back, 30s));
+      CHECK(back.request_id() == 5);
+      CHECK(ShmChannel::open(ch->endpoint()).code() == Errc::not_found);
+      REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
+      expect_clean_exit(peer);
+    }
+    SUBCASE("a second opener while the name still exists") {
+      ShmOptions keep;
+      keep.unlink_when_attached = false;
+      auto ch = create("second", keep);
+      auto a = ShmChannel::open(ch->endpoint());
+      REQUIRE(a);
+      CHECK(ShmChannel::open(ch->endpoint()).code() == Errc::already_exists);
+      CHECK(ShmChannel::create("second").code() == Errc::already_exists);
+    }
+    CHECK(ShmChannel::open("shm://ferry.no-such-segment").code() == Errc::not_found);
+    CHECK(ShmChannel::create("bad/name").code() == Errc::invalid_argument);
+    leaks.verify();
+  }
+
+  TEST_CASE("a SIGKILLed creator leaves nothing in /dev/shm once the peer attached") {
+    testing::LeakCheck leaks;
+    {
+      int out[2];
+      REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+      testing::SpawnOptions so;
+      so.stdout_fd = out[1];
+      auto peer = testing::spawn_peer("shm_creator", {"victim"}, so);
+      ::close(out[1]);
+      REQUIRE(read_line(out[0], 30s) == "ready");
+      auto ch = ShmChannel::open("victim");
+      REQUIRE(ch);
+      REQUIRE(read_line(out[0], 30s) == "attached");
+      CHECK_FALSE(segment_exists(shm_name("victim")));
+      const auto t0 = std::chrono::steady_clock::now();
+      peer.kill(SIGKILL);
+      Frame f;
+      CHECK((*ch)->recv_for(f, 10s).code() == Errc::channel_closed);
+      CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+      REQUIRE(peer.wait_for(30s));
+      ::close(out[0]);
+    }
+    leaks.verify();
+  }
+}
