@@ -81,8 +81,8 @@ Result<std::unique_ptr<Socket>> Socket::open(zmq::socket_type type, const std::s
     }
     static std::atomic<unsigned> counter{0};
     const std::string mon = "inproc://ferry.zmq.monitor." + std::to_string(counter++);
-    if (zmq_socket_monitor(d.handle(), mon.c_str(),
-                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0) {
+    if (zmq_socket_monitor(d.handle(), mon.c_str(), ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) !=
+        0) {
       throw zmq::error_t();
     }
     s->monitoring_ = true;
@@ -93,6 +93,12 @@ Result<std::unique_ptr<Socket>> Socket::open(zmq::socket_type type, const std::s
     if (role == Role::bind) {
       d.bind(address);
       s->endpoint_ = d.get(zmq::sockopt::last_endpoint);
+      struct stat st {};
+      if (s->endpoint_.rfind("ipc://", 0) == 0 && ::stat(s->endpoint_.c_str() + 6, &st) == 0) {
+        s->ipc_path_ = s->endpoint_.substr(6);
+        s->ipc_dev_ = st.st_dev;
+        s->ipc_ino_ = st.st_ino;
+      }
     } else {
       d.connect(address);
       s->endpoint_ = address;
@@ -124,6 +130,11 @@ Socket::~Socket() {
   if (monitoring_) zmq_socket_monitor(data_.handle(), nullptr, 0);
   monitor_.close();
   data_.close();
+  struct stat st {};
+  if (!ipc_path_.empty() && ::stat(ipc_path_.c_str(), &st) == 0 && st.st_dev == ipc_dev_ &&
+      st.st_ino == ipc_ino_) {
+    ::unlink(ipc_path_.c_str());
+  }
   for (int fd : {kick_[0], kick_[1], epoll_fd_, timer_fd_}) {
     if (fd >= 0) ::close(fd);
   }

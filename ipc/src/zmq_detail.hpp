@@ -1,6 +1,8 @@
 // Internal to ipc/: the guarded zmq socket shared by ZmqChannel and ZmqRouter.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -64,14 +66,19 @@ class Socket {
         waiting_[side].store(false);
         wake_at = Clock::time_point::max();
         st = attempt();
+        // Processes zmq's pending commands (a try form retries once if they made room or
+        // brought a message), which also re-arms the ZMQ_FDs before we poll them.
+        if (not_ready(st)) ready_now = pending(side) && wake_at == Clock::time_point::max();
+        if (ready_now && d.is_now()) {
+          wake_at = Clock::time_point::max();
+          st = attempt();
+        }
         wake = wake_at;
         if (timer_fd_ >= 0) arm_timer(wake);
         if (!not_ready(st) || d.is_now()) {
           kick_other(side);
           return st;
         }
-        // Processes pending commands so the ZMQ_FDs are armed again before we poll them.
-        ready_now = pending(side) && wake == Clock::time_point::max();
         if (!ready_now) waiting_[side].store(true);
         kick_other(side);
       }
@@ -116,6 +123,11 @@ class Socket {
   int timer_fd_ = -1;  // routers only: wakes wait_fd() users for due probes
   std::size_t max_frame_ = 0;
   std::string endpoint_;
+  // The socket file of a bound ipc:// endpoint, identified so that closing removes only ours
+  // (zmq leaves the file behind unless the address was a wildcard).
+  std::string ipc_path_;
+  dev_t ipc_dev_ = 0;
+  ino_t ipc_ino_ = 0;
 };
 
 // Builds the one-part wire message of a frame (header.length taken from the payload).
@@ -151,14 +163,19 @@ class RouterCore {
   void pump_monitor();
   void probe_if_due();
   void mark_departed(const PeerId& peer);
+  bool pop_departed(Event& ev, bool nothing_to_read);
   enum class SendOutcome { sent, full, unreachable };
   SendOutcome send_to(const PeerId& peer, zmq::message_t& body);
 
   std::unique_ptr<Socket> s_;
   std::set<PeerId> known_;
-  std::deque<PeerId> departed_;
-  std::set<int> live_fds_;  // connections that completed the handshake
-  int unexplained_ = 0;     // dropped connections not yet matched to a departed peer
+  struct Departed {
+    PeerId peer;
+    std::size_t quiet = 0;  // messages read from others since this peer's last one
+  };
+  std::deque<Departed> departed_;  // found gone, not yet reported
+  std::set<int> live_fds_;         // accepted connections (by descriptor) not yet dropped
+  int unexplained_ = 0;            // dropped connections not yet matched to a departed peer
   Clock::time_point next_probe_{};
   Clock::duration probe_step_{};
   Clock::time_point last_drop_{};

@@ -20,7 +20,7 @@ constexpr auto kMaxSendBackoff = std::chrono::milliseconds(16);
 
 void RouterCore::pump_monitor() {
   while (auto e = s_->next_event()) {
-    if (e->event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+    if (e->event == ZMQ_EVENT_ACCEPTED) {
       live_fds_.insert(e->value);
     } else if (e->event == ZMQ_EVENT_DISCONNECTED && live_fds_.erase(e->value) == 1) {
       ++unexplained_;
@@ -52,7 +52,7 @@ void RouterCore::probe_if_due() {
 
 void RouterCore::mark_departed(const PeerId& peer) {
   if (known_.erase(peer) == 1) {
-    departed_.push_back(peer);
+    departed_.push_back(Departed{peer, 0});
     // May go below zero when a send finds the peer gone before the monitor reports the drop;
     // the drop then balances it.
     --unexplained_;
@@ -74,11 +74,29 @@ RouterCore::SendOutcome RouterCore::send_to(const PeerId& peer, zmq::message_t& 
   return SendOutcome::sent;
 }
 
+bool RouterCore::pop_departed(Event& ev, bool nothing_to_read) {
+  // The ROUTER reads its peers round-robin, one message per peer with any queued. So once more
+  // messages than it has connections were read and none came from a departed peer, that peer
+  // has nothing left: report it even while others keep the socket busy.
+  const std::size_t connections = live_fds_.size() + known_.size() + departed_.size() + 1;
+  for (auto it = departed_.begin(); it != departed_.end(); ++it) {
+    if (nothing_to_read || it->quiet > connections) {
+      ev.got = Got::departed;
+      ev.fresh = false;
+      ev.peer = std::move(it->peer);
+      departed_.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
 Status RouterCore::attempt_recv(Event& ev, Frame& out) {
   // Events and probes before data: frames a departed peer sent are read before its departure
   // (a probe only fails once the drop is known, and the peer's frames were queued before it).
   pump_monitor();
   probe_if_due();
+  if (pop_departed(ev, false)) return {};
   for (;;) {
     zmq::message_t id;
     if (!s_->data().recv(id, zmq::recv_flags::dontwait)) break;
@@ -92,8 +110,16 @@ Status RouterCore::attempt_recv(Event& ev, Frame& out) {
     }
     ev.peer = id.to_string();
     // A departed peer's last frames may still be read while its departure awaits reporting.
-    ev.fresh = known_.count(ev.peer) == 0 &&
-               std::find(departed_.begin(), departed_.end(), ev.peer) == departed_.end();
+    bool pending_departure = false;
+    for (auto& d : departed_) {
+      if (d.peer == ev.peer) {
+        d.quiet = 0;
+        pending_departure = true;
+      } else {
+        ++d.quiet;
+      }
+    }
+    ev.fresh = !pending_departure && known_.count(ev.peer) == 0;
     if (ev.fresh) {
       known_.insert(ev.peer);
       if (unexplained_ > 0) next_probe_ = Clock::now();  // it may be the one that dropped
@@ -110,13 +136,7 @@ Status RouterCore::attempt_recv(Event& ev, Frame& out) {
     ev.got = Got::frame;
     return from_message(body, s_->max_frame(), out);
   }
-  if (!departed_.empty()) {
-    ev.got = Got::departed;
-    ev.fresh = false;
-    ev.peer = std::move(departed_.front());
-    departed_.pop_front();
-    return {};
-  }
+  if (pop_departed(ev, true)) return {};
   return Errc::would_block;
 }
 

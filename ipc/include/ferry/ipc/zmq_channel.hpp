@@ -37,8 +37,11 @@ struct ZmqOptions {
   // How long closing waits for queued outgoing frames to reach a live peer.
   std::chrono::milliseconds linger{1000};
   // ZMTP heartbeats: a ping every interval; no traffic for timeout closes the connection.
-  std::chrono::milliseconds heartbeat_interval{500};
-  std::chrono::milliseconds heartbeat_timeout{3000};
+  // Caveat (zmq): a side whose receive queue stays at recv_hwm stops reading its connection,
+  // misses the pings and drops the connection after timeout; keep in-flight frames per peer
+  // below recv_hwm (the pool's window does) or raise the timeout.
+  std::chrono::milliseconds heartbeat_interval{1000};
+  std::chrono::milliseconds heartbeat_timeout{5000};
   // Frames queued per direction before a send waits (or try_send says QueueFull). zmq counts
   // messages, not bytes; the kernel's socket buffers add some slack on top.
   int send_hwm = 1000;
