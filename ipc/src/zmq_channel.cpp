@@ -1,0 +1,472 @@
+#include "ferry/ipc/zmq_channel.hpp"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <deque>
+#include <optional>
+
+#include "zmq_detail.hpp"
+
+namespace ferry::ipc {
+namespace zmq_detail {
+
+std::shared_ptr<zmq::context_t> shared_context() {
+  // Never destroyed: a channel destroyed during static destruction must still find them.
+  static auto* mu = new std::mutex;
+  static auto* weak = new std::weak_ptr<zmq::context_t>;
+  std::lock_guard lk(*mu);
+  auto ctx = weak->lock();
+  if (!ctx) {
+    ctx = std::make_shared<zmq::context_t>(1);  // one I/O thread is plenty for a few peers
+    *weak = ctx;
+  }
+  return ctx;
+}
+
+Error zmq_error(std::string_view what, const zmq::error_t& e) {
+  return system_error(std::string(what) + ": " + e.what(), e.num());
+}
+
+namespace {
+int to_ms(std::chrono::milliseconds d) {
+  return static_cast<int>(std::clamp<std::chrono::milliseconds::rep>(d.count(), 0, INT_MAX));
+}
+
+int make_eventfd() {
+  const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) throw zmq::error_t();  // errno is what error_t reports
+  return fd;
+}
+}  // namespace
+
+Result<std::unique_ptr<Socket>> Socket::open(zmq::socket_type type, const std::string& address,
+                                             Role role, const ChannelOptions& options,
+                                             const ZmqOptions& zo) {
+  std::unique_ptr<Socket> s(new Socket());
+  const bool router = type == zmq::socket_type::router;
+  try {
+    s->ctx_ = shared_context();
+    s->max_frame_ = options.max_frame;
+    s->data_ = zmq::socket_t(*s->ctx_, type);
+    auto& d = s->data_;
+    // Bounded: closing waits at most this long for queued frames to reach a live peer.
+    d.set(zmq::sockopt::linger, to_ms(zo.linger));
+    d.set(zmq::sockopt::sndhwm, zo.send_hwm);
+    d.set(zmq::sockopt::rcvhwm, zo.recv_hwm);
+    // zmq drops a connection that sends a longer message before it is buffered in full.
+    const auto max_msg = options.max_frame > static_cast<std::size_t>(INT64_MAX) - kHeaderSize
+                             ? std::int64_t{-1}
+                             : static_cast<std::int64_t>(kHeaderSize + options.max_frame);
+    d.set(zmq::sockopt::maxmsgsize, max_msg);
+    d.set(zmq::sockopt::heartbeat_ivl, to_ms(zo.heartbeat_interval));
+    d.set(zmq::sockopt::heartbeat_timeout, to_ms(zo.heartbeat_timeout));
+    // Asks the peer to drop us too if it stops hearing from us.
+    d.set(zmq::sockopt::heartbeat_ttl, std::min(to_ms(zo.heartbeat_timeout), 6553599));
+    if (router) {
+      // Sending to an unknown or departed peer is an error, not a silent drop; also how
+      // departed peers are found (see zmq_router.hpp).
+      d.set(zmq::sockopt::router_mandatory, true);
+    } else {
+      // Not IMMEDIATE: frames sent before the bind side is up are queued in order behind the
+      // announcement. The channel never outlives its one connection (a drop closes it), so the
+      // reconnect case IMMEDIATE guards against does not arise.
+      d.set(zmq::sockopt::immediate, false);
+    }
+    static std::atomic<unsigned> counter{0};
+    const std::string mon = "inproc://ferry.zmq.monitor." + std::to_string(counter++);
+    if (zmq_socket_monitor(d.handle(), mon.c_str(), ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) !=
+        0) {
+      throw zmq::error_t();
+    }
+    s->monitoring_ = true;
+    s->monitor_ = zmq::socket_t(*s->ctx_, zmq::socket_type::pair);
+    s->monitor_.set(zmq::sockopt::linger, 0);
+    s->monitor_.connect(mon);  // before bind/connect, so no connection event is missed
+
+    if (role == Role::bind) {
+      d.bind(address);
+      s->endpoint_ = d.get(zmq::sockopt::last_endpoint);
+      struct stat st {};
+      if (s->endpoint_.rfind("ipc://", 0) == 0 && ::stat(s->endpoint_.c_str() + 6, &st) == 0) {
+        s->ipc_path_ = s->endpoint_.substr(6);
+        s->ipc_dev_ = st.st_dev;
+        s->ipc_ino_ = st.st_ino;
+      }
+    } else {
+      d.connect(address);
+      s->endpoint_ = address;
+    }
+    s->data_fd_ = d.get(zmq::sockopt::fd);
+    s->monitor_fd_ = s->monitor_.get(zmq::sockopt::fd);
+    s->kick_[kRecv] = make_eventfd();
+    s->kick_[kSend] = make_eventfd();
+    s->epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (s->epoll_fd_ < 0) throw zmq::error_t();
+    if (router) {
+      s->timer_fd_ = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+      if (s->timer_fd_ < 0) throw zmq::error_t();
+    }
+    for (int fd : {s->data_fd_, s->monitor_fd_, s->timer_fd_}) {
+      if (fd < 0) continue;
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.fd = fd;
+      if (::epoll_ctl(s->epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) throw zmq::error_t();
+    }
+  } catch (const zmq::error_t& e) {
+    return zmq_error((role == Role::bind ? "bind " : "connect ") + address, e);
+  }
+  return s;
+}
+
+Socket::~Socket() {
+  if (monitoring_) zmq_socket_monitor(data_.handle(), nullptr, 0);
+  monitor_.close();
+  data_.close();
+  struct stat st {};
+  if (!ipc_path_.empty() && ::stat(ipc_path_.c_str(), &st) == 0 && st.st_dev == ipc_dev_ &&
+      st.st_ino == ipc_ino_) {
+    ::unlink(ipc_path_.c_str());
+  }
+  for (int fd : {kick_[0], kick_[1], epoll_fd_, timer_fd_}) {
+    if (fd >= 0) ::close(fd);
+  }
+  // ctx_ is released after this body; the last holder's release terminates the context,
+  // which waits (up to linger) for queued frames and closes every zmq descriptor.
+}
+
+std::optional<MonitorEvent> Socket::next_event() {
+  zmq::message_t head;
+  if (!monitor_.recv(head, zmq::recv_flags::dontwait)) return std::nullopt;
+  // The event's second part (the endpoint) arrives with the first: multipart is atomic.
+  while (head.more()) {
+    zmq::message_t rest;
+    if (!monitor_.recv(rest, zmq::recv_flags::dontwait) || !rest.more()) break;
+  }
+  MonitorEvent e;
+  if (head.size() >= 6) {
+    std::memcpy(&e.event, head.data<std::uint8_t>(), 2);
+    std::memcpy(&e.value, head.data<std::uint8_t>() + 2, 4);
+  }
+  return e;
+}
+
+void Socket::drain(int fd) noexcept {
+  if (fd < 0) return;
+  std::uint64_t v = 0;
+  while (::read(fd, &v, sizeof v) > 0) {
+  }
+}
+
+void Socket::kick_other(Side side) noexcept {
+  const int other = 1 - side;
+  if (!waiting_[other].load()) return;
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const auto n = ::write(kick_[other], &one, sizeof one);
+}
+
+bool Socket::pending(Side side) {
+  // Reading ZMQ_EVENTS processes zmq's pending commands, which re-arms ZMQ_FD for the poll.
+  const int ev = data_.get(zmq::sockopt::events);
+  const int mev = monitor_.get(zmq::sockopt::events);
+  if ((mev & ZMQ_POLLIN) != 0) return true;
+  return (ev & (side == kRecv ? ZMQ_POLLIN : ZMQ_POLLOUT)) != 0;
+}
+
+void Socket::wait(Side side, Deadline d, Clock::time_point wake) {
+  long timeout = d.poll_ms();
+  if (wake != Clock::time_point::max()) {
+    auto ms = std::chrono::ceil<std::chrono::milliseconds>(wake - Clock::now()).count();
+    ms = std::max<decltype(ms)>(ms, 0);
+    timeout = timeout < 0 ? static_cast<long>(ms) : std::min<long>(timeout, static_cast<long>(ms));
+  }
+  // Descriptors only (no zmq sockets): polling a zmq socket would touch its state, which the
+  // other thread may be using; ZMQ_FD is a plain descriptor.
+  zmq_pollitem_t items[3] = {{nullptr, data_fd_, ZMQ_POLLIN, 0},
+                             {nullptr, monitor_fd_, ZMQ_POLLIN, 0},
+                             {nullptr, kick_[side], ZMQ_POLLIN, 0}};
+  zmq_poll(items, 3, timeout);  // EINTR and errors: the caller's loop retries and rechecks d
+}
+
+void Socket::arm_timer(Clock::time_point when) noexcept {
+  itimerspec spec{};
+  if (when != Clock::time_point::max()) {
+    // steady_clock is CLOCK_MONOTONIC on Linux.
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch());
+    spec.it_value.tv_sec = static_cast<time_t>(std::max<std::int64_t>(ns.count() / 1000000000, 0));
+    spec.it_value.tv_nsec = static_cast<long>(ns.count() % 1000000000);
+    if (spec.it_value.tv_sec == 0 && spec.it_value.tv_nsec == 0) spec.it_value.tv_nsec = 1;
+  }
+  ::timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &spec, nullptr);  // also clears expirations
+}
+
+Status check_size(const Frame& f, std::size_t max_frame) {
+  if (f.payload.size() > max_frame || f.payload.size() > UINT32_MAX) {
+    return Error{Errc::frame_too_large, "payload of " + std::to_string(f.payload.size()) +
+                                            " bytes exceeds the maximum of " +
+                                            std::to_string(max_frame)};
+  }
+  return {};
+}
+
+zmq::message_t to_message(const Frame& f) {
+  zmq::message_t m(kHeaderSize + f.payload.size());
+  FrameHeader h = f.header;
+  h.length = static_cast<std::uint32_t>(f.payload.size());
+  encode_header(h, m.data<std::uint8_t>());
+  if (!f.payload.empty()) {
+    std::memcpy(m.data<std::uint8_t>() + kHeaderSize, f.payload.data(), f.payload.size());
+  }
+  return m;
+}
+
+Status from_message(const zmq::message_t& m, std::size_t max_frame, Frame& out) {
+  const ByteView bytes(m.data<std::uint8_t>(), m.size());
+  auto view = decode_frame(bytes, max_frame);
+  if (!view) return std::move(view).error();
+  out.header = view->header;
+  out.payload.assign(view->payload.begin(), view->payload.end());
+  return {};
+}
+
+}  // namespace zmq_detail
+
+using namespace zmq_detail;
+
+struct ZmqChannel::Impl {
+  virtual ~Impl() = default;
+  virtual Status send_until(const Frame& f, Deadline d) = 0;
+  virtual Status recv_until(Frame& out, Deadline d) = 0;
+  virtual const Socket& socket() const noexcept = 0;
+};
+
+namespace {
+
+Error closed_error(const char* why) {
+  return Error{Errc::channel_closed, why};
+}
+
+Error multipart_error() {
+  return Error{Errc::malformed_payload, "multi-part zmq message; a ferry frame is one part"};
+}
+
+// Connect side: a DEALER with one connection; a dropped connection closes the channel.
+class DealerChannel final : public ZmqChannel::Impl {
+ public:
+  explicit DealerChannel(std::unique_ptr<Socket> s) : s_(std::move(s)) {
+    // The announcement: lets the bind side learn our routing identity before we send a frame.
+    zmq::message_t hello;
+    if (!s_->data().send(hello, zmq::send_flags::dontwait)) throw zmq::error_t();
+  }
+
+  Status send_until(const Frame& f, Deadline d) override {
+    if (auto st = check_size(f, s_->max_frame()); !st) return st;
+    auto msg = to_message(f);
+    return s_->run(kSend, d, [&]() -> Status {
+      if (broken_) return closed_error("the peer sent a malformed frame earlier");
+      pump();
+      if (closed_) return closed_error("peer closed the connection or died");
+      if (s_->data().send(msg, zmq::send_flags::dontwait)) return {};
+      return Errc::queue_full;
+    });
+  }
+
+  Status recv_until(Frame& out, Deadline d) override {
+    return s_->run(kRecv, d, [&]() -> Status {
+      if (broken_) return closed_error("the peer sent a malformed frame earlier");
+      // Events first, then data: frames the peer sent before it went away are delivered
+      // before the drop is reported.
+      pump();
+      for (;;) {
+        zmq::message_t m;
+        if (!s_->data().recv(m, zmq::recv_flags::dontwait)) break;
+        if (m.more()) {
+          while (m.more() && s_->data().recv(m, zmq::recv_flags::dontwait)) {
+          }
+          broken_ = true;
+          return multipart_error();
+        }
+        if (m.size() == 0) continue;  // the bind side's liveness probe
+        auto st = from_message(m, s_->max_frame(), out);
+        if (!st) broken_ = true;  // the stream can no longer be trusted
+        return st;
+      }
+      if (closed_) return closed_error("peer closed the connection or died");
+      return Errc::would_block;
+    });
+  }
+
+  const Socket& socket() const noexcept override { return *s_; }
+
+ private:
+  void pump() {
+    while (auto e = s_->next_event()) {
+      if (e->event == ZMQ_EVENT_DISCONNECTED) closed_ = true;
+    }
+  }
+
+  std::unique_ptr<Socket> s_;
+  bool closed_ = false;
+  bool broken_ = false;
+};
+
+// Bind side: a ROUTER that talks to its most recently connected peer.
+class RouterChannel final : public ZmqChannel::Impl {
+ public:
+  explicit RouterChannel(std::unique_ptr<Socket> s) : core_(std::move(s)) {}
+
+  Status send_until(const Frame& f, Deadline d) override {
+    if (auto st = check_size(f, core_.socket().max_frame()); !st) return st;
+    auto msg = to_message(f);
+    return core_.socket().run(kSend, d, [&]() -> Status {
+      if (broken_) return closed_error("the peer sent a malformed frame earlier");
+      if (!current_) {
+        // No peer yet: receive until one announces itself, keeping frames for recv.
+        Frame tmp;
+        for (;;) {
+          auto st = step(tmp);
+          if (not_ready(st)) break;
+          if (!st) return st;
+          early_.push_back(std::move(tmp));
+        }
+      }
+      if (closed_) return closed_error("peer closed the connection or died");
+      if (!current_) return Error{Errc::queue_full, "no peer has connected yet"};
+      auto st = core_.attempt_send(*current_, msg);
+      if (st.code() == Errc::channel_closed) closed_ = true;
+      return st;
+    });
+  }
+
+  Status recv_until(Frame& out, Deadline d) override {
+    return core_.socket().run(kRecv, d, [&]() -> Status {
+      if (!early_.empty()) {
+        out = std::move(early_.front());
+        early_.pop_front();
+        return {};
+      }
+      if (broken_) return closed_error("the peer sent a malformed frame earlier");
+      auto st = step(out);
+      if (st.code() == Errc::would_block && closed_) {
+        return closed_error("peer closed the connection or died");
+      }
+      return st;
+    });
+  }
+
+  const Socket& socket() const noexcept override { return core_.socket(); }
+
+ private:
+  // Receives until a frame (ok) or nothing is left (WouldBlock); tracks the current peer.
+  Status step(Frame& out) {
+    for (;;) {
+      RouterCore::Event ev;
+      auto st = core_.attempt_recv(ev, out);
+      if (not_ready(st)) return st;
+      if (ev.fresh && !closed_) current_ = ev.peer;
+      if (!st) {
+        broken_ = true;
+        return st;
+      }
+      switch (ev.got) {
+        case RouterCore::Got::joined:
+          continue;
+        case RouterCore::Got::departed:
+          if (current_ && ev.peer == *current_) closed_ = true;
+          continue;
+        case RouterCore::Got::frame:
+          return {};
+      }
+    }
+  }
+
+  RouterCore core_;
+  std::optional<PeerId> current_;
+  std::deque<Frame> early_;
+  bool closed_ = false;
+  bool broken_ = false;
+};
+
+Status check_scheme(const Endpoint& e) {
+  if (e.scheme != Scheme::zmq_ipc && e.scheme != Scheme::zmq_tcp) {
+    return Error{Errc::invalid_argument,
+                 "'" + e.str() + "' is not a ZeroMQ endpoint (ipc:// or tcp://)"};
+  }
+  return {};
+}
+
+template <class F>
+Status guarded(F&& f) {
+  try {
+    return f();
+  } catch (const zmq::error_t& e) {
+    return zmq_error("zmq", e);
+  }
+}
+
+}  // namespace
+
+ZmqChannel::ZmqChannel(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+ZmqChannel::~ZmqChannel() = default;
+
+Result<std::unique_ptr<ZmqChannel>> ZmqChannel::bind(const Endpoint& endpoint,
+                                                     const ChannelOptions& options,
+                                                     const ZmqOptions& zmq) {
+  if (auto st = check_scheme(endpoint); !st) return std::move(st).error();
+  auto s = Socket::open(zmq::socket_type::router, endpoint.address, Role::bind, options, zmq);
+  if (!s) return std::move(s).error();
+  return std::unique_ptr<ZmqChannel>(
+      new ZmqChannel(std::make_unique<RouterChannel>(std::move(*s))));
+}
+
+Result<std::unique_ptr<ZmqChannel>> ZmqChannel::connect(const Endpoint& endpoint,
+                                                        const ChannelOptions& options,
+                                                        const ZmqOptions& zmq) {
+  if (auto st = check_scheme(endpoint); !st) return std::move(st).error();
+  auto s = Socket::open(zmq::socket_type::dealer, endpoint.address, Role::connect, options, zmq);
+  if (!s) return std::move(s).error();
+  try {
+    return std::unique_ptr<ZmqChannel>(
+        new ZmqChannel(std::make_unique<DealerChannel>(std::move(*s))));
+  } catch (const zmq::error_t& e) {
+    return zmq_error("connect " + endpoint.address, e);
+  }
+}
+
+Status ZmqChannel::send_until(const Frame& f, Deadline d) {
+  return guarded([&] { return impl_->send_until(f, d); });
+}
+
+Status ZmqChannel::recv_until(Frame& out, Deadline d) {
+  return guarded([&] { return impl_->recv_until(out, d); });
+}
+
+std::string ZmqChannel::endpoint() const {
+  return impl_->socket().endpoint();
+}
+
+int ZmqChannel::wait_fd() const noexcept {
+  return impl_->socket().wait_fd();
+}
+
+Result<ChannelPtr> open_zmq_channel(const Endpoint& endpoint, Role role,
+                                    const ChannelOptions& options) {
+  return open_zmq_channel(endpoint, role, options, ZmqOptions{});
+}
+
+Result<ChannelPtr> open_zmq_channel(const Endpoint& endpoint, Role role,
+                                    const ChannelOptions& options, const ZmqOptions& zmq) {
+  auto c = role == Role::bind ? ZmqChannel::bind(endpoint, options, zmq)
+                              : ZmqChannel::connect(endpoint, options, zmq);
+  if (!c) return std::move(c).error();
+  return ChannelPtr(std::move(*c));
+}
+
+}  // namespace ferry::ipc

@@ -1,0 +1,242 @@
+#include "ferry/ipc/zmq_router.hpp"
+
+#include <algorithm>
+#include <cerrno>
+
+#include "zmq_detail.hpp"
+
+namespace ferry::ipc {
+namespace zmq_detail {
+
+namespace {
+// Probing after a dropped connection: quick at first (the ROUTER learns of the drop within
+// microseconds), then backing off; given up this long after the last drop if it never matches
+// a known peer (a connection that never sent anything).
+constexpr auto kFirstProbeStep = std::chrono::milliseconds(1);
+constexpr auto kMaxProbeStep = std::chrono::milliseconds(200);
+constexpr auto kProbeGiveUp = std::chrono::seconds(30);
+constexpr auto kMaxSendBackoff = std::chrono::milliseconds(16);
+}  // namespace
+
+void RouterCore::pump_monitor() {
+  while (auto e = s_->next_event()) {
+    if (e->event == ZMQ_EVENT_ACCEPTED) {
+      live_fds_.insert(e->value);
+    } else if (e->event == ZMQ_EVENT_DISCONNECTED && live_fds_.erase(e->value) == 1) {
+      ++unexplained_;
+      last_drop_ = Clock::now();
+      next_probe_ = last_drop_;
+      probe_step_ = kFirstProbeStep;
+    }
+  }
+}
+
+void RouterCore::probe_if_due() {
+  if (unexplained_ <= 0) return;
+  const auto now = Clock::now();
+  if (now - last_drop_ > kProbeGiveUp) {
+    unexplained_ = 0;
+    return;
+  }
+  if (now >= next_probe_) {
+    const std::vector<PeerId> peers(known_.begin(), known_.end());
+    for (const auto& p : peers) {
+      zmq::message_t empty;
+      if (send_to(p, empty) == SendOutcome::unreachable) mark_departed(p);
+    }
+    next_probe_ = now + probe_step_;
+    probe_step_ = std::min<Clock::duration>(probe_step_ * 2, kMaxProbeStep);
+  }
+  if (unexplained_ > 0) s_->wake_at = std::min(s_->wake_at, next_probe_);
+}
+
+void RouterCore::mark_departed(const PeerId& peer) {
+  if (known_.erase(peer) == 1) {
+    departed_.push_back(Departed{peer, 0});
+    // May go below zero when a send finds the peer gone before the monitor reports the drop;
+    // the drop then balances it.
+    --unexplained_;
+  }
+}
+
+RouterCore::SendOutcome RouterCore::send_to(const PeerId& peer, zmq::message_t& body) {
+  zmq::message_t id(peer.data(), peer.size());
+  try {
+    if (!s_->data().send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+      return SendOutcome::full;
+    }
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EHOSTUNREACH) return SendOutcome::unreachable;
+    throw;
+  }
+  // Once the routing part is accepted, the ROUTER accepts the rest of the message.
+  (void)s_->data().send(body, zmq::send_flags::dontwait);
+  return SendOutcome::sent;
+}
+
+bool RouterCore::pop_departed(Event& ev, bool nothing_to_read) {
+  // The ROUTER reads its peers round-robin, one message per peer with any queued. So once more
+  // messages than it has connections were read and none came from a departed peer, that peer
+  // has nothing left: report it even while others keep the socket busy.
+  const std::size_t connections = live_fds_.size() + known_.size() + departed_.size() + 1;
+  for (auto it = departed_.begin(); it != departed_.end(); ++it) {
+    if (nothing_to_read || it->quiet > connections) {
+      ev.got = Got::departed;
+      ev.fresh = false;
+      ev.peer = std::move(it->peer);
+      departed_.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+Status RouterCore::attempt_recv(Event& ev, Frame& out) {
+  // Events and probes before data: frames a departed peer sent are read before its departure
+  // (a probe only fails once the drop is known, and the peer's frames were queued before it).
+  pump_monitor();
+  probe_if_due();
+  if (pop_departed(ev, false)) return {};
+  for (;;) {
+    zmq::message_t id;
+    if (!s_->data().recv(id, zmq::recv_flags::dontwait)) break;
+    if (!id.more()) continue;
+    zmq::message_t body;
+    (void)s_->data().recv(body, zmq::recv_flags::dontwait);  // arrives with the routing part
+    bool multipart = false;
+    while (body.more()) {
+      multipart = true;
+      if (!s_->data().recv(body, zmq::recv_flags::dontwait)) break;
+    }
+    ev.peer = id.to_string();
+    // A departed peer's last frames may still be read while its departure awaits reporting.
+    bool pending_departure = false;
+    for (auto& d : departed_) {
+      if (d.peer == ev.peer) {
+        d.quiet = 0;
+        pending_departure = true;
+      } else {
+        ++d.quiet;
+      }
+    }
+    ev.fresh = !pending_departure && known_.count(ev.peer) == 0;
+    if (ev.fresh) {
+      known_.insert(ev.peer);
+      if (unexplained_ > 0) next_probe_ = Clock::now();  // it may be the one that dropped
+    }
+    if (multipart) {
+      ev.got = Got::frame;
+      return Error{Errc::malformed_payload, "multi-part zmq message; a ferry frame is one part"};
+    }
+    if (body.size() == 0) {  // an announcement (or a probe answered in kind): no frame
+      if (!ev.fresh) continue;
+      ev.got = Got::joined;
+      return {};
+    }
+    ev.got = Got::frame;
+    return from_message(body, s_->max_frame(), out);
+  }
+  if (pop_departed(ev, true)) return {};
+  return Errc::would_block;
+}
+
+Status RouterCore::attempt_send(const PeerId& peer, zmq::message_t& body) {
+  pump_monitor();
+  probe_if_due();
+  switch (send_to(peer, body)) {
+    case SendOutcome::sent:
+      send_backoff_ = std::chrono::milliseconds(0);
+      return {};
+    case SendOutcome::unreachable:
+      mark_departed(peer);
+      return Error{Errc::channel_closed, "peer went away (or never connected)"};
+    case SendOutcome::full:
+      break;
+  }
+  // POLLOUT on a ROUTER means "some peer has room", not necessarily this one, so waiting on
+  // the socket could spin: retry on a short backoff instead.
+  if ((s_->data().get(zmq::sockopt::events) & ZMQ_POLLOUT) != 0) {
+    send_backoff_ = std::clamp(send_backoff_ * 2, std::chrono::milliseconds(1), kMaxSendBackoff);
+    s_->wake_at = std::min(s_->wake_at, Clock::now() + send_backoff_);
+  }
+  return Error{Errc::queue_full, "the peer's queue is at its high-water mark"};
+}
+
+std::vector<PeerId> RouterCore::peers() const {
+  return {known_.begin(), known_.end()};
+}
+
+}  // namespace zmq_detail
+
+using namespace zmq_detail;
+
+struct ZmqRouter::Impl {
+  explicit Impl(std::unique_ptr<Socket> s) : core(std::move(s)) {}
+  RouterCore core;
+};
+
+ZmqRouter::ZmqRouter(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+ZmqRouter::ZmqRouter(ZmqRouter&&) noexcept = default;
+ZmqRouter& ZmqRouter::operator=(ZmqRouter&&) noexcept = default;
+ZmqRouter::~ZmqRouter() = default;
+
+Result<ZmqRouter> ZmqRouter::bind(const Endpoint& endpoint, const ChannelOptions& options,
+                                  const ZmqOptions& zmq) {
+  if (endpoint.scheme != Scheme::zmq_ipc && endpoint.scheme != Scheme::zmq_tcp) {
+    return Error{Errc::invalid_argument,
+                 "'" + endpoint.str() + "' is not a ZeroMQ endpoint (ipc:// or tcp://)"};
+  }
+  auto s = Socket::open(zmq::socket_type::router, endpoint.address, Role::bind, options, zmq);
+  if (!s) return std::move(s).error();
+  return ZmqRouter(std::make_unique<Impl>(std::move(*s)));
+}
+
+Status ZmqRouter::recv_until(PeerId& from, Frame& out, Deadline d) {
+  try {
+    return impl_->core.socket().run(kRecv, d, [&]() -> Status {
+      for (;;) {
+        RouterCore::Event ev;
+        auto st = impl_->core.attempt_recv(ev, out);
+        if (not_ready(st)) return st;
+        from = ev.peer;
+        if (!st) return st;
+        switch (ev.got) {
+          case RouterCore::Got::joined:
+            continue;
+          case RouterCore::Got::departed:
+            return Error{Errc::channel_closed, "peer closed the connection or died"};
+          case RouterCore::Got::frame:
+            return {};
+        }
+      }
+    });
+  } catch (const zmq::error_t& e) {
+    return zmq_error("zmq router recv", e);
+  }
+}
+
+Status ZmqRouter::send_until(const PeerId& to, const Frame& f, Deadline d) {
+  if (auto st = check_size(f, impl_->core.socket().max_frame()); !st) return st;
+  try {
+    auto msg = to_message(f);
+    return impl_->core.socket().run(kSend, d,
+                                    [&]() -> Status { return impl_->core.attempt_send(to, msg); });
+  } catch (const zmq::error_t& e) {
+    return zmq_error("zmq router send", e);
+  }
+}
+
+std::vector<PeerId> ZmqRouter::peers() const {
+  std::lock_guard lk(impl_->core.socket().mutex());
+  return impl_->core.peers();
+}
+
+std::string ZmqRouter::endpoint() const {
+  return impl_->core.socket().endpoint();
+}
+
+int ZmqRouter::wait_fd() const noexcept {
+  return impl_->core.socket().wait_fd();
+}
+
+}  // namespace ferry::ipc

@@ -1,0 +1,662 @@
+// The ZeroMQ transport with real peer processes over ipc:// and tcp://127.0.0.1.
+//
+// Leak checks: the zmq context is created with the first channel and terminated with the last,
+// so once a test's channels are destroyed no zmq thread or descriptor is left and the
+// LeakCheck snapshot can be taken before anything zmq exists.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ferry/ipc/zmq_channel.hpp"
+#include "ferry/ipc/zmq_router.hpp"
+#include "testing.hpp"
+
+using namespace ferry;
+using namespace ferry::ipc;
+using namespace std::chrono_literals;
+
+namespace {
+
+using Ms = std::chrono::milliseconds;
+
+Ms since(Clock::time_point t0) {
+  return std::chrono::duration_cast<Ms>(Clock::now() - t0);
+}
+
+// A fresh address to bind: a socket file of this process, or any free loopback port.
+std::string bind_address(Scheme scheme) {
+  static std::atomic<int> n{0};
+  if (scheme == Scheme::zmq_tcp) return "tcp://127.0.0.1:*";
+  return "ipc:///tmp/ferry-zmq-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++) +
+         ".sock";
+}
+
+Endpoint ep(const std::string& s) {
+  auto e = Endpoint::parse(s);
+  REQUIRE(e);
+  return *e;
+}
+
+Frame frame(std::uint64_t id, std::string_view text, MessageKind kind = MessageKind::data) {
+  Frame f;
+  f.header.kind = kind;
+  f.header.request_id = id;
+  f.payload.assign(text.begin(), text.end());
+  return f;
+}
+
+std::string text(const Frame& f) {
+  return {f.payload.begin(), f.payload.end()};
+}
+
+Bytes pattern(std::size_t n, std::uint8_t seed) {
+  Bytes b(n);
+  for (std::size_t i = 0; i < n; ++i)
+    b[i] = static_cast<std::uint8_t>((i * 131 + seed) ^ (i >> 9));
+  return b;
+}
+
+ChannelOptions with_max(std::size_t max) {
+  ChannelOptions o;
+  o.max_frame = max;
+  return o;
+}
+
+// Peer side: args[0] endpoint, args[1] "bind" | "connect", args[2] max frame. A binding peer
+// prints its resolved endpoint on stdout for the test to connect to.
+std::unique_ptr<ZmqChannel> peer_open(const std::vector<std::string>& args,
+                                      const ZmqOptions& zo = {}) {
+  const auto e = Endpoint::parse(args.at(0));
+  if (!e) std::exit(90);
+  const auto opt = with_max(std::stoull(args.at(2)));
+  auto c = args.at(1) == "bind" ? ZmqChannel::bind(*e, opt, zo) : ZmqChannel::connect(*e, opt, zo);
+  if (!c) {
+    std::fprintf(stderr, "peer open %s: %s\n", args.at(0).c_str(), c.error().message().c_str());
+    std::exit(91);
+  }
+  if (args.at(1) == "bind") {
+    const auto line = (*c)->endpoint() + "\n";
+    if (::write(1, line.data(), line.size()) != static_cast<ssize_t>(line.size())) std::exit(92);
+  }
+  return std::move(*c);
+}
+
+// Test side: a channel to a freshly started peer, the test binding or connecting.
+struct Link {
+  testing::Child child;
+  ChannelPtr chan;
+};
+
+Link start(std::string_view peer, Scheme scheme, Role test_role, std::size_t max_frame,
+           const std::vector<std::string>& extra = {}, const ZmqOptions& zo = {}) {
+  Link l;
+  const auto opt = with_max(max_frame);
+  if (test_role == Role::bind) {
+    auto c = ZmqChannel::bind(ep(bind_address(scheme)), opt, zo);
+    REQUIRE_MESSAGE(c, c.error().message());
+    std::vector<std::string> args{(*c)->endpoint(), "connect", std::to_string(max_frame)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    l.child = testing::spawn_peer(peer, args);
+    l.chan = std::move(*c);
+    return l;
+  }
+  int p[2];
+  REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+  std::vector<std::string> args{bind_address(scheme), "bind", std::to_string(max_frame)};
+  args.insert(args.end(), extra.begin(), extra.end());
+  testing::SpawnOptions so;
+  so.stdout_fd = p[1];
+  l.child = testing::spawn_peer(peer, args, so);
+  ::close(p[1]);
+  std::string line;
+  char ch = 0;
+  while (line.empty() || line.back() != '\n') {
+    pollfd pf{p[0], POLLIN, 0};
+    if (::poll(&pf, 1, 20000) <= 0 || ::read(p[0], &ch, 1) != 1) break;
+    line.push_back(ch);
+  }
+  ::close(p[0]);
+  REQUIRE_MESSAGE(!line.empty(), "peer did not report its endpoint");
+  line.pop_back();
+  auto c = ZmqChannel::connect(ep(line), opt, zo);
+  REQUIRE_MESSAGE(c, c.error().message());
+  l.chan = std::move(*c);
+  return l;
+}
+
+void expect_exit(testing::Child& c, int code) {
+  auto st = c.wait_for(20s);
+  REQUIRE_MESSAGE(st.has_value(), "peer did not exit");
+  CHECK(st->signal == 0);
+  CHECK(st->code == code);
+}
+
+const char* name(Scheme s) {
+  return s == Scheme::zmq_tcp ? "tcp" : "ipc";
+}
+const char* name(Role r) {
+  return r == Role::bind ? "test binds" : "test connects";
+}
+
+constexpr Scheme kSchemes[] = {Scheme::zmq_ipc, Scheme::zmq_tcp};
+constexpr Role kRoles[] = {Role::bind, Role::connect};
+constexpr std::size_t kMiB = std::size_t{1} << 20;
+
+}  // namespace
+
+// Echoes every frame; after echoing a Shutdown frame it closes and exits at once, so that echo
+// is its last reply before exit.
+FERRY_TEST_PEER(zmq_echo) {
+  auto c = peer_open(args);
+  Frame f;
+  for (;;) {
+    auto st = c->recv(f);
+    if (!st) return st.code() == Errc::channel_closed ? 2 : 3;
+    if (!c->send(f)) return 4;
+    if (f.kind() == MessageKind::shutdown) return 0;
+  }
+}
+
+// args[3] = N: receives N frames checking order, sends N back, then waits for Shutdown.
+FERRY_TEST_PEER(zmq_order) {
+  auto c = peer_open(args);
+  const auto n = std::stoull(args.at(3));
+  Frame f;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    if (!c->recv(f)) return 3;
+    if (f.request_id() != i || text(f) != std::to_string(i)) return 5;
+  }
+  for (std::uint64_t i = 0; i < n; ++i) {
+    if (!c->send(frame(i, std::to_string(i)))) return 4;
+  }
+  if (!c->recv(f) || f.kind() != MessageKind::shutdown) return 6;
+  return 0;
+}
+
+// Sends frames (payload: its pid) as fast as the channel takes them, until killed.
+FERRY_TEST_PEER(zmq_stream) {
+  auto c = peer_open(args);
+  const auto me = std::to_string(::getpid());
+  for (std::uint64_t i = 0;; ++i) {
+    if (!c->send(frame(i, me))) return 4;
+  }
+}
+
+// args[3] = N: sends N frames, waits for an acknowledgement, then dies by SIGKILL.
+FERRY_TEST_PEER(zmq_kill_self) {
+  auto c = peer_open(args);
+  const auto n = std::stoull(args.at(3));
+  for (std::uint64_t i = 0; i < n; ++i) {
+    if (!c->send(frame(i, "x"))) return 4;
+  }
+  Frame f;
+  if (!c->recv(f)) return 3;
+  ::raise(SIGKILL);
+  return 7;
+}
+
+// Never reads (small queues): lets the other side run into its high-water mark. Exits when its
+// stdin reaches EOF.
+FERRY_TEST_PEER(zmq_idle) {
+  ZmqOptions zo;
+  zo.send_hwm = 2;
+  zo.recv_hwm = 2;
+  zo.heartbeat_timeout = std::chrono::seconds(120);
+  auto c = peer_open(args, zo);
+  char b = 0;
+  while (::read(0, &b, 1) > 0) {
+  }
+  return 0;
+}
+
+// args[3] = payload size: sends one frame of that size (its own maximum is larger), then waits
+// to be cut off.
+FERRY_TEST_PEER(zmq_oversize) {
+  auto c = peer_open(args);
+  Frame f;
+  f.payload = pattern(std::stoull(args.at(3)), 1);
+  if (!c->send(f)) return 4;
+  return c->recv(f).code() == Errc::channel_closed ? 0 : 8;
+}
+
+// Router client: args[0] endpoint, args[1] name, args[2] K. Sends K requests "name#i" and
+// expects the replies "reply:name#i" in order.
+FERRY_TEST_PEER(zmq_router_client) {
+  auto c = ZmqChannel::connect(*Endpoint::parse(args.at(0)));
+  if (!c) return 91;
+  const auto k = std::stoull(args.at(2));
+  for (std::uint64_t i = 0; i < k; ++i) {
+    if (!(*c)->send(frame(i, args.at(1) + "#" + std::to_string(i)))) return 4;
+  }
+  Frame f;
+  for (std::uint64_t i = 0; i < k; ++i) {
+    if (!(*c)->recv(f)) return 3;
+    if (f.request_id() != i || text(f) != "reply:" + args.at(1) + "#" + std::to_string(i)) {
+      return 5;
+    }
+  }
+  return 0;
+}
+
+TEST_SUITE("ipc.zmq") {
+  TEST_CASE("a frame round-trips between processes over ipc and tcp, either side binding") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      for (auto role : kRoles) {
+        CAPTURE(name(scheme));
+        CAPTURE(name(role));
+        auto l = start("zmq_echo", scheme, role, kDefaultMaxFrame);
+        REQUIRE(l.chan->send(frame(42, "hello", MessageKind::task)));
+        Frame got;
+        REQUIRE(l.chan->recv_for(got, 20s));
+        CHECK(got.kind() == MessageKind::task);
+        CHECK(got.request_id() == 42);
+        CHECK(text(got) == "hello");
+        REQUIRE(l.chan->send(frame(0, "", MessageKind::shutdown)));
+        REQUIRE(l.chan->recv_for(got, 20s));
+        CHECK(got.kind() == MessageKind::shutdown);
+        expect_exit(l.child, 0);
+      }
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("an ipc socket file is removed when the binding channel closes") {
+    testing::LeakCheck leaks;
+    const auto addr = bind_address(Scheme::zmq_ipc);
+    {
+      auto c = ZmqChannel::bind(ep(addr));
+      REQUIRE(c);
+      CHECK((*c)->endpoint() == addr);
+      CHECK(::access(addr.substr(6).c_str(), F_OK) == 0);
+    }
+    CHECK(::access(addr.substr(6).c_str(), F_OK) != 0);
+    leaks.verify();
+  }
+
+  TEST_CASE("a non-zmq endpoint is refused with InvalidArgument") {
+    CHECK(open_zmq_channel(ep("shm://x"), Role::bind).code() == Errc::invalid_argument);
+    CHECK(ZmqRouter::bind(ep("pipe:3,4")).code() == Errc::invalid_argument);
+  }
+
+  TEST_CASE("10,000 frames arrive in order in both directions") {
+    testing::LeakCheck leaks;
+    constexpr std::uint64_t kN = 10000;
+    for (auto scheme : kSchemes) {
+      CAPTURE(name(scheme));
+      auto l = start("zmq_order", scheme, Role::bind, kDefaultMaxFrame, {std::to_string(kN)});
+      // More than the high-water marks hold: the sends also exercise backpressure.
+      for (std::uint64_t i = 0; i < kN; ++i)
+        REQUIRE(l.chan->send_for(frame(i, std::to_string(i)), 30s));
+      Frame got;
+      std::uint64_t in_order = 0;
+      for (std::uint64_t i = 0; i < kN; ++i) {
+        REQUIRE(l.chan->recv_for(got, 30s));
+        if (got.request_id() == i && text(got) == std::to_string(i)) ++in_order;
+      }
+      CHECK(in_order == kN);
+      REQUIRE(l.chan->send(frame(0, "", MessageKind::shutdown)));
+      expect_exit(l.child, 0);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("an empty payload and one at the configured maximum cross intact") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      CAPTURE(name(scheme));
+      auto l = start("zmq_echo", scheme, Role::bind, kMiB);
+      Frame got;
+      REQUIRE(l.chan->send(frame(1, "")));
+      REQUIRE(l.chan->recv_for(got, 20s));
+      CHECK(got.request_id() == 1);
+      CHECK(got.payload.empty());
+      Frame big;
+      big.header.request_id = 2;
+      big.payload = pattern(kMiB, 7);
+      REQUIRE(l.chan->send(big));
+      REQUIRE(l.chan->recv_for(got, 20s));
+      CHECK(got.request_id() == 2);
+      CHECK(got.header.length == kMiB);
+      CHECK(got.payload == big.payload);
+      REQUIRE(l.chan->send(frame(0, "", MessageKind::shutdown)));
+      expect_exit(l.child, 0);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a payload one byte over the maximum is refused with FrameTooLarge, channel open") {
+    testing::LeakCheck leaks;
+    {
+      auto l = start("zmq_echo", Scheme::zmq_ipc, Role::bind, kMiB);
+      Frame over;
+      over.payload = pattern(kMiB + 1, 3);
+      CHECK(l.chan->try_send(over).code() == Errc::frame_too_large);
+      CHECK(l.chan->send(over).code() == Errc::frame_too_large);
+      REQUIRE(l.chan->send(frame(5, "still open")));
+      Frame got;
+      REQUIRE(l.chan->recv_for(got, 20s));
+      CHECK(text(got) == "still open");
+      REQUIRE(l.chan->send(frame(0, "", MessageKind::shutdown)));
+      expect_exit(l.child, 0);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a frame at the 64 MiB default maximum crosses intact") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      CAPTURE(name(scheme));
+      auto l = start("zmq_echo", scheme, Role::connect, kDefaultMaxFrame);
+      Frame big;
+      big.header.request_id = 64;
+      big.payload = pattern(kDefaultMaxFrame, 9);
+      REQUIRE(l.chan->send(big));
+      Frame got;
+      REQUIRE(l.chan->recv_for(got, 60s));
+      CHECK(got.payload.size() == kDefaultMaxFrame);
+      CHECK(got.payload == big.payload);
+      REQUIRE(l.chan->send(frame(0, "", MessageKind::shutdown)));
+      expect_exit(l.child, 0);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a peer that sends more than the receiver's maximum is cut off with ChannelClosed") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      CAPTURE(name(scheme));
+      // The peer's own maximum (argument) is 4 MiB; ours is 1 MiB.
+      auto c = ZmqChannel::bind(ep(bind_address(scheme)), with_max(kMiB));
+      REQUIRE(c);
+      auto child = testing::spawn_peer(
+          "zmq_oversize",
+          {(*c)->endpoint(), "connect", std::to_string(4 * kMiB), std::to_string(2 * kMiB)});
+      Frame got;
+      CHECK((*c)->recv_for(got, 20s).code() == Errc::channel_closed);
+      expect_exit(child, 0);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a malformed header is returned as its named error and closes the channel") {
+    testing::LeakCheck leaks;
+    {
+      // Both ends in this process: the sender does not validate headers, the receiver must.
+      auto server = ZmqChannel::bind(ep(bind_address(Scheme::zmq_ipc)));
+      REQUIRE(server);
+      auto client = ZmqChannel::connect(ep((*server)->endpoint()));
+      REQUIRE(client);
+      Frame bad = frame(1, "x");
+      bad.header.version = kProtocolVersion + 1;
+      REQUIRE((*client)->send(bad));
+      Frame got;
+      CHECK((*server)->recv_for(got, 20s).code() == Errc::bad_version);
+      CHECK((*server)->try_recv(got).code() == Errc::channel_closed);
+      CHECK((*server)->try_send(frame(2, "y")).code() == Errc::channel_closed);
+
+      bad = frame(3, "z");
+      bad.header.kind = static_cast<MessageKind>(0);
+      auto router = ZmqRouter::bind(ep(bind_address(Scheme::zmq_tcp)));
+      REQUIRE(router);
+      auto c2 = ZmqChannel::connect(ep(router->endpoint()));
+      REQUIRE(c2);
+      REQUIRE((*c2)->send(bad));
+      REQUIRE((*c2)->send(frame(4, "fine")));
+      PeerId from;
+      CHECK(router->recv_for(from, got, 20s).code() == Errc::bad_kind);
+      CHECK(!from.empty());
+      // A router stays usable after one peer's bad frame.
+      REQUIRE(router->recv_for(from, got, 20s));
+      CHECK(text(got) == "fine");
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a SIGKILLed peer mid-stream gives the survivor ChannelClosed within 1 s") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      for (auto role : kRoles) {
+        CAPTURE(name(scheme));
+        CAPTURE(name(role));
+        auto l = start("zmq_stream", scheme, role, kDefaultMaxFrame);
+        Frame got;
+        for (int i = 0; i < 100; ++i)
+          REQUIRE(l.chan->recv_for(got, 20s));
+        const auto t0 = Clock::now();
+        l.child.kill(SIGKILL);
+        Status st;
+        std::size_t drained = 0;
+        while ((st = l.chan->recv_for(got, 10s)))
+          ++drained;
+        const auto elapsed = since(t0);
+        CAPTURE(drained);
+        CHECK(st.code() == Errc::channel_closed);
+        CHECK(elapsed < 1000ms);
+        CHECK(l.chan->try_send(frame(1, "late")).code() == Errc::channel_closed);
+        auto ex = l.child.wait_for(20s);
+        REQUIRE(ex);
+        CHECK(ex->signal == SIGKILL);
+      }
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a blocked recv returns ChannelClosed within 1 s when its peer is SIGKILLed") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      for (auto role : kRoles) {
+        CAPTURE(name(scheme));
+        CAPTURE(name(role));
+        auto l = start("zmq_kill_self", scheme, role, kDefaultMaxFrame, {"10"});
+        Frame got;
+        for (int i = 0; i < 10; ++i)
+          REQUIRE(l.chan->recv_for(got, 20s));
+        const auto t0 = Clock::now();
+        REQUIRE(l.chan->send(frame(0, "die now")));
+        const auto st = l.chan->recv(got);  // blocking form: must not wait forever
+        const auto elapsed = since(t0);
+        CHECK(st.code() == Errc::channel_closed);
+        CHECK(elapsed < 1000ms);
+        auto ex = l.child.wait_for(20s);
+        REQUIRE(ex);
+        CHECK(ex->signal == SIGKILL);
+      }
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a timed recv with nothing to read returns Timeout after its duration") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      CAPTURE(name(scheme));
+      auto l = start("zmq_echo", scheme, Role::bind, kDefaultMaxFrame);
+      Frame got;
+      REQUIRE(l.chan->send(frame(1, "warm")));
+      REQUIRE(l.chan->recv_for(got, 20s));  // the peer is connected and idle from here on
+      auto t0 = Clock::now();
+      CHECK(l.chan->recv_for(got, 300ms).code() == Errc::timeout);
+      auto elapsed = since(t0);
+      CHECK(elapsed >= 300ms);
+      CHECK(elapsed < 3000ms);
+      t0 = Clock::now();
+      CHECK(l.chan->try_recv(got).code() == Errc::would_block);
+      CHECK(since(t0) < 1000ms);
+      REQUIRE(l.chan->send(frame(0, "", MessageKind::shutdown)));
+      expect_exit(l.child, 0);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a send at the high-water mark is QueueFull (try) or Timeout (timed)") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      CAPTURE(name(scheme));
+      int in[2];
+      REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
+      ZmqOptions small;
+      small.send_hwm = 2;
+      // zmq stops reading a connection whose receive queue is full, so the idle peer would not
+      // see heartbeats and would drop the connection after heartbeat_timeout.
+      small.heartbeat_timeout = 120s;
+      auto c = ZmqChannel::bind(ep(bind_address(scheme)), {}, small);
+      REQUIRE(c);
+      testing::SpawnOptions so;
+      so.fds = {{in[0], 0}};
+      auto child = testing::spawn_peer(
+          "zmq_idle", {(*c)->endpoint(), "connect", std::to_string(kDefaultMaxFrame)}, so);
+      ::close(in[0]);
+      Frame f;
+      f.payload = pattern(256 * 1024, 5);
+      // The first sends wait for the peer to connect; then queues and socket buffers fill
+      // until a timed send finds no room for its whole duration.
+      Status st;
+      int sent = 0;
+      while ((st = (*c)->send_for(f, 500ms)) && sent < 100000)
+        ++sent;
+      CAPTURE(sent);
+      REQUIRE(st.code() == Errc::timeout);
+      CHECK(sent > 0);
+      // Full: a timed send waits its whole duration, then says Timeout; a try send says
+      // QueueFull at once. (TCP may open a little room now and then, e.g. when the kernel
+      // compacts its buffers: a send that gets through is simply repeated.)
+      Ms elapsed{};
+      for (int i = 0; i < 50; ++i) {
+        const auto t0 = Clock::now();
+        st = (*c)->send_for(f, 200ms);
+        elapsed = since(t0);
+        if (!st) break;
+      }
+      CHECK(st.code() == Errc::timeout);
+      CHECK(elapsed >= 200ms);
+      CHECK(elapsed < 3000ms);
+      for (int i = 0; i < 50 && (st = (*c)->try_send(f)); ++i) {
+      }
+      CHECK(st.code() == Errc::queue_full);
+      ::close(in[1]);
+      expect_exit(child, 0);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("the last reply a peer sends before it exits is not lost") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      for (auto role : kRoles) {
+        CAPTURE(name(scheme));
+        CAPTURE(name(role));
+        for (int round = 0; round < 3; ++round) {
+          CAPTURE(round);
+          auto l = start("zmq_echo", scheme, role, 2 * kMiB);
+          Frame last;
+          last.header.kind = MessageKind::shutdown;
+          last.header.request_id = 99;
+          last.payload = pattern(kMiB, static_cast<std::uint8_t>(round));
+          REQUIRE(l.chan->send(last));
+          Frame got;
+          REQUIRE(l.chan->recv_for(got, 20s));
+          CHECK(got.request_id() == 99);
+          CHECK(got.payload == last.payload);
+          CHECK(l.chan->recv_for(got, 20s).code() == Errc::channel_closed);
+          expect_exit(l.child, 0);
+        }
+      }
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a router with three peers routes each reply to the peer that asked") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      CAPTURE(name(scheme));
+      auto router = ZmqRouter::bind(ep(bind_address(scheme)));
+      REQUIRE(router);
+      constexpr int kRequests = 5;
+      const std::vector<std::string> names{"ann", "bob", "cyd"};
+      std::vector<testing::Child> kids;
+      for (const auto& n : names)
+        kids.push_back(testing::spawn_peer("zmq_router_client",
+                                           {router->endpoint(), n, std::to_string(kRequests)}));
+      std::map<std::string, PeerId> id_of;  // name -> routing identity
+      std::set<PeerId> gone;                // departures, each reported once
+      Frame got;
+      PeerId from;
+      int handled = 0;
+      while (handled < kRequests * 3 || gone.size() < 3) {
+        const auto st = router->recv_for(from, got, 20s);
+        if (st.code() == Errc::channel_closed) {
+          CHECK(gone.insert(from).second);
+          continue;
+        }
+        REQUIRE_MESSAGE(st, st.error().message());
+        const auto req = text(got);
+        const auto who = req.substr(0, req.find('#'));
+        if (id_of.count(who) == 0) id_of[who] = from;
+        CHECK(id_of[who] == from);
+        REQUIRE(router->send_for(from, frame(got.request_id(), "reply:" + req), 20s));
+        ++handled;
+      }
+      REQUIRE(id_of.size() == 3);
+      const std::set<PeerId> ids{id_of["ann"], id_of["bob"], id_of["cyd"]};
+      CHECK(ids.size() == 3);
+      CHECK(gone == ids);
+      for (auto& k : kids)
+        expect_exit(k, 0);
+      CHECK(router->peers().empty());
+      CHECK(router->try_send(id_of["ann"], frame(1, "x")).code() == Errc::channel_closed);
+      CHECK(router->try_send(PeerId("nobody"), frame(1, "x")).code() == Errc::channel_closed);
+      CHECK(router->try_recv(from, got).code() == Errc::would_block);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a router reports a SIGKILLed peer within 1 s while another keeps streaming") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      CAPTURE(name(scheme));
+      auto router = ZmqRouter::bind(ep(bind_address(scheme)));
+      REQUIRE(router);
+      const std::vector<std::string> args{router->endpoint(), "connect",
+                                          std::to_string(kDefaultMaxFrame)};
+      auto a = testing::spawn_peer("zmq_stream", args);
+      auto b = testing::spawn_peer("zmq_stream", args);
+      std::map<std::string, PeerId> id_of_pid;
+      Frame got;
+      PeerId from;
+      while (id_of_pid.size() < 2) {
+        REQUIRE(router->recv_for(from, got, 20s));
+        id_of_pid[text(got)] = from;
+      }
+      const auto victim = id_of_pid.at(std::to_string(a.pid()));
+      const auto t0 = Clock::now();
+      a.kill(SIGKILL);
+      Status st;
+      std::size_t frames = 0;
+      while ((st = router->recv_for(from, got, 10s)))
+        ++frames;
+      CAPTURE(frames);
+      CHECK(st.code() == Errc::channel_closed);
+      CHECK(from == victim);
+      CHECK(since(t0) < 1000ms);
+      b.kill(SIGKILL);
+      while ((st = router->recv_for(from, got, 10s))) {
+      }
+      CHECK(st.code() == Errc::channel_closed);
+      CHECK(from == id_of_pid.at(std::to_string(b.pid())));
+      CHECK(a.wait_for(20s));
+      CHECK(b.wait_for(20s));
+    }
+    leaks.verify();
+  }
+}
