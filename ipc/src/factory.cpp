@@ -3,6 +3,8 @@
 #include <charconv>
 
 #include "ferry/ipc/pipe_channel.hpp"
+#include "ferry/ipc/shm_channel.hpp"
+#include "ferry/ipc/zmq_channel.hpp"
 
 namespace ferry::ipc {
 

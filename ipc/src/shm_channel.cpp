@@ -62,13 +62,13 @@ bool transport_fault(Errc c) noexcept {
 }  // namespace
 
 struct ShmChannel::Impl final : PeerProbe {
-  detail::Segment seg;
+  shm_detail::Segment seg;
   SegHeader* hdr = nullptr;
   int side = 0;  // 0 creator, 1 opener
   RingProducer tx;
   RingConsumer rx;
   std::string endpoint;
-  detail::PeerWatch watch;
+  shm_detail::PeerWatch watch;
   std::atomic<bool> unlinked{false};
   bool unlink_when_attached = true;
 
@@ -93,7 +93,7 @@ struct ShmChannel::Impl final : PeerProbe {
     if (hdr->closed[side].exchange(1) != 0) return;
     wake_ring(*ring(0));
     wake_ring(*ring(1));
-    detail::bump_and_wake(hdr->attached, INT_MAX);
+    shm_detail::bump_and_wake(hdr->attached, INT_MAX);
   }
 
   RingControl* ring(int which) const noexcept {
@@ -114,9 +114,9 @@ Result<std::unique_ptr<ShmChannel>> ShmChannel::create(std::string_view name,
   if (!valid_ring_capacity(opt.ring_bytes)) {
     return Error{Errc::invalid_argument, "ring_bytes must be a power of two in [4 KiB, 1 GiB]"};
   }
-  auto full = detail::new_segment_name(name);
+  auto full = shm_detail::new_segment_name(name);
   if (!full) return std::move(full).error();
-  auto seg = detail::Segment::create(*full, segment_bytes(opt.ring_bytes));
+  auto seg = shm_detail::Segment::create(*full, segment_bytes(opt.ring_bytes));
   if (!seg) return std::move(seg).error();
 
   auto impl = std::make_unique<Impl>();
@@ -127,7 +127,7 @@ Result<std::unique_ptr<ShmChannel>> ShmChannel::create(std::string_view name,
   h->header_bytes = kHeaderBytes;
   h->ring_bytes = opt.ring_bytes;
   h->total_bytes = segment_bytes(opt.ring_bytes);
-  h->start_ticks[0].store(detail::self_start_ticks());
+  h->start_ticks[0].store(shm_detail::self_start_ticks());
   h->pid[0].store(static_cast<std::int32_t>(::getpid()));
   impl->hdr = h;
   init_ring(base + ring_offset(0, opt.ring_bytes), opt.ring_bytes);
@@ -144,9 +144,9 @@ Result<std::unique_ptr<ShmChannel>> ShmChannel::create(std::string_view name,
 
 Result<std::unique_ptr<ShmChannel>> ShmChannel::open(std::string_view name_or_endpoint,
                                                      const ShmOptions& opt) {
-  auto full = detail::segment_name_of(name_or_endpoint);
+  auto full = shm_detail::segment_name_of(name_or_endpoint);
   if (!full) return std::move(full).error();
-  auto seg = detail::Segment::open(*full);
+  auto seg = shm_detail::Segment::open(*full);
   if (!seg) return std::move(seg).error();
   if (seg->size() < kHeaderBytes) {
     return Error{Errc::invalid_argument, "/dev/shm/" + *full + " is too small for a channel"};
@@ -165,9 +165,9 @@ Result<std::unique_ptr<ShmChannel>> ShmChannel::open(std::string_view name_or_en
     return Error{Errc::already_exists,
                  "channel " + *full + " is already open in pid " + std::to_string(expected)};
   }
-  h->start_ticks[1].store(detail::self_start_ticks());
+  h->start_ticks[1].store(shm_detail::self_start_ticks());
   h->attached.store(1, std::memory_order_release);
-  detail::futex_wake(h->attached, INT_MAX);
+  shm_detail::futex_wake(h->attached, INT_MAX);
 
   auto impl = std::make_unique<Impl>();
   impl->seg = std::move(*seg);
@@ -211,7 +211,7 @@ Status ShmChannel::wait_for_peer(Deadline d) {
     if (!d.is_never()) {
       t = std::min(t, std::chrono::duration_cast<std::chrono::nanoseconds>(d.remaining()));
     }
-    detail::futex_wait(attached, v, t);
+    shm_detail::futex_wait(attached, v, t);
   }
 }
 

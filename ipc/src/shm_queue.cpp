@@ -86,7 +86,7 @@ void advance(std::atomic<std::uint64_t>& counter, std::uint64_t p) noexcept {
 }  // namespace
 
 struct ShmQueue::Impl {
-  detail::Segment seg;
+  shm_detail::Segment seg;
   QueueHeader* hdr = nullptr;
   std::uint8_t* slots = nullptr;
   std::uint64_t cap = 0;
@@ -107,7 +107,7 @@ struct ShmQueue::Impl {
 
   void register_self() noexcept {
     const auto pid = static_cast<std::int32_t>(me);
-    const auto ticks = detail::self_start_ticks();
+    const auto ticks = shm_detail::self_start_ticks();
     for (auto& e : hdr->procs) {
       std::int32_t cur = e.pid.load();
       if (cur == pid) {
@@ -118,7 +118,7 @@ struct ShmQueue::Impl {
     for (int pass = 0; pass < 2; ++pass) {
       for (auto& e : hdr->procs) {
         std::int32_t cur = e.pid.load();
-        const bool free = cur == 0 || (pass == 1 && !detail::process_alive(cur, 0));
+        const bool free = cur == 0 || (pass == 1 && !shm_detail::process_alive(cur, 0));
         if (free && e.pid.compare_exchange_strong(cur, pid)) {
           e.start_ticks.store(ticks);
           return;
@@ -138,7 +138,7 @@ struct ShmQueue::Impl {
         break;
       }
     }
-    return !detail::process_alive(pid, ticks);
+    return !shm_detail::process_alive(pid, ticks);
   }
 
   // Takes back slot i whose claimer (in word w) is dead. True if this call did it.
@@ -157,8 +157,8 @@ struct ShmQueue::Impl {
     // The counters may be stuck at seq if the claimer died before advancing them.
     advance(hdr->head, seq);
     advance(hdr->tail, seq);
-    detail::bump_and_wake(hdr->not_full_seq, INT_MAX);
-    detail::bump_and_wake(hdr->not_empty_seq, INT_MAX);
+    shm_detail::bump_and_wake(hdr->not_full_seq, INT_MAX);
+    shm_detail::bump_and_wake(hdr->not_empty_seq, INT_MAX);
     return true;
   }
 
@@ -242,7 +242,7 @@ struct ShmQueue::Impl {
       if (is_pop && gone()) return Errc::channel_closed;
       return is_pop ? Errc::would_block : Errc::queue_full;
     }
-    if (detail::spin_until([&] { return claim(false); }, spin, d)) return {};
+    if (shm_detail::spin_until([&] { return claim(false); }, spin, d)) return {};
     waiters.fetch_add(1, std::memory_order_seq_cst);
     Status result;
     for (;;) {
@@ -261,7 +261,7 @@ struct ShmQueue::Impl {
       if (!d.is_never()) {
         t = std::min(t, std::chrono::duration_cast<std::chrono::nanoseconds>(d.when() - now));
       }
-      detail::futex_wait(seq, s, t);
+      shm_detail::futex_wait(seq, s, t);
     }
     waiters.fetch_sub(1, std::memory_order_seq_cst);
     return result;
@@ -283,12 +283,12 @@ Result<std::unique_ptr<ShmQueue>> ShmQueue::create(std::string_view name,
   if (opt.slot_bytes == 0 || opt.slot_bytes > (std::size_t{1} << 30)) {
     return Error{Errc::invalid_argument, "slot_bytes must be in [1, 1 GiB]"};
   }
-  auto full = detail::new_segment_name(name);
+  auto full = shm_detail::new_segment_name(name);
   if (!full) return std::move(full).error();
   const std::size_t stride = round_up(sizeof(SlotHeader) + opt.slot_bytes, 64);
   const std::size_t slots_offset = round_up(sizeof(QueueHeader), 4096);
   const std::size_t total = slots_offset + stride * opt.capacity;
-  auto seg = detail::Segment::create(*full, total);
+  auto seg = shm_detail::Segment::create(*full, total);
   if (!seg) return std::move(seg).error();
 
   auto impl = std::make_unique<Impl>();
@@ -320,9 +320,9 @@ Result<std::unique_ptr<ShmQueue>> ShmQueue::create(std::string_view name,
 }
 
 Result<std::unique_ptr<ShmQueue>> ShmQueue::open(std::string_view name_or_endpoint) {
-  auto full = detail::segment_name_of(name_or_endpoint);
+  auto full = shm_detail::segment_name_of(name_or_endpoint);
   if (!full) return std::move(full).error();
-  auto seg = detail::Segment::open(*full);
+  auto seg = shm_detail::Segment::open(*full);
   if (!seg) return std::move(seg).error();
   if (seg->size() < sizeof(QueueHeader)) {
     return Error{Errc::invalid_argument, "/dev/shm/" + *full + " is too small for a queue"};
@@ -388,7 +388,7 @@ Status ShmQueue::commit_push(const PushSlot& s) {
     return Error{Errc::broken, "the queue slot was taken back before the push completed"};
   }
   if (im.hdr->pop_waiters.load(std::memory_order_seq_cst) != 0) {
-    detail::bump_and_wake(im.hdr->not_empty_seq, 1);
+    shm_detail::bump_and_wake(im.hdr->not_empty_seq, 1);
   }
   return {};
 }
@@ -418,7 +418,7 @@ Status ShmQueue::commit_pop(const PopSlot& s) {
     return Error{Errc::broken, "the queue slot was taken back before the pop completed"};
   }
   if (im.hdr->push_waiters.load(std::memory_order_seq_cst) != 0) {
-    detail::bump_and_wake(im.hdr->not_full_seq, 1);
+    shm_detail::bump_and_wake(im.hdr->not_full_seq, 1);
   }
   return {};
 }
@@ -441,8 +441,8 @@ Status ShmQueue::pop_until(Bytes& out, Deadline d, std::uint64_t* seq) {
 
 void ShmQueue::close() noexcept {
   impl_->hdr->closed.store(1, std::memory_order_seq_cst);
-  detail::bump_and_wake(impl_->hdr->not_empty_seq, INT_MAX);
-  detail::bump_and_wake(impl_->hdr->not_full_seq, INT_MAX);
+  shm_detail::bump_and_wake(impl_->hdr->not_empty_seq, INT_MAX);
+  shm_detail::bump_and_wake(impl_->hdr->not_full_seq, INT_MAX);
 }
 
 bool ShmQueue::closed() const noexcept {

@@ -47,7 +47,7 @@ Status wait_on(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& slee
   if (ready()) return {};
   if (peer.closed()) return ready() ? Status{} : Status{Errc::channel_closed};
   if (d.is_now()) return Errc::would_block;
-  if (detail::spin_until(ready, o.spin, d)) return {};
+  if (shm_detail::spin_until(ready, o.spin, d)) return {};
   auto last_check = Clock::now() - o.liveness_period;
   Status result;
   for (;;) {
@@ -74,7 +74,7 @@ Status wait_on(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& slee
     if (!d.is_never()) {
       t = std::min(t, std::chrono::duration_cast<std::chrono::nanoseconds>(d.when() - now));
     }
-    detail::futex_wait(seq, s, t);
+    shm_detail::futex_wait(seq, s, t);
   }
   sleeping.store(0, std::memory_order_seq_cst);
   return result;
@@ -93,8 +93,8 @@ RingControl* init_ring(void* mem, std::size_t capacity) noexcept {
 }
 
 void wake_ring(RingControl& ring) noexcept {
-  detail::bump_and_wake(ring.data_seq, 1);
-  detail::bump_and_wake(ring.space_seq, 1);
+  shm_detail::bump_and_wake(ring.data_seq, 1);
+  shm_detail::bump_and_wake(ring.space_seq, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ void RingProducer::commit() noexcept {
   // seq_cst store, then the flag load: pairs with the consumer's flag store + head load.
   ring_->head.store(head_, std::memory_order_seq_cst);
   if (ring_->data_sleeping.load(std::memory_order_seq_cst) != 0) {
-    detail::bump_and_wake(ring_->data_seq, 1);
+    shm_detail::bump_and_wake(ring_->data_seq, 1);
   }
 }
 
@@ -309,7 +309,7 @@ void RingConsumer::publish_tail() noexcept {
   published_ = tail_;
   ring_->tail.store(tail_, std::memory_order_seq_cst);
   if (ring_->space_sleeping.load(std::memory_order_seq_cst) != 0) {
-    detail::bump_and_wake(ring_->space_seq, 1);
+    shm_detail::bump_and_wake(ring_->space_seq, 1);
   }
 }
 

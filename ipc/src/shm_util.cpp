@@ -20,7 +20,7 @@
 
 namespace bip = boost::interprocess;
 
-namespace ferry::ipc::detail {
+namespace ferry::ipc::shm_detail {
 
 void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
                 std::chrono::nanoseconds timeout) noexcept {
@@ -234,4 +234,4 @@ Result<std::string> segment_name_of(std::string_view s) {
   return new_segment_name(s);
 }
 
-}  // namespace ferry::ipc::detail
+}  // namespace ferry::ipc::shm_detail

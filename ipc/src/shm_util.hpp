@@ -15,7 +15,7 @@
 #include "ferry/ipc/deadline.hpp"
 #include "ferry/shared/error.hpp"
 
-namespace ferry::ipc::detail {
+namespace ferry::ipc::shm_detail {
 
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -113,4 +113,4 @@ bool spin_until(Ready&& ready, std::chrono::nanoseconds spin, Deadline d) {
   }
 }
 
-}  // namespace ferry::ipc::detail
+}  // namespace ferry::ipc::shm_detail

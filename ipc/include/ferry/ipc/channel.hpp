@@ -67,8 +67,4 @@ struct ChannelOptions {
   std::size_t max_frame = kDefaultMaxFrame;
 };
 
-// Which end of an endpoint a process opens: the side that creates it (binds, listens, creates
-// the segment) or the side that joins it.
-enum class Role { bind, connect };
-
 }  // namespace ferry::ipc
