@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "ferry/shared/cli_support.hpp"
 #include "bench_sync.hpp"
+#include "ferry/shared/cli_support.hpp"
 #include "harness.hpp"
 
 namespace {
@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
   try {
     if (suite == "channels" || suite == "all") ferry::bench::run_channels(cfg, report);
     if (suite == "sync" || suite == "all") {
-      for (auto& r : ferry::bench::run_sync_bench(quick)) report.add(r.name, r.value, r.unit);
+      for (auto& r : ferry::bench::run_sync_bench(quick))
+        report.add(r.name, r.value, r.unit);
     }
     if (suite == "pool" || suite == "remote") {
       std::fprintf(stderr, "ferry-bench: the %s suite is not built yet\n", suite.c_str());
