@@ -34,16 +34,25 @@ Result<ChannelPtr> open_pipe(const Endpoint& ep, ChannelOptions opt) {
 Result<ChannelPtr> open_channel(std::string_view endpoint, Role role, ChannelOptions opt) {
   auto ep = Endpoint::parse(endpoint);
   if (!ep) return std::move(ep).error();
-  (void)role;
   switch (ep->scheme) {
     case Scheme::pipe:
       return open_pipe(*ep, opt);
-    case Scheme::shm:
+    case Scheme::shm: {
+      ShmOptions so;
+      so.max_frame = opt.max_frame;
+      auto c =
+          role == Role::bind ? ShmChannel::create(ep->address, so) : ShmChannel::open(endpoint, so);
+      if (!c) return std::move(c).error();
+      return ChannelPtr(std::move(*c));
+    }
     case Scheme::zmq_ipc:
-    case Scheme::zmq_tcp:
-      break;
+    case Scheme::zmq_tcp: {
+      auto c = role == Role::bind ? ZmqChannel::bind(*ep, opt) : ZmqChannel::connect(*ep, opt);
+      if (!c) return std::move(c).error();
+      return ChannelPtr(std::move(*c));
+    }
   }
-  return Error{Errc::unsupported, "no transport for '" + std::string(endpoint) + "' yet"};
+  return Error{Errc::unsupported, "no transport for '" + std::string(endpoint) + "'"};
 }
 
 }  // namespace ferry::ipc

@@ -29,7 +29,7 @@ TEST_SUITE("shared.frame") {
     CHECK(hb->slots == 3);
     CHECK(hb->registry_hash == 0xdeadbeefULL);
 
-    msg::Task t{2, 7, Bytes{1, 2, 3}};
+    msg::Task t{2, 7, false, Bytes{1, 2, 3}};
     const Bytes tv_wire = wire_of(make_frame(MessageKind::task, t, 99));
     auto tv = decode_frame(tv_wire);
     REQUIRE(tv);
@@ -56,7 +56,7 @@ TEST_SUITE("shared.frame") {
       f.header.kind = kind;
       switch (kind) {
         case MessageKind::welcome:
-          f = make_frame(kind, msg::Welcome{3, "s", 500});
+          f = make_frame(kind, msg::Welcome{3, "s", 500, msg::Welcome::kNoFunction, {}});
           break;
         case MessageKind::reject:
           f = make_frame(kind, msg::Reject{"no"});

@@ -3,11 +3,15 @@
 #include <doctest/doctest.h>
 #include <sys/prctl.h>
 
+#include "ferry/worker/runtime.hpp"
+
 namespace ferry::testing {
 int run_peer_if_requested(int argc, char** argv, bool& was_peer);
 }
 
 int main(int argc, char** argv) {
+  // A pool's self-exec worker: runs the worker loop and exits.
+  ferry::init(argc, argv);
   bool was_peer = false;
   const int peer_rc = ferry::testing::run_peer_if_requested(argc, argv, was_peer);
   if (was_peer) return peer_rc;

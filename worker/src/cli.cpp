@@ -1,10 +1,12 @@
 #include "ferry/worker/cli.hpp"
 
+#include <cstdlib>
 #include <iostream>
 #include <string>
 
 #include "ferry/ipc/endpoint.hpp"
 #include "ferry/shared/cli_support.hpp"
+#include "ferry/worker/runtime.hpp"
 
 namespace ferry::worker {
 
@@ -27,8 +29,16 @@ int run_cli(int argc, char** argv) {
     std::cerr << "ferry-worker: --connect: " << ep.error().message() << "\n";
     return cli::kExitUsage;
   }
-  std::cerr << "ferry-worker: the worker runtime is not built yet (see the process-pool issue)\n";
-  return cli::kExitFailed;
+  if (!keys.empty()) {
+    std::cerr << "ferry-worker: --keys (CURVE) is not supported yet; see the distributed issue\n";
+    return cli::kExitUsage;
+  }
+  Options opt;
+  opt.endpoint = connect;
+  opt.name = name;
+  opt.slots = slots;
+  if (const char* p = std::getenv("FERRY_WORKER_PARENT")) opt.parent = std::atoi(p);
+  return run(opt);
 }
 
 }  // namespace ferry::worker

@@ -31,9 +31,13 @@ struct Welcome {
   std::uint32_t worker_id = 0;
   std::string session;
   std::uint32_t heartbeat_ms = 0;
+  // Per-worker initializer, run once before the first task (kNoFunction: none).
+  std::uint32_t init_function = kNoFunction;
+  Bytes init_args;
+  static constexpr std::uint32_t kNoFunction = 0xffffffffu;
   template <class A>
   void serialize(A& ar) {
-    ar(worker_id, session, heartbeat_ms);
+    ar(worker_id, session, heartbeat_ms, init_function, init_args);
   }
 };
 
@@ -50,10 +54,11 @@ struct Reject {
 struct Task {
   std::uint32_t attempt = 1;
   std::uint32_t function = 0;  // index into the sorted registry (same on both sides: hash-checked)
+  bool batch = false;          // args is a vector of argument tuples (a chunk of a map)
   Bytes args;                  // cereal encoding of the argument tuple
   template <class A>
   void serialize(A& ar) {
-    ar(attempt, function, args);
+    ar(attempt, function, batch, args);
   }
 };
 

@@ -1,0 +1,432 @@
+// ferry::Pool: worker processes that run registered tasks (shared/task.hpp) and return futures.
+//
+//   ferry::Pool pool({.workers = 4});
+//   auto f = pool.submit(count_primes, 1'000'000);     // Future<std::int64_t>
+//   auto squares = pool.map(square, std::views::iota(0, 1000));
+//
+// Workers are spawned with posix_spawn: copies of this executable (self-exec; main() must call
+// ferry::init(argc, argv) first) or PoolOptions::worker_program (e.g. ferry-worker). Each worker
+// talks to the pool over its own channel of the chosen transport (pipe, shm or zmq).
+//
+// Delivery: a task whose worker dies (or runs past task_timeout and is killed) is re-run on
+// another worker up to max_retries times (at-least-once execution); its future receives exactly
+// one outcome. In-flight work is bounded by max_in_flight: submit() blocks when it is full,
+// try_submit() refuses, so streaming any number of tasks keeps memory flat.
+//
+// Shutdown: shutdown(drain) waits for every submitted task, then stops the workers;
+// shutdown(cancel) fails what is left with Cancelled and stops them (SIGTERM, then SIGKILL after
+// shutdown_grace). The destructor drains. Every child is reaped and every channel and segment
+// removed in both cases.
+//
+// Threading: every member function may be called from any thread. Ownership: the pool owns its
+// worker processes; Futures share task state with it and may outlive it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "ferry/coordinator/future.hpp"
+#include "ferry/shared/task.hpp"
+
+namespace ferry {
+
+enum class Transport : std::uint8_t { pipe, shm, zmq };
+std::string_view transport_name(Transport t) noexcept;
+std::optional<Transport> parse_transport(std::string_view s) noexcept;
+
+// A per-worker initializer: a registered task run once in each worker before its first task.
+struct Initializer {
+  AnyFn fn = nullptr;
+  std::string name;  // used when fn is null
+  Bytes args;
+};
+template <class R, class... P, class... A>
+Initializer initializer(R (*fn)(P...), A&&... args) {
+  return {task_key(fn), {}, encode_value(std::tuple<std::decay_t<P>...>(std::forward<A>(args)...))};
+}
+
+// One line a worker wrote to stdout (stream 1) or stderr (stream 2).
+struct WorkerLine {
+  std::uint32_t worker = 0;
+  std::int32_t pid = 0;
+  int stream = 1;
+  std::string_view line;
+};
+
+struct PoolOptions {
+  unsigned workers = 0;  // 0: the number of CPUs
+  Transport transport = Transport::shm;
+  std::string worker_program{};               // empty: this executable (self-exec)
+  std::vector<std::string> worker_args{};     // extra arguments for worker_program
+  unsigned max_retries = 3;                   // re-runs of a task whose worker died
+  std::chrono::milliseconds task_timeout{0};  // 0: none
+  unsigned max_tasks_per_worker = 0;          // 0: unlimited; else the worker is replaced after
+  std::size_t max_in_flight = 0;              // 0: 1024 per worker
+  unsigned prefetch = 0;                      // tasks queued per worker; 0: automatic
+  std::optional<Initializer> initializer{};
+  std::chrono::milliseconds shutdown_grace{1000};    // SIGTERM -> SIGKILL
+  std::chrono::milliseconds startup_timeout{30000};  // spawn -> hello
+  // Worker output lines; default: written to stderr as "[w<id> pid <pid>] <line>".
+  std::function<void(const WorkerLine&)> on_output{};
+};
+
+struct WorkerStats {
+  std::uint32_t id = 0;
+  std::int32_t pid = 0;
+  std::uint64_t tasks = 0;  // tasks (or chunks) it completed
+  bool alive = false;
+};
+
+struct PoolStats {
+  std::uint64_t submitted = 0;
+  std::uint64_t succeeded = 0;
+  std::uint64_t failed = 0;
+  std::uint64_t cancelled = 0;
+  std::uint64_t retries = 0;
+  std::uint64_t worker_deaths = 0;  // unexpected deaths (crash, kill, timeout)
+  std::uint64_t workers_spawned = 0;
+  std::uint64_t workers_recycled = 0;
+  std::vector<WorkerStats> workers;  // every worker the pool had, in spawn order
+};
+
+enum class ShutdownMode { drain, cancel };
+
+template <class R>
+class ImapUnordered;
+template <class R>
+class AsCompleted;
+
+class Pool {
+ public:
+  explicit Pool(PoolOptions opt = {});
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  // Waits until every worker has registered (false on timeout or if spawning failed).
+  bool wait_ready(std::chrono::milliseconds timeout);
+  unsigned size() const noexcept;
+  PoolStats stats() const;
+  const PoolOptions& options() const noexcept;
+
+  template <class R, class... P, class... A>
+  Future<R> submit(R (*fn)(P...), A&&... args) {
+    return Future<R>(enqueue(make_task(fn, std::forward<A>(args)...), true), core_);
+  }
+  // As submit, but refuses (nullopt) instead of waiting when max_in_flight tasks are pending.
+  template <class R, class... P, class... A>
+  std::optional<Future<R>> try_submit(R (*fn)(P...), A&&... args) {
+    auto s = enqueue(make_task(fn, std::forward<A>(args)...), false);
+    if (!s) return std::nullopt;
+    return Future<R>(std::move(s), core_);
+  }
+  // By registered name; R must match the task's result type (else get() fails to decode).
+  template <class R, class... A>
+  Future<R> submit_named(std::string_view name, A&&... args) {
+    auto t = std::make_shared<detail::TaskState>();
+    t->function = index_of(name);
+    t->args = encode_value(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...));
+    return Future<R>(enqueue(std::move(t), true), core_);
+  }
+  // Runs one task and waits for it.
+  template <class R, class... P, class... A>
+  R apply(R (*fn)(P...), A&&... args) {
+    return submit(fn, std::forward<A>(args)...).get();
+  }
+
+  // fn over every item, results in input order; chunks of chunksize items travel as one task
+  // (0: automatic, about 4 chunks per worker). Throws the first failure (its item index set).
+  template <class R, class P, std::ranges::input_range Items>
+  std::vector<R> map(R (*fn)(P), Items&& items, std::size_t chunksize = 0) {
+    return map_tuples<R>(task_key(fn), std::forward<Items>(items), chunksize,
+                         [](auto&& x) { return std::tuple<std::decay_t<P>>(x); });
+  }
+  // As map, with each item a tuple of the arguments.
+  template <class R, class... P, std::ranges::input_range Items>
+  std::vector<R> starmap(R (*fn)(P...), Items&& items, std::size_t chunksize = 0) {
+    return map_tuples<R>(task_key(fn), std::forward<Items>(items), chunksize,
+                         [](auto&& x) { return std::tuple<std::decay_t<P>...>(x); });
+  }
+  // Streams results as they finish, with their input index; at most `window` chunks in flight
+  // (0: max_in_flight). Items are read from the range only as the window allows.
+  template <class R, class P, std::ranges::input_range Items>
+  ImapUnordered<R> imap_unordered(R (*fn)(P), Items&& items, std::size_t chunksize = 1,
+                                  std::size_t window = 0);
+  // Folds fn(item) over items with reduce (in completion order: reduce must be associative and
+  // commutative).
+  template <class R, class P, std::ranges::input_range Items, class T, class Reduce>
+  T map_reduce(R (*fn)(P), Items&& items, T init, Reduce reduce, std::size_t chunksize = 0);
+
+  void shutdown(ShutdownMode mode = ShutdownMode::drain);
+
+  // Internal entry points used by the templates and the command line (not for users).
+  std::shared_ptr<detail::TaskState> enqueue(std::shared_ptr<detail::TaskState> t, bool block);
+  std::uint32_t index_of(std::string_view name) const;
+  std::uint32_t index_of(AnyFn fn) const;
+  std::size_t auto_chunksize(std::size_t items) const noexcept;
+  std::size_t window() const noexcept;
+  const std::shared_ptr<detail::PoolCore>& core() const noexcept { return core_; }
+
+ private:
+  template <class R, class... P, class... A>
+  std::shared_ptr<detail::TaskState> make_task(R (*fn)(P...), A&&... args) {
+    auto t = std::make_shared<detail::TaskState>();
+    t->function = index_of(task_key(fn));
+    t->args = encode_value(std::tuple<std::decay_t<P>...>(std::forward<A>(args)...));
+    return t;
+  }
+  template <class R, class Items, class ToTuple>
+  std::vector<R> map_tuples(AnyFn fn, Items&& items, std::size_t chunksize, ToTuple to_tuple);
+
+  std::shared_ptr<detail::PoolCore> core_;
+};
+
+namespace detail {
+
+// Decodes a chunk's batch result and hands each item to sink(index, value); throws the first
+// item's failure (with its index) after delivering the items before it.
+template <class R, class Sink>
+void for_each_batch_item(TaskState& s, Sink&& sink) {
+  std::lock_guard lk(s.m);
+  const auto first = static_cast<std::size_t>(s.first_item);
+  if (s.failure) {
+    FailureInfo f = *s.failure;
+    f.item = s.first_item;
+    throw_failure(f);
+  }
+  using Stored = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
+  ByteView in(s.value);
+  BatchMode mode{};
+  auto fail_decode = [&](const Error& e) {
+    FailureInfo f;
+    f.task_id = s.id;
+    f.item = s.first_item;
+    f.type = "ferry::DecodeError";
+    f.message = "the coordinator could not decode a chunk's results: " + e.message();
+    throw RemoteError(std::move(f));
+  };
+  if (auto st = decode_prefix(in, mode); !st) fail_decode(st.error());
+  if (mode == BatchMode::all_ok) {
+    std::vector<Stored> values;
+    if (auto st = decode_prefix(in, values); !st) fail_decode(st.error());
+    for (std::size_t i = 0; i < values.size(); ++i)
+      sink(first + i, std::move(values[i]));
+    return;
+  }
+  std::vector<std::pair<bool, Bytes>> mixed;
+  if (auto st = decode_prefix(in, mixed); !st) fail_decode(st.error());
+  for (std::size_t i = 0; i < mixed.size(); ++i) {
+    if (mixed[i].first) {
+      auto v = decode_value<Stored>(mixed[i].second);
+      if (!v) fail_decode(v.error());
+      sink(first + i, std::move(*v));
+      continue;
+    }
+    auto e = decode_value<ItemError>(mixed[i].second);
+    FailureInfo f;
+    f.kind = FailureKind::remote_error;
+    f.task_id = s.id;
+    f.item = static_cast<std::int64_t>(first + i);
+    f.type = e ? e->type : "ferry::DecodeError";
+    f.message = e ? e->what : e.error().message();
+    throw RemoteError(std::move(f));
+  }
+}
+
+// Reads items from a range into chunks of encoded argument tuples.
+template <class Items, class ToTuple>
+class Chunker {
+ public:
+  Chunker(Items& items, ToTuple to_tuple, std::size_t chunksize)
+      : it_(std::ranges::begin(items)),
+        end_(std::ranges::end(items)),
+        to_tuple_(to_tuple),
+        chunksize_(chunksize ? chunksize : 1) {}
+  // Fills t with the next chunk; false when the items are exhausted.
+  bool next(TaskState& t) {
+    using Tuple = decltype(to_tuple_(*it_));
+    std::vector<Tuple> chunk;
+    chunk.reserve(chunksize_);
+    for (; it_ != end_ && chunk.size() < chunksize_; ++it_)
+      chunk.push_back(to_tuple_(*it_));
+    if (chunk.empty()) return false;
+    t.batch = true;
+    t.items = static_cast<std::uint32_t>(chunk.size());
+    t.first_item = static_cast<std::int64_t>(next_index_);
+    next_index_ += chunk.size();
+    t.args = encode_value(chunk);
+    return true;
+  }
+
+ private:
+  std::ranges::iterator_t<Items> it_;
+  std::ranges::sentinel_t<Items> end_;
+  ToTuple to_tuple_;
+  std::size_t chunksize_;
+  std::size_t next_index_ = 0;
+};
+
+}  // namespace detail
+
+template <class R, class Items, class ToTuple>
+std::vector<R> Pool::map_tuples(AnyFn fn, Items&& items, std::size_t chunksize, ToTuple to_tuple) {
+  if (chunksize == 0) {
+    if constexpr (std::ranges::sized_range<Items>) {
+      chunksize = auto_chunksize(static_cast<std::size_t>(std::ranges::size(items)));
+    } else {
+      chunksize = 64;
+    }
+  }
+  const std::uint32_t index = index_of(fn);
+  detail::Chunker<std::remove_reference_t<Items>, ToTuple> chunker(items, to_tuple, chunksize);
+  std::vector<std::shared_ptr<detail::TaskState>> chunks;
+  for (;;) {
+    auto t = std::make_shared<detail::TaskState>();
+    t->function = index;
+    if (!chunker.next(*t)) break;
+    chunks.push_back(enqueue(std::move(t), true));
+  }
+  static_assert(!std::is_void_v<R>, "map of a void task: use submit and wait");
+  std::vector<R> out;
+  for (auto& c : chunks) {
+    c->wait();
+    detail::for_each_batch_item<R>(*c, [&](std::size_t, R&& v) { out.push_back(std::move(v)); });
+  }
+  return out;
+}
+
+template <class R>
+class ImapUnordered {
+ public:
+  using Item = std::pair<std::size_t, R>;
+  // The next finished item, or nullopt at the end; throws a failed item's TaskFailure.
+  std::optional<Item> next() {
+    while (ready_.empty()) {
+      while (outstanding_ < window_ && more_) {
+        auto t = std::make_shared<detail::TaskState>();
+        t->function = function_;
+        if (!(more_ = produce_(*t))) break;
+        auto s = pool_->enqueue(std::move(t), true);
+        s->notify_into(queue_);
+        ++outstanding_;
+      }
+      if (outstanding_ == 0) return std::nullopt;
+      auto done = queue_->pop();
+      --outstanding_;
+      detail::for_each_batch_item<R>(
+          *done, [&](std::size_t i, R&& v) { ready_.emplace_back(i, std::move(v)); });
+    }
+    Item it = std::move(ready_.front());
+    ready_.pop_front();
+    return it;
+  }
+
+  struct Sentinel {};
+  class Iterator {
+   public:
+    using value_type = Item;
+    using difference_type = std::ptrdiff_t;
+    explicit Iterator(ImapUnordered* m) : m_(m) { ++*this; }
+    Item& operator*() { return *cur_; }
+    Iterator& operator++() {
+      cur_ = m_->next();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(Sentinel) const { return !cur_; }
+
+   private:
+    ImapUnordered* m_;
+    std::optional<Item> cur_;
+  };
+  Iterator begin() { return Iterator(this); }
+  Sentinel end() { return {}; }
+
+  ImapUnordered(Pool* pool, std::uint32_t function, std::size_t window,
+                std::function<bool(detail::TaskState&)> produce)
+      : pool_(pool), function_(function), window_(window), produce_(std::move(produce)) {}
+
+ private:
+  Pool* pool_;
+  std::uint32_t function_;
+  std::size_t window_;
+  std::function<bool(detail::TaskState&)> produce_;
+  std::shared_ptr<detail::CompletionQueue> queue_ = std::make_shared<detail::CompletionQueue>();
+  std::deque<Item> ready_;
+  std::size_t outstanding_ = 0;
+  bool more_ = true;
+};
+
+template <class R, class P, std::ranges::input_range Items>
+ImapUnordered<R> Pool::imap_unordered(R (*fn)(P), Items&& items, std::size_t chunksize,
+                                      std::size_t window) {
+  auto to_tuple = [](auto&& x) { return std::tuple<std::decay_t<P>>(x); };
+  using Range = std::remove_cvref_t<Items>;
+  // The range is kept alive by the generator (moved in, or viewed if an lvalue).
+  auto holder = std::make_shared<
+      std::conditional_t<std::is_lvalue_reference_v<Items>, std::ranges::ref_view<Range>, Range>>(
+      std::forward<Items>(items));
+  auto chunker = std::make_shared<
+      detail::Chunker<std::remove_reference_t<decltype(*holder)>, decltype(to_tuple)>>(
+      *holder, to_tuple, chunksize);
+  std::function<bool(detail::TaskState&)> produce = [holder, chunker](detail::TaskState& t) {
+    return chunker->next(t);
+  };
+  return ImapUnordered<R>(this, index_of(task_key(fn)), window ? window : this->window(),
+                          std::move(produce));
+}
+
+template <class R, class P, std::ranges::input_range Items, class T, class Reduce>
+T Pool::map_reduce(R (*fn)(P), Items&& items, T init, Reduce reduce, std::size_t chunksize) {
+  if (chunksize == 0) {
+    if constexpr (std::ranges::sized_range<Items>) {
+      chunksize = auto_chunksize(static_cast<std::size_t>(std::ranges::size(items)));
+    } else {
+      chunksize = 64;
+    }
+  }
+  auto results = imap_unordered(fn, std::forward<Items>(items), chunksize);
+  while (auto item = results.next())
+    init = reduce(std::move(init), std::move(item->second));
+  return init;
+}
+
+// Yields the given futures in the order they finish.
+template <class R>
+class AsCompleted {
+ public:
+  explicit AsCompleted(std::vector<Future<R>> futures) {
+    for (auto& f : futures)
+      by_state_.emplace(f.state().get(), f);
+    for (auto& f : futures)
+      f.state()->notify_into(queue_);
+    left_ = futures.size();
+  }
+  std::optional<Future<R>> next() {
+    if (left_ == 0) return std::nullopt;
+    --left_;
+    auto s = queue_->pop();
+    return by_state_.at(s.get());
+  }
+
+ private:
+  std::shared_ptr<detail::CompletionQueue> queue_ = std::make_shared<detail::CompletionQueue>();
+  std::map<detail::TaskState*, Future<R>> by_state_;
+  std::size_t left_ = 0;
+};
+
+template <class R>
+AsCompleted<R> as_completed(std::vector<Future<R>> futures) {
+  return AsCompleted<R>(std::move(futures));
+}
+
+}  // namespace ferry

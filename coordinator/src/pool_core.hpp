@@ -1,0 +1,136 @@
+// The pool's machinery behind ferry::Pool (internal).
+//
+//   PoolCore      dispatcher: pending queue, per-worker in-flight FIFOs, completion, retries
+//   supervisor    (supervisor.cpp) one thread: spawns workers, watches their pidfds and output
+//                 pipes, reaps them, enforces task timeouts, handles deaths
+//   WorkerLink    (worker_link.cpp) one worker: process, channel, reader thread
+//
+// Locking: mu_ guards scheduling state (pending_, every link's inflight/state, stats). A link's
+// send_mu serialises its sends; it is taken while mu_ is held and mu_ is then released, so
+// frames reach a worker in the order they were queued to it, and the holder of a send_mu never
+// waits for mu_. A task's own mutex (TaskState::m) is taken last, never while waiting for mu_.
+//
+// Flow control: a link gets a task only while its queued bytes fit in half its transport's
+// buffer (or when it is idle), so a send never waits on a worker that is itself waiting for us
+// to read its results.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "ferry/coordinator/pool.hpp"
+#include "ferry/coordinator/process.hpp"
+#include "ferry/ipc/channel.hpp"
+#include "ferry/shared/messages.hpp"
+
+namespace ferry::detail {
+
+struct WorkerLink {
+  enum class State { starting, ready, draining, dead };
+
+  std::uint32_t id = 0;
+  std::unique_ptr<coordinator::Process> proc;
+  ipc::ChannelPtr ch;
+  std::size_t credit_bytes = 0;  // transport buffer: queued bytes are kept below half of it
+  std::thread reader;
+  std::mutex send_mu;
+  std::atomic<bool> stop{false};  // the reader exits after draining
+  int out_fd = -1, err_fd = -1;   // read ends of the worker's stdout/stderr
+  std::string out_buf, err_buf;   // partial lines
+
+  // Guarded by PoolCore::mu_.
+  State state = State::starting;
+  std::deque<std::shared_ptr<TaskState>> inflight;
+  std::size_t inflight_bytes = 0;
+  std::uint64_t sent = 0;       // tasks sent (for max_tasks_per_worker)
+  std::uint64_t completed = 0;  // results received
+  bool shutdown_sent = false;
+  bool expected_exit = false;  // recycled or pool shutdown
+  std::string kill_reason;     // why we killed it, if we did
+  std::int32_t pid = 0;
+  std::chrono::steady_clock::time_point spawned_at{};
+};
+
+struct SendJob {
+  WorkerLink* link;
+  Frame frame;
+};
+
+class PoolCore : public std::enable_shared_from_this<PoolCore> {
+ public:
+  explicit PoolCore(PoolOptions opt);
+  ~PoolCore();
+
+  void start();  // starts the supervisor, which spawns the workers
+  std::shared_ptr<TaskState> enqueue(std::shared_ptr<TaskState> t, bool block);
+  bool cancel(const std::shared_ptr<TaskState>& t);
+  bool wait_ready(std::chrono::milliseconds timeout);
+  void shutdown(ShutdownMode mode);
+  PoolStats stats() const;
+  const PoolOptions& options() const noexcept { return opt_; }
+  std::size_t window() const noexcept { return window_; }
+
+  // Called by a link's reader thread.
+  void on_hello(WorkerLink& link, const msg::Hello& hello);
+  void on_frame(WorkerLink& link, Frame& f);
+  void reader_loop(WorkerLink& link);
+
+ private:
+  friend class Supervisor;
+  // Scheduling (mu_ held).
+  void pump_locked(std::vector<SendJob>& jobs);
+  bool has_room_locked(const WorkerLink& l, std::size_t bytes) const;
+  Frame task_frame(const TaskState& t) const;
+  void flush(std::vector<SendJob>& jobs);  // sends; called after unlocking mu_
+  void finish_locked(TaskState& t);        // window accounting of a task that completed
+  FailureInfo failure_for(const TaskState& t, FailureKind k, std::string message) const;
+
+  // Supervision (supervisor thread).
+  void supervise();
+  void spawn_worker();
+  void handle_exit(WorkerLink& link);
+  void read_output(WorkerLink& link, int& fd, std::string& buf, int stream, bool eof);
+  void emit_line(const WorkerLink& link, int stream, std::string_view line);
+  void wake_supervisor();
+  void enforce_timeouts();
+  void terminate_all();
+
+  PoolOptions opt_;
+  std::size_t window_ = 0;
+  std::uint32_t serial_ = 0;  // tells this pool's channel names from other pools' in the process
+  unsigned prefetch_ = 0;
+  std::uint32_t init_function_ = msg::Welcome::kNoFunction;
+  std::uint64_t registry_hash_ = 0;
+  std::unique_ptr<coordinator::Launcher> launcher_;
+  std::string worker_exe_;
+
+  mutable std::mutex mu_;
+  std::condition_variable space_cv_;  // submitters waiting for the window
+  std::condition_variable state_cv_;  // readiness and drain waiters
+  std::deque<std::shared_ptr<TaskState>> pending_;
+  std::vector<std::unique_ptr<WorkerLink>> links_;  // alive ones; dead ones moved to graveyard_
+  std::size_t in_system_ = 0;                       // submitted, not yet completed
+  std::uint64_t next_task_id_ = 1;
+  std::uint32_t next_worker_id_ = 1;
+  unsigned want_spawn_ = 0;        // replacements the supervisor should start
+  unsigned startup_failures_ = 0;  // consecutive workers that died before their first result
+  bool closing_ = false;           // no new submissions
+  bool stopping_ = false;          // supervisor must stop the workers and exit
+  bool broken_ = false;            // workers cannot be started: tasks fail with Rejected
+  std::string broken_reason_;
+  PoolStats stats_;
+  struct Counters {
+    std::atomic<std::uint64_t> succeeded{0}, failed{0}, cancelled{0};
+  } counters_;
+  bool cancel_on_stop_ = false;
+
+  int wake_fd_ = -1;  // eventfd: wakes the supervisor's poll
+  std::thread supervisor_;
+};
+
+}  // namespace ferry::detail

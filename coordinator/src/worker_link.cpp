@@ -1,0 +1,98 @@
+// A worker's reader thread: the handshake, then every frame the worker sends.
+#include <signal.h>
+
+#include "ferry/shared/session.hpp"
+#include "pool_core.hpp"
+
+namespace ferry::detail {
+
+void PoolCore::on_hello(WorkerLink& link, const msg::Hello& hello) {
+  auto refuse = [&](const std::string& reason) {
+    {
+      std::lock_guard lk(link.send_mu);
+      (void)link.ch->send_for(make_frame(MessageKind::reject, msg::Reject{reason}),
+                              std::chrono::milliseconds(500));
+    }
+    std::string line = "ferry: rejected worker " + std::to_string(link.id) + " (pid " +
+                       std::to_string(link.pid) + "): " + reason;
+    emit_line(link, 2, line);
+    std::lock_guard lk(mu_);
+    link.kill_reason = "rejected: " + reason;
+    ++startup_failures_;
+    broken_reason_ = reason;
+    if (startup_failures_ >= 3) broken_ = true;
+  };
+  if (hello.protocol_version != kProtocolVersion) {
+    return refuse("protocol version mismatch: worker speaks " +
+                  std::to_string(hello.protocol_version) + ", coordinator " +
+                  std::to_string(kProtocolVersion));
+  }
+  if (hello.registry_hash != registry_hash_) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf,
+                  "task registry mismatch: worker %016llx, coordinator %016llx (%zu tasks); "
+                  "build both from the same task set",
+                  static_cast<unsigned long long>(hello.registry_hash),
+                  static_cast<unsigned long long>(registry_hash_),
+                  TaskRegistry::instance().entries().size());
+    return refuse(buf);
+  }
+  msg::Welcome w;
+  w.worker_id = link.id;
+  w.session = SessionId::current().str();
+  w.init_function = init_function_;
+  if (opt_.initializer) w.init_args = opt_.initializer->args;
+  {
+    std::lock_guard lk(link.send_mu);
+    if (!link.ch->send(make_frame(MessageKind::welcome, w))) return;
+  }
+  std::vector<SendJob> jobs;
+  {
+    std::lock_guard lk(mu_);
+    if (link.state != WorkerLink::State::starting) return;
+    link.state = WorkerLink::State::ready;
+    state_cv_.notify_all();
+    pump_locked(jobs);
+  }
+  flush(jobs);
+}
+
+void PoolCore::reader_loop(WorkerLink& link) {
+  Frame f;
+  bool greeted = false;
+  for (;;) {
+    auto st = link.ch->recv_for(f, std::chrono::milliseconds(100));
+    if (!st) {
+      const auto c = st.error().code;
+      if (c == Errc::timeout || c == Errc::would_block) {
+        if (link.stop.load()) return;
+        continue;
+      }
+      if (c != Errc::channel_closed) {
+        // The stream can no longer be trusted: stop the worker; its exit is handled as a death.
+        std::lock_guard lk(mu_);
+        if (link.kill_reason.empty()) {
+          link.kill_reason = "sent a malformed frame: " + st.error().message();
+        }
+        (void)link.proc->kill(SIGKILL);
+      }
+      return;
+    }
+    if (!greeted) {
+      if (f.header.kind != MessageKind::hello) continue;
+      greeted = true;
+      auto h = decode_value<msg::Hello>(f.payload);
+      if (!h) {
+        std::lock_guard lk(mu_);
+        link.kill_reason = "bad hello: " + h.error().message();
+        (void)link.proc->kill(SIGKILL);
+        return;
+      }
+      on_hello(link, *h);
+      continue;
+    }
+    on_frame(link, f);
+  }
+}
+
+}  // namespace ferry::detail

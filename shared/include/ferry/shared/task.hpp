@@ -1,0 +1,303 @@
+// Task registry: functions that workers can run, under stable names.
+//
+//   int square(int x) { return x * x; }
+//   FERRY_TASK(square);              // at namespace scope, in any source of the executable
+//
+// Arguments travel as a cereal-encoded std::tuple of the parameter types (decayed), the
+// result as the cereal encoding of the return type (nothing for void). Every executable that
+// coordinates or works compiles the same registry; the handshake compares registry_hash() so
+// a worker built with another task set is refused instead of running the wrong function.
+//
+// Threading: registration happens during static initialisation (or before the first pool or
+// worker starts, via TaskRegistry::add); after freeze() the registry is read-only and safe to
+// read from any thread. Adding after freeze() throws std::logic_error.
+#pragma once
+
+#include <charconv>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <map>
+#include <span>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "ferry/shared/codec.hpp"
+#include "ferry/shared/error.hpp"
+
+namespace ferry {
+
+// What a worker sends back for one item of a chunked (batch) task when it threw.
+struct ItemError {
+  std::string type;
+  std::string what;
+  template <class A>
+  void serialize(A& ar) {
+    ar(type, what);
+  }
+};
+
+// Any function pointer, as the registry stores it (cast back to its real type to call).
+using AnyFn = void (*)();
+
+struct TaskEntry {
+  std::string name;
+  std::string signature;  // compiler's type name of the function type (same build, same text)
+  AnyFn fn = nullptr;
+  // Decodes the argument tuple from args, runs the function, encodes the result into out.
+  // Throws what the function throws; decoding failures throw ferry::Exception.
+  void (*invoke)(AnyFn fn, ByteView args, Bytes& out) = nullptr;
+  // The same over a chunk: args is a vector of argument tuples; out gets a batch result
+  // (see BatchResult). Per-item exceptions are caught and reported per item.
+  void (*invoke_batch)(AnyFn fn, ByteView args, Bytes& out) = nullptr;
+  // Command-line adapters (map TASK --range/--items): parse one item into an encoded
+  // argument tuple, and print one encoded result. Null if the types have no text form.
+  Result<Bytes> (*parse_item)(std::string_view text) = nullptr;
+  std::string (*format_result)(ByteView value) = nullptr;
+  // Encodes a vector of items parsed from text as one chunk's argument bytes.
+  Result<Bytes> (*parse_chunk)(std::span<const std::string> items) = nullptr;
+};
+
+class TaskRegistry {
+ public:
+  static TaskRegistry& instance();
+
+  // Registers e (idempotent for the same name and function). Throws std::logic_error after
+  // freeze() or for a name registered with a different function.
+  void add(TaskEntry e);
+  // Sorts the entries and fixes their indices; called by the first pool or worker.
+  void freeze();
+  bool frozen() const noexcept { return frozen_; }
+
+  // Valid after freeze().
+  const std::vector<TaskEntry>& entries() const noexcept { return entries_; }
+  std::uint64_t hash() const noexcept { return hash_; }
+  Result<std::uint32_t> index_of(std::string_view name) const;
+  Result<std::uint32_t> index_of(AnyFn fn) const;
+  const TaskEntry* at(std::uint32_t index) const noexcept;
+
+ private:
+  std::vector<TaskEntry> entries_;
+  std::map<std::string, std::uint32_t, std::less<>> by_name_;
+  std::map<AnyFn, std::uint32_t> by_fn_;
+  std::uint64_t hash_ = 0;
+  bool frozen_ = false;
+};
+
+// Outcome of a chunk, as a worker encodes it: all items succeeded (values only), or a
+// per-item list. Decoded by the coordinator into one result or error per item.
+enum class BatchMode : std::uint8_t { all_ok = 0, mixed = 1 };
+
+namespace task_detail {
+
+template <class F>
+struct fn_traits;
+template <class R, class... Args>
+struct fn_traits<R (*)(Args...)> {
+  using result = R;
+  using args = std::tuple<std::decay_t<Args>...>;
+  using stored_result = std::conditional_t<std::is_void_v<R>, std::monostate, std::decay_t<R>>;
+};
+template <class R, class... Args>
+struct fn_traits<R (*)(Args...) noexcept> : fn_traits<R (*)(Args...)> {};
+
+template <class T>
+[[noreturn]] void throw_decode(const Error& e, const char* what) {
+  throw Exception(Error{e.code, std::string(what) + ": " + e.detail});
+}
+
+template <class F>
+typename fn_traits<F>::stored_result call(F f, typename fn_traits<F>::args& args) {
+  if constexpr (std::is_void_v<typename fn_traits<F>::result>) {
+    std::apply(f, std::move(args));
+    return {};
+  } else {
+    return std::apply(f, std::move(args));
+  }
+}
+
+template <class F>
+void invoke(AnyFn fn, ByteView in, Bytes& out) {
+  using T = fn_traits<F>;
+  auto args = decode_value<typename T::args>(in);
+  if (!args) throw_decode<F>(args.error(), "decoding the task's arguments");
+  auto r = call(reinterpret_cast<F>(fn), *args);
+  if constexpr (!std::is_void_v<typename T::result>) encode_into(out, r);
+}
+
+std::string type_name_of(const std::type_info& t);
+std::string current_exception_type();
+std::string current_exception_what();
+
+template <class F>
+void invoke_batch(AnyFn fn, ByteView in, Bytes& out) {
+  using T = fn_traits<F>;
+  using R = typename T::stored_result;
+  auto items = decode_value<std::vector<typename T::args>>(in);
+  if (!items) throw_decode<F>(items.error(), "decoding a chunk of arguments");
+  auto f = reinterpret_cast<F>(fn);
+  std::vector<R> values;
+  values.reserve(items->size());
+  std::size_t i = 0;
+  std::exception_ptr first_failure;
+  for (; i < items->size(); ++i) {
+    try {
+      values.push_back(call(f, (*items)[i]));
+    } catch (...) {
+      first_failure = std::current_exception();
+      break;
+    }
+  }
+  if (i == items->size()) {
+    encode_into(out, BatchMode::all_ok, values);
+    return;
+  }
+  // Some item threw: re-run nothing, report each item from here on one by one.
+  std::vector<std::pair<bool, Bytes>> mixed;
+  mixed.reserve(items->size());
+  for (auto& v : values)
+    mixed.emplace_back(true, encode_value(v));
+  for (; i < items->size(); ++i) {
+    try {
+      if (first_failure) std::rethrow_exception(std::exchange(first_failure, nullptr));
+      mixed.emplace_back(true, encode_value(call(f, (*items)[i])));
+    } catch (...) {
+      mixed.emplace_back(
+          false, encode_value(ItemError{current_exception_type(), current_exception_what()}));
+    }
+  }
+  encode_into(out, BatchMode::mixed, mixed);
+}
+
+template <class T>
+constexpr bool is_text_arg_v = std::is_arithmetic_v<T> || std::is_same_v<T, std::string>;
+
+template <class T>
+Result<T> parse_text(std::string_view s) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    return std::string(s);
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (s == "true" || s == "1") return true;
+    if (s == "false" || s == "0") return false;
+    return Error{Errc::invalid_argument, "not a bool: '" + std::string(s) + "'"};
+  } else {
+    T v{};
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc{} || p != s.data() + s.size()) {
+      return Error{Errc::invalid_argument, "not a number: '" + std::string(s) + "'"};
+    }
+    return v;
+  }
+}
+
+std::string format_bytes_summary(ByteView b);
+
+template <class R>
+std::string format_value(const R& v) {
+  if constexpr (std::is_same_v<R, std::monostate>) {
+    return "ok";
+  } else if constexpr (std::is_same_v<R, Bytes>) {
+    return format_bytes_summary(v);
+  } else if constexpr (std::is_same_v<R, std::string>) {
+    return v;
+  } else if constexpr (std::is_same_v<R, bool>) {
+    return v ? "true" : "false";
+  } else if constexpr (std::is_arithmetic_v<R>) {
+    std::ostringstream os;
+    os << +v;
+    return os.str();
+  } else {
+    return "<value of " + type_name_of(typeid(R)) + ">";
+  }
+}
+
+template <class F>
+constexpr bool has_text_form() {
+  using A = typename fn_traits<F>::args;
+  if constexpr (std::tuple_size_v<A> != 1) {
+    return false;
+  } else {
+    return is_text_arg_v<std::tuple_element_t<0, A>>;
+  }
+}
+
+template <class F>
+Result<Bytes> parse_item(std::string_view text) {
+  using A = typename fn_traits<F>::args;
+  auto v = parse_text<std::tuple_element_t<0, A>>(text);
+  if (!v) return std::move(v).error();
+  return encode_value(A{std::move(*v)});
+}
+
+template <class F>
+Result<Bytes> parse_chunk(std::span<const std::string> items) {
+  using A = typename fn_traits<F>::args;
+  std::vector<A> args;
+  args.reserve(items.size());
+  for (const auto& s : items) {
+    auto v = parse_text<std::tuple_element_t<0, A>>(s);
+    if (!v) return std::move(v).error();
+    args.emplace_back(std::move(*v));
+  }
+  return encode_value(args);
+}
+
+template <class F>
+std::string format_result(ByteView value) {
+  using R = typename fn_traits<F>::stored_result;
+  if constexpr (std::is_same_v<R, std::monostate>) {
+    return "ok";
+  } else {
+    auto v = decode_value<R>(value);
+    if (!v) return "<undecodable result: " + v.error().message() + ">";
+    return format_value(*v);
+  }
+}
+
+template <class F>
+TaskEntry make_entry(std::string name, F f) {
+  TaskEntry e;
+  e.name = std::move(name);
+  e.signature = type_name_of(typeid(F));
+  e.fn = reinterpret_cast<AnyFn>(f);
+  e.invoke = &invoke<F>;
+  e.invoke_batch = &invoke_batch<F>;
+  if constexpr (has_text_form<F>()) {
+    e.parse_item = &parse_item<F>;
+    e.parse_chunk = &parse_chunk<F>;
+  }
+  e.format_result = &format_result<F>;
+  return e;
+}
+
+}  // namespace task_detail
+
+// Registers f under name; what FERRY_TASK expands to.
+struct TaskRegistrar {
+  template <class R, class... Args>
+  TaskRegistrar(const char* name, R (*f)(Args...)) {
+    TaskRegistry::instance().add(task_detail::make_entry(name, f));
+  }
+};
+
+// The function pointer a task is known by (for lookups from Pool::submit(fn, ...)).
+template <class R, class... Args>
+AnyFn task_key(R (*f)(Args...)) noexcept {
+  return reinterpret_cast<AnyFn>(f);
+}
+
+}  // namespace ferry
+
+#define FERRY_TASK_CAT2(a, b) a##b
+#define FERRY_TASK_CAT(a, b) FERRY_TASK_CAT2(a, b)
+// FERRY_TASK(fn): registers fn (a function, at namespace scope) as a task named "fn".
+#define FERRY_TASK(fn)                                                                           \
+  [[maybe_unused]] static const ::ferry::TaskRegistrar FERRY_TASK_CAT(ferry_task_, __COUNTER__)( \
+      #fn, &fn)

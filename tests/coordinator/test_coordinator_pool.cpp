@@ -1,0 +1,388 @@
+// Pool behaviour with real worker processes (self-exec copies of this test binary).
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <numeric>
+#include <ranges>
+#include <set>
+#include <thread>
+
+#include "ferry/ferry.hpp"
+#include "testing.hpp"
+
+using namespace std::chrono_literals;
+namespace ft = ferry::testing;
+
+namespace {
+
+std::int64_t add(std::int64_t a, std::int64_t b) {
+  return a + b;
+}
+std::int32_t worker_pid(std::int32_t) {
+  return static_cast<std::int32_t>(::getpid());
+}
+
+// Sets the named event (so the test knows the task is running), then sleeps.
+std::int64_t signal_then_sleep(std::string event, std::int64_t ms) {
+  auto e = ferry::Event::open(event).value();
+  e.set();
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
+}
+
+std::string g_greeting = "none";
+void set_greeting(std::string g) {
+  g_greeting = std::move(g);
+}
+std::string greeting(std::int32_t) {
+  return g_greeting;
+}
+
+std::string echo_text(std::string s) {
+  std::printf("echo says %s\n", s.c_str());
+  std::fprintf(stderr, "echo warns %s\n", s.c_str());
+  return s;
+}
+
+// Argument whose decoding fails in the worker (mode 1: throws, mode 2: the worker dies).
+struct Hostile {
+  int mode = 0;
+  template <class A>
+  void save(A& ar) const {
+    ar(mode);
+  }
+  template <class A>
+  void load(A& ar) {
+    ar(mode);
+    if (mode == 1) throw std::runtime_error("refusing to decode Hostile");
+    if (mode == 2) ::raise(SIGKILL);
+  }
+};
+int take_hostile(Hostile h) {
+  return h.mode;
+}
+
+// Result whose encoding fails in the worker (throws) or kills it.
+struct BadResult {
+  int mode = 0;
+  template <class A>
+  void save(A& ar) const {
+    if (mode == 1) throw std::runtime_error("refusing to encode BadResult");
+    if (mode == 2) ::raise(SIGKILL);
+    ar(mode);
+  }
+  template <class A>
+  void load(A& ar) {
+    ar(mode);
+    // Only the coordinator decodes results: mode 3 fails there.
+    if (mode == 3) throw std::runtime_error("refusing to decode BadResult in the coordinator");
+  }
+};
+BadResult make_bad(int mode) {
+  return BadResult{mode};
+}
+
+}  // namespace
+
+FERRY_TASK(add);
+FERRY_TASK(worker_pid);
+FERRY_TASK(signal_then_sleep);
+FERRY_TASK(set_greeting);
+FERRY_TASK(greeting);
+FERRY_TASK(echo_text);
+FERRY_TASK(take_hostile);
+FERRY_TASK(make_bad);
+
+using ferry::builtin::square;
+
+TEST_SUITE("coordinator.pool") {
+  TEST_CASE("submit, apply and map give correct results over every transport") {
+    ft::LeakCheck leaks;
+    for (auto t : {ferry::Transport::pipe, ferry::Transport::shm, ferry::Transport::zmq}) {
+      CAPTURE(ferry::transport_name(t));
+      ferry::Pool pool({.workers = 2, .transport = t});
+      CHECK(pool.wait_ready(10s));
+      auto f = pool.submit(square, 12);
+      CHECK(f.get() == 144);
+      CHECK(pool.apply(add, 40, 2) == 42);
+      auto squares = pool.map(square, std::views::iota(0, 1000));
+      REQUIRE(squares.size() == 1000);
+      bool all = true;
+      for (std::size_t i = 0; i < 1000; ++i)
+        all = all && squares[i] == static_cast<std::int64_t>(i * i);
+      CHECK(all);
+      auto sums = pool.starmap(add, std::vector<std::tuple<int, int>>{{1, 2}, {3, 4}}, 1);
+      CHECK(sums == std::vector<std::int64_t>{3, 7});
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("imap_unordered yields every item once; map_reduce and as_completed agree") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 2});
+      std::set<std::size_t> seen;
+      std::int64_t sum = 0;
+      for (auto& [i, v] : pool.imap_unordered(square, std::views::iota(0, 500), 7)) {
+        CHECK(seen.insert(i).second);
+        CHECK(v == static_cast<std::int64_t>(i * i));
+        sum += v;
+      }
+      CHECK(seen.size() == 500);
+      auto total = pool.map_reduce(square, std::views::iota(0, 500), std::int64_t{0},
+                                   [](std::int64_t a, std::int64_t b) { return a + b; });
+      CHECK(total == sum);
+      std::vector<ferry::Future<std::int64_t>> fs;
+      for (int i = 0; i < 20; ++i)
+        fs.push_back(pool.submit(square, i));
+      auto done = ferry::as_completed(fs);
+      int n = 0;
+      while (auto f = done.next()) {
+        CHECK(f->ready());
+        ++n;
+      }
+      CHECK(n == 20);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a task that throws gives RemoteError with type, message, pid and stack") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 1});
+      auto f = pool.submit(ferry::builtin::fail, 7);
+      try {
+        f.get();
+        FAIL("expected RemoteError");
+      } catch (const ferry::RemoteError& e) {
+        CHECK(e.info().type == "std::runtime_error");
+        CHECK(e.info().message.find("fail(7)") != std::string::npos);
+        CHECK(e.info().pid > 0);
+        CHECK(e.info().pid != ::getpid());
+        CHECK(!e.info().host.empty());
+        CHECK(!e.info().stack.empty());
+        CHECK(e.info().task == "fail");
+        CHECK(std::string(e.what()).find("RemoteError") != std::string::npos);
+      }
+      CHECK(pool.apply(square, 3) == 9);  // the worker survives its task's exception
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a map reports the failing item's index and the other items still run") {
+    ferry::Pool pool({.workers = 2});
+    try {
+      pool.map(ferry::builtin::fail, std::vector<int>{1, 2, 3}, 3);
+      FAIL("expected RemoteError");
+    } catch (const ferry::RemoteError& e) {
+      CHECK(e.info().item == 0);
+    }
+    CHECK(pool.map(square, std::vector<int>{1, 2, 3}, 2) == std::vector<std::int64_t>{1, 4, 9});
+  }
+
+  TEST_CASE("a worker SIGKILLed mid-task: the task is re-run and its result arrives once") {
+    ft::LeakCheck leaks;
+    {
+      auto ev = ferry::Event::create("pool-kill-ev").value();
+      ferry::Pool pool({.workers = 2});
+      REQUIRE(pool.wait_ready(10s));
+      auto f = pool.submit(signal_then_sleep, std::string("pool-kill-ev"), 300);
+      REQUIRE(static_cast<bool>(ev.wait_for(10s)));
+      // Find the worker that runs it: the one not answering a quick probe is busy, so kill
+      // every worker instead; the retry lands on a replacement.
+      for (auto& w : pool.stats().workers) {
+        if (w.alive) ::kill(w.pid, SIGKILL);
+      }
+      CHECK(f.get() == 300);
+      auto st = pool.stats();
+      CHECK(st.retries >= 1);
+      CHECK(st.worker_deaths >= 1);
+      CHECK(st.succeeded == 1);
+      CHECK(pool.apply(square, 5) == 25);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("the poison task fails with WorkerDied after its retries; the others complete") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 2, .max_retries = 3});
+      auto poison = pool.submit(ferry::builtin::crash, 1);
+      std::vector<ferry::Future<std::int64_t>> good;
+      for (int i = 0; i < 50; ++i)
+        good.push_back(pool.submit(square, i));
+      try {
+        poison.get();
+        FAIL("expected WorkerDied");
+      } catch (const ferry::WorkerDied& e) {
+        const std::string what = e.what();
+        CHECK(what.find("attempt 4/4") != std::string::npos);
+        CHECK(what.find("retry 3/3") != std::string::npos);
+        CHECK(what.find("SIGKILL") != std::string::npos);
+        CHECK(e.info().signal == SIGKILL);
+      }
+      for (int i = 0; i < 50; ++i)
+        CHECK(good[static_cast<std::size_t>(i)].get() == i * i);
+      CHECK(pool.stats().worker_deaths == 4);
+      CHECK(pool.apply(square, 6) == 36);  // replacements serve the pool
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a task past the timeout is killed, retried, and ends as TaskTimeout") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 2, .max_retries = 1, .task_timeout = 200ms});
+      auto slow = pool.submit(ferry::builtin::sleep_ms, 10000);
+      auto quick = pool.submit(square, 4);
+      CHECK(quick.get() == 16);
+      CHECK_THROWS_AS(slow.get(), ferry::TaskTimeout);
+      CHECK(slow.failure()->attempt == 2);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a SIGSTOPped worker past the task timeout is replaced and the task completes") {
+    ft::LeakCheck leaks;
+    {
+      auto ev = ferry::Event::create("pool-stop-ev").value();
+      ferry::Pool pool({.workers = 1, .task_timeout = 1000ms});
+      REQUIRE(pool.wait_ready(10s));
+      auto f = pool.submit(signal_then_sleep, std::string("pool-stop-ev"), 100);
+      REQUIRE(static_cast<bool>(ev.wait_for(10s)));
+      ::kill(pool.stats().workers.at(0).pid, SIGSTOP);
+      CHECK(f.get() == 100);
+      CHECK(pool.stats().retries == 1);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("cancel removes a queued task and stops a running one") {
+    ft::LeakCheck leaks;
+    {
+      auto ev = ferry::Event::create("pool-cancel-ev").value();
+      ferry::Pool pool({.workers = 1});
+      auto running = pool.submit(signal_then_sleep, std::string("pool-cancel-ev"), 10000);
+      auto queued = pool.submit(square, 3);
+      REQUIRE(static_cast<bool>(ev.wait_for(10s)));
+      CHECK(queued.cancel());
+      CHECK(running.cancel());
+      CHECK_THROWS_AS(running.get(), ferry::Cancelled);
+      CHECK_THROWS_AS(queued.get(), ferry::Cancelled);
+      CHECK_FALSE(running.cancel());
+      CHECK(pool.apply(square, 7) == 49);
+      CHECK(pool.stats().worker_deaths == 0);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("max_tasks_per_worker recycles workers without stranding queued work") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 2, .max_tasks_per_worker = 3});
+      std::vector<ferry::Future<std::int32_t>> fs;
+      for (int i = 0; i < 30; ++i)
+        fs.push_back(pool.submit(worker_pid, i));
+      std::set<std::int32_t> pids;
+      for (auto& f : fs)
+        pids.insert(f.get());
+      CHECK(pids.size() >= 10);
+      CHECK(pool.stats().workers_recycled >= 8);
+      CHECK(pool.stats().worker_deaths == 0);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("try_submit refuses when the in-flight window is full; submit waits") {
+    ferry::Pool pool({.workers = 1, .max_in_flight = 2});
+    auto a = pool.submit(ferry::builtin::sleep_ms, 200);
+    auto b = pool.submit(ferry::builtin::sleep_ms, 1);
+    CHECK_FALSE(pool.try_submit(square, 2).has_value());
+    auto c = pool.submit(square, 2);  // waits for a slot
+    CHECK(c.get() == 4);
+    CHECK(a.ready());
+  }
+
+  TEST_CASE("the per-worker initializer runs before the first task") {
+    ferry::Pool pool({.workers = 2, .initializer = ferry::initializer(set_greeting, "hello")});
+    CHECK(pool.apply(greeting, 0) == "hello");
+  }
+
+  TEST_CASE("worker output reaches the pool's sink, prefixed with the worker") {
+    std::mutex m;
+    std::vector<std::string> lines;
+    {
+      ferry::Pool pool({.workers = 1, .on_output = [&](const ferry::WorkerLine& l) {
+                          std::lock_guard lk(m);
+                          lines.push_back(std::to_string(l.stream) + ":" + std::string(l.line));
+                        }});
+      CHECK(pool.apply(echo_text, std::string("hi")) == "hi");
+    }
+    CHECK(std::find(lines.begin(), lines.end(), "1:echo says hi") != lines.end());
+    CHECK(std::find(lines.begin(), lines.end(), "2:echo warns hi") != lines.end());
+  }
+
+  TEST_CASE("failure matrix: decoding, encoding and result decoding failures are per task") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 2, .max_retries = 1});
+      auto decode_throws = pool.submit(take_hostile, Hostile{1});
+      auto decode_dies = pool.submit(take_hostile, Hostile{2});
+      auto encode_throws = pool.submit(make_bad, 1);
+      auto encode_dies = pool.submit(make_bad, 2);
+      auto coordinator_decode = pool.submit(make_bad, 3);
+      auto fine = pool.submit(make_bad, 0);
+      CHECK_THROWS_AS(decode_throws.get(), ferry::RemoteError);
+      CHECK_THROWS_AS(decode_dies.get(), ferry::WorkerDied);
+      CHECK_THROWS_AS(encode_throws.get(), ferry::RemoteError);
+      CHECK_THROWS_AS(encode_dies.get(), ferry::WorkerDied);
+      try {
+        coordinator_decode.get();
+        FAIL("expected a decode failure");
+      } catch (const ferry::RemoteError& e) {
+        CHECK(e.info().type == "ferry::DecodeError");
+      }
+      CHECK(fine.get().mode == 0);
+      CHECK(pool.apply(square, 2) == 4);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a worker with another task registry is rejected with both hashes named") {
+    std::mutex m;
+    std::vector<std::string> lines;
+    ferry::Pool pool({.workers = 1,
+                      .worker_program = FERRY_WORKER_EXE,
+                      .on_output = [&](const ferry::WorkerLine& l) {
+                        std::lock_guard lk(m);
+                        lines.emplace_back(l.line);
+                      }});
+    auto f = pool.submit(square, 2);
+    try {
+      f.get();
+      FAIL("expected Rejected");
+    } catch (const ferry::Rejected& e) {
+      CHECK(std::string(e.what()).find("task registry mismatch") != std::string::npos);
+    }
+    CHECK_FALSE(pool.wait_ready(100ms));
+  }
+
+  TEST_CASE("shutdown(cancel) fails what is left with Cancelled and leaves nothing behind") {
+    ft::LeakCheck leaks;
+    std::vector<ferry::Future<std::int64_t>> fs;
+    {
+      ferry::Pool pool({.workers = 2});
+      for (int i = 0; i < 10; ++i)
+        fs.push_back(pool.submit(ferry::builtin::sleep_ms, 5000));
+      const auto t0 = std::chrono::steady_clock::now();
+      pool.shutdown(ferry::ShutdownMode::cancel);
+      CHECK(std::chrono::steady_clock::now() - t0 < 3s);
+    }
+    for (auto& f : fs)
+      CHECK_THROWS_AS(f.get(), ferry::Cancelled);
+    leaks.verify();
+  }
+}

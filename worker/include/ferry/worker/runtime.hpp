@@ -1,0 +1,53 @@
+// The worker runtime: connect to a coordinator, handshake, run tasks until told to stop.
+//
+// A worker process is either the stand-alone ferry-worker or the user's own executable started
+// by a Pool in worker mode (self-exec): ferry::init(argc, argv) at the top of main() notices the
+// FERRY_WORKER_* environment a Pool sets, runs the worker loop and exits, so the rest of main
+// only ever runs in the coordinating process.
+//
+// Lifetime duties of a local worker (parent pid given): it dies with its coordinator
+// (PR_SET_PDEATHSIG, re-checking the parent after setting it, and EOF on the control channel),
+// and it ignores SIGINT, since Ctrl-C in a terminal reaches the whole process group and the
+// coordinator decides what an interrupt means.
+//
+// Threading: run() uses the calling thread; tasks run on it one at a time.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+namespace ferry::worker {
+
+struct Options {
+  std::string endpoint;     // the control channel (pipe:R,W, shm://..., ipc://..., tcp://...)
+  std::string name;         // shown in the coordinator's logs
+  std::uint32_t slots = 1;  // tasks at once (local workers: 1)
+  pid_t parent = 0;         // local worker: the coordinator's pid (0: remote, no death link)
+  std::uint32_t worker_id = 0;
+};
+
+// Exit codes of a worker process.
+inline constexpr int kExitOk = 0;             // shutdown requested, or the coordinator went away
+inline constexpr int kExitConnectFailed = 3;  // could not open the channel or no handshake
+inline constexpr int kExitRejected = 4;       // the coordinator refused this worker
+inline constexpr int kExitInitFailed = 5;     // the per-worker initializer threw
+
+// Runs the worker loop; returns the process exit code (messages go to stderr).
+int run(const Options& opt);
+
+// Registers the built-in tasks (square, sleep_ms, spin_ms, count_primes, fail, crash, blob).
+// Idempotent; must run before the first pool or worker freezes the registry.
+void register_builtin_tasks();
+
+}  // namespace ferry::worker
+
+namespace ferry {
+
+// Call first thing in main() of a program that uses ferry::Pool with self-exec workers: in a
+// process spawned as a worker it runs the worker and exits; otherwise it registers the
+// built-in tasks and returns.
+void init(int argc, char** argv);
+
+}  // namespace ferry
