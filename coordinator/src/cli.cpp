@@ -9,6 +9,15 @@
 
 namespace ferry::coordinator {
 
+PoolOptions pool_options(const Options& opt) {
+  PoolOptions p;
+  p.workers = opt.workers;
+  p.transport = parse_transport(opt.transport).value_or(Transport::shm);
+  p.max_retries = opt.max_retries;
+  p.task_timeout = std::chrono::milliseconds(static_cast<long>(opt.task_timeout_s * 1000));
+  return p;
+}
+
 namespace {
 
 int run_demo(const Demo& d, const Options& opt) {

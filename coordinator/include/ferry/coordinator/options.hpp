@@ -1,6 +1,8 @@
 // Options of ferry-coordinator that every command sees (the DESIGN.md command-line contract).
 #pragma once
 
+#include "ferry/coordinator/pool.hpp"
+
 #include <optional>
 #include <string>
 #include <thread>
@@ -19,5 +21,8 @@ struct Options {
   bool json = false;
   std::string log_level = "info";
 };
+
+// The pool options these command-line options ask for (workers, transport, retries, timeout).
+PoolOptions pool_options(const Options& opt);
 
 }  // namespace ferry::coordinator
