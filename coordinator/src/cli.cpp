@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "ferry/coordinator/map_command.hpp"
 #include "ferry/shared/cli_support.hpp"
 #include "ferry/shared/session.hpp"
 
@@ -100,6 +101,16 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
   demo->add_option("name", demo_name, "list, all, or a demo's name");
   auto* cleanup =
       app.add_subcommand("cleanup", "remove shared-memory segments left by dead coordinators");
+  MapArgs margs;
+  auto* map = app.add_subcommand("map", "run TASK over items: one result per line on stdout");
+  map->add_option("task", margs.task, "a registered task (see `tasks`)")->required();
+  map->add_option("--range", margs.range, "integers A..B-1, as A:B");
+  map->add_option("--items", margs.items, "the items, comma separated")->delimiter(',');
+  map->add_flag("--stdin", margs.from_stdin, "one item per line on stdin");
+  map->add_option("--chunksize", margs.chunksize, "items per task message (default: automatic)")
+      ->check(CLI::PositiveNumber);
+  map->add_flag("--unordered", margs.unordered, "print results as they finish");
+  auto* tasks = app.add_subcommand("tasks", "list the registered tasks");
 
   if (auto code = cli::parse(app, argc, argv)) return *code;
 
@@ -111,6 +122,8 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
     return demo_command(demo_name, demos, opt);
   }
   if (cleanup->parsed()) return cleanup_command();
+  if (map->parsed()) return map_command(margs, opt);
+  if (tasks->parsed()) return tasks_command(opt);
   return cli::usage_error(app, "a COMMAND is required");
 }
 

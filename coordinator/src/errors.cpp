@@ -33,7 +33,8 @@ std::string describe(const FailureInfo& f) {
       } else {
         how = "exited with code " + std::to_string(f.exit_code);
       }
-      return "WorkerDied: " + s + ": its worker" + where() + " " + how + attempts() +
+      return "WorkerDied: " + s + ": worker" + (f.pid ? " pid " + std::to_string(f.pid) : "") +
+             (f.host.empty() ? "" : " at " + f.host) + " " + how + attempts() +
              (f.message.empty() ? "" : "; " + f.message);
     }
     case FailureKind::timeout:

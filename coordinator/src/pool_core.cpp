@@ -32,6 +32,14 @@ std::shared_ptr<TaskState> CompletionQueue::pop() {
   return t;
 }
 
+std::shared_ptr<TaskState> CompletionQueue::pop_until(std::chrono::steady_clock::time_point t) {
+  std::unique_lock lk(m_);
+  if (!cv_.wait_until(lk, t, [&] { return !done_.empty(); })) return nullptr;
+  auto s = std::move(done_.front());
+  done_.pop_front();
+  return s;
+}
+
 bool TaskState::complete(Bytes v, std::optional<FailureInfo> f) {
   std::shared_ptr<CompletionQueue> q;
   {
@@ -155,7 +163,14 @@ bool PoolCore::has_room_locked(const WorkerLink& l, std::size_t bytes) const {
   if (l.state != WorkerLink::State::ready) return false;
   if (opt_.max_tasks_per_worker && l.sent >= opt_.max_tasks_per_worker) return false;
   if (l.inflight.empty()) return true;
-  return l.inflight.size() < prefetch_ && l.inflight_bytes + bytes <= l.credit_bytes / 2;
+  return l.inflight.size() < depth_locked() && l.inflight_bytes + bytes <= l.credit_bytes / 2;
+}
+
+std::size_t PoolCore::depth_locked() const {
+  if (avg_service_us_ < 0) return 2;  // unknown yet: one running, one waiting
+  // Queue about a millisecond of work per worker.
+  const double ahead = 1000.0 / std::max(avg_service_us_, 0.01);
+  return 1 + static_cast<std::size_t>(std::clamp(ahead, 0.0, double(prefetch_ - 1)));
 }
 
 Frame PoolCore::task_frame(const TaskState& t) const {
@@ -225,6 +240,10 @@ void PoolCore::on_frame(WorkerLink& link, Frame& f) {
                            [&](const auto& x) { return x->id == f.header.request_id; });
     if (it == link.inflight.end()) return;  // late duplicate of a re-queued task: dropped
     t = std::move(*it);
+    const double us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t->started)
+            .count();
+    avg_service_us_ = avg_service_us_ < 0 ? us : 0.8 * avg_service_us_ + 0.2 * us;
     link.inflight_bytes -= t->wire_bytes;
     link.inflight.erase(it);
     ++link.completed;

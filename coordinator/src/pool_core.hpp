@@ -41,6 +41,7 @@ struct WorkerLink {
   std::mutex send_mu;
   std::atomic<bool> stop{false};  // the reader exits after draining
   int out_fd = -1, err_fd = -1;   // read ends of the worker's stdout/stderr
+  std::string socket_path;        // zmq ipc socket file, unlinked once the worker is connected
   std::string out_buf, err_buf;   // partial lines
 
   // Guarded by PoolCore::mu_.
@@ -85,6 +86,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   // Scheduling (mu_ held).
   void pump_locked(std::vector<SendJob>& jobs);
   bool has_room_locked(const WorkerLink& l, std::size_t bytes) const;
+  std::size_t depth_locked() const;
   Frame task_frame(const TaskState& t) const;
   void flush(std::vector<SendJob>& jobs);  // sends; called after unlocking mu_
   void finish_locked(TaskState& t);        // window accounting of a task that completed
@@ -104,6 +106,10 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::size_t window_ = 0;
   std::uint32_t serial_ = 0;  // tells this pool's channel names from other pools' in the process
   unsigned prefetch_ = 0;
+  // Mean task service time (EWMA, µs; < 0 until measured). Sets how many tasks queue at one
+  // worker: enough to hide a round trip for tiny tasks, one for long ones, so that an idle
+  // worker is never waiting while another has a backlog of long tasks.
+  double avg_service_us_ = -1;
   std::uint32_t init_function_ = msg::Welcome::kNoFunction;
   std::uint64_t registry_hash_ = 0;
   std::unique_ptr<coordinator::Launcher> launcher_;

@@ -29,6 +29,7 @@ struct OpenedChannel {
   std::string endpoint;  // what the worker opens
   std::size_t credit = 0;
   ipc::PipeEnds pipe_ends;  // pipe transport: the child's descriptors
+  std::string socket_path;  // zmq: the ipc socket file
 };
 
 Result<OpenedChannel> open_worker_channel(Transport t, const std::string& name) {
@@ -59,7 +60,8 @@ Result<OpenedChannel> open_worker_channel(Transport t, const std::string& name) 
     case Transport::zmq: {
       // The socket file lives in /dev/shm under the session's name, so the stale sweep of a
       // dead coordinator removes it too.
-      auto ep = ipc::Endpoint::parse("ipc:///dev/shm/" + shm_name(name) + ".sock");
+      out.socket_path = "/dev/shm/" + shm_name(name) + ".sock";
+      auto ep = ipc::Endpoint::parse("ipc://" + out.socket_path);
       if (!ep) return std::move(ep).error();
       auto c = ipc::ZmqChannel::bind(*ep);
       if (!c) return std::move(c).error();
@@ -128,6 +130,7 @@ void PoolCore::spawn_worker() {
   link->pid = link->proc->pid();
   link->ch = std::move(opened->ch);
   link->credit_bytes = opened->credit;
+  link->socket_path = opened->socket_path;
   link->out_fd = out_pipe[0];
   link->err_fd = err_pipe[0];
   link->spawned_at = Clock::now();

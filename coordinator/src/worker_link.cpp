@@ -1,5 +1,6 @@
 // A worker's reader thread: the handshake, then every frame the worker sends.
 #include <signal.h>
+#include <unistd.h>
 
 #include "ferry/shared/session.hpp"
 #include "pool_core.hpp"
@@ -7,6 +8,9 @@
 namespace ferry::detail {
 
 void PoolCore::on_hello(WorkerLink& link, const msg::Hello& hello) {
+  // The worker is connected: the socket's name is no longer needed, and an unlinked name
+  // cannot be left behind if this process is killed.
+  if (!link.socket_path.empty()) ::unlink(link.socket_path.c_str());
   auto refuse = [&](const std::string& reason) {
     {
       std::lock_guard lk(link.send_mu);

@@ -34,6 +34,8 @@ std::string stack_here() {
 }
 
 class Worker {
+  static constexpr int kStopQuietly = -1;
+
  public:
   explicit Worker(const Options& opt) : opt_(opt), host_(host_name()), pid_(::getpid()) {}
 
@@ -42,7 +44,7 @@ class Worker {
     if (!ch)
       return fail(kExitConnectFailed, "cannot open " + opt_.endpoint + ": " + ch.error().message());
     ch_ = std::move(*ch);
-    if (int rc = handshake(); rc != kExitOk) return rc;
+    if (int rc = handshake(); rc != kExitOk) return rc == kStopQuietly ? kExitOk : rc;
     return serve();
   }
 
@@ -67,6 +69,9 @@ class Worker {
     if (auto st = ch_->recv_for(f, std::chrono::seconds(30)); !st) {
       return fail(kExitConnectFailed,
                   "waiting for the coordinator's welcome: " + st.error().message());
+    }
+    if (f.header.kind == MessageKind::shutdown) {
+      return kStopQuietly;  // the pool closed before this worker got its first task
     }
     if (f.header.kind == MessageKind::reject) {
       auto r = msg::decode<msg::Reject>(view_of(f), MessageKind::reject);

@@ -35,6 +35,8 @@ class CompletionQueue {
  public:
   void push(std::shared_ptr<TaskState> t);
   std::shared_ptr<TaskState> pop();  // waits
+  // Null if nothing finished before t.
+  std::shared_ptr<TaskState> pop_until(std::chrono::steady_clock::time_point t);
 
  private:
   std::mutex m_;

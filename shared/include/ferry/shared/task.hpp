@@ -47,6 +47,12 @@ struct ItemError {
 // Any function pointer, as the registry stores it (cast back to its real type to call).
 using AnyFn = void (*)();
 
+// One item of a chunk's result, as text (for the command line).
+struct ItemText {
+  bool ok = true;
+  std::string text;
+};
+
 struct TaskEntry {
   std::string name;
   std::string signature;  // compiler's type name of the function type (same build, same text)
@@ -63,6 +69,8 @@ struct TaskEntry {
   std::string (*format_result)(ByteView value) = nullptr;
   // Encodes a vector of items parsed from text as one chunk's argument bytes.
   Result<Bytes> (*parse_chunk)(std::span<const std::string> items) = nullptr;
+  // Prints a chunk's batch result, one entry per item (ok: the value; else "Type: what").
+  Result<std::vector<ItemText>> (*format_batch)(ByteView batch) = nullptr;
 };
 
 class TaskRegistry {
@@ -262,6 +270,35 @@ std::string format_result(ByteView value) {
 }
 
 template <class F>
+Result<std::vector<ItemText>> format_batch(ByteView in) {
+  using R = typename fn_traits<F>::stored_result;
+  BatchMode mode{};
+  if (auto st = decode_prefix(in, mode); !st) return std::move(st).error();
+  std::vector<ItemText> out;
+  if (mode == BatchMode::all_ok) {
+    std::vector<R> values;
+    if (auto st = decode_prefix(in, values); !st) return std::move(st).error();
+    out.reserve(values.size());
+    for (auto& v : values) out.push_back({true, format_value(v)});
+    return out;
+  }
+  std::vector<std::pair<bool, Bytes>> mixed;
+  if (auto st = decode_prefix(in, mixed); !st) return std::move(st).error();
+  for (auto& [ok, bytes] : mixed) {
+    if (ok) {
+      auto v = decode_value<R>(bytes);
+      if (!v) return std::move(v).error();
+      out.push_back({true, format_value(*v)});
+    } else {
+      auto e = decode_value<ItemError>(bytes);
+      if (!e) return std::move(e).error();
+      out.push_back({false, e->type + ": " + e->what});
+    }
+  }
+  return out;
+}
+
+template <class F>
 TaskEntry make_entry(std::string name, F f) {
   TaskEntry e;
   e.name = std::move(name);
@@ -274,6 +311,7 @@ TaskEntry make_entry(std::string name, F f) {
     e.parse_chunk = &parse_chunk<F>;
   }
   e.format_result = &format_result<F>;
+  e.format_batch = &format_batch<F>;
   return e;
 }
 
