@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "ferry/coordinator/map_command.hpp"
+#include "ferry/ipc/curve.hpp"
 #include "ferry/shared/cli_support.hpp"
 #include "ferry/shared/session.hpp"
 
@@ -16,6 +17,11 @@ PoolOptions pool_options(const Options& opt) {
   p.transport = parse_transport(opt.transport).value_or(Transport::shm);
   p.max_retries = opt.max_retries;
   p.task_timeout = std::chrono::milliseconds(static_cast<long>(opt.task_timeout_s * 1000));
+  p.listen = opt.listen;
+  p.keys = opt.keys;
+  p.insecure = opt.insecure;
+  p.heartbeat_interval = std::chrono::milliseconds(opt.heartbeat_interval_ms);
+  p.heartbeat_timeout = std::chrono::milliseconds(opt.heartbeat_timeout_ms);
   return p;
 }
 
@@ -93,6 +99,17 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
       "--progress,!--no-progress", [&](std::int64_t n) { opt.progress = n > 0; },
       "progress bar on stderr (default: when it is a terminal)");
   app.add_flag("--json", opt.json, "machine-readable results and summary (JSON lines)");
+  app.add_option("--wait-workers", opt.wait_workers,
+                 "wait for this many workers to register before starting (default: 1 when "
+                 "--workers 0)");
+  app.add_option("--wait-timeout", opt.wait_timeout_s, "seconds to wait for them (default 60)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--heartbeat-interval", opt.heartbeat_interval_ms,
+                 "ms between pings to remote workers (default 500)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--heartbeat-timeout", opt.heartbeat_timeout_ms,
+                 "ms of silence after which a remote worker is lost (default 3000)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--log-level", opt.log_level, "error | warn | info | debug")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
 
@@ -111,6 +128,9 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
       ->check(CLI::PositiveNumber);
   map->add_flag("--unordered", margs.unordered, "print results as they finish");
   auto* tasks = app.add_subcommand("tasks", "list the registered tasks");
+  std::string key_dir;
+  auto* keygen = app.add_subcommand("keygen", "write a coordinator and a worker CURVE key pair");
+  keygen->add_option("dir", key_dir, "directory for the keys (created, owner-only)")->required();
 
   if (auto code = cli::parse(app, argc, argv)) return *code;
 
@@ -124,6 +144,17 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
   if (cleanup->parsed()) return cleanup_command();
   if (map->parsed()) return map_command(margs, opt);
   if (tasks->parsed()) return tasks_command(opt);
+  if (keygen->parsed()) {
+    if (auto st = ipc::write_key_directory(key_dir); !st) {
+      std::cerr << "ferry-coordinator: keygen: " << st.error().message() << "\n";
+      return cli::kExitFailed;
+    }
+    std::cout << "wrote CURVE keys to " << key_dir
+              << "/: coordinator.{pub,secret}, worker.{pub,secret}, authorized_workers\n"
+                 "coordinator host needs coordinator.* and authorized_workers; each worker "
+                 "host needs coordinator.pub and worker.*\n";
+    return cli::kExitOk;
+  }
   return cli::usage_error(app, "a COMMAND is required");
 }
 

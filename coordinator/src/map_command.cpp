@@ -163,7 +163,26 @@ int map_command(const MapArgs& args, const Options& opt) {
 
   PoolOptions po = pool_options(opt);
   po.shutdown_grace = std::chrono::milliseconds(500);
-  Pool pool(po);
+  std::optional<Pool> made;
+  try {
+    made.emplace(po);
+  } catch (const std::exception& e) {
+    std::cerr << "ferry-coordinator: " << e.what() << "\n";
+    return cli::kExitUsage;
+  }
+  Pool& pool = *made;
+  const unsigned want = opt.wait_workers ? opt.wait_workers : (opt.workers == 0 ? 1u : 0u);
+  if (want > 0) {
+    std::cerr << "ferry: listening on " << pool.listen_endpoint() << "; waiting for " << want
+              << " worker(s) to join (up to " << opt.wait_timeout_s << " s)\n";
+    const auto limit = std::chrono::milliseconds(static_cast<long>(opt.wait_timeout_s * 1000));
+    if (!pool.wait_workers(want, limit)) {
+      std::cerr << "ferry: no job run: fewer than " << want << " worker(s) joined within "
+                << opt.wait_timeout_s << " s\n";
+      pool.shutdown(ShutdownMode::cancel);
+      return cli::kExitFailed;
+    }
+  }
   std::size_t chunksize = args.chunksize;
   if (chunksize == 0) {
     chunksize =

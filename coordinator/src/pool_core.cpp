@@ -88,8 +88,13 @@ bool cancel_task(const std::weak_ptr<PoolCore>& core, const std::shared_ptr<Task
 
 PoolCore::PoolCore(PoolOptions opt)
     : opt_(std::move(opt)), launcher_(std::make_unique<coordinator::PosixLauncher>()) {
-  if (opt_.workers == 0) opt_.workers = std::max(1u, std::thread::hardware_concurrency());
-  window_ = opt_.max_in_flight ? opt_.max_in_flight : std::size_t{1024} * opt_.workers;
+  local_workers_ = opt_.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
+  if (local_workers_ == 0 && opt_.listen.empty()) {
+    throw Exception(
+        Error{Errc::invalid_argument, "a pool needs local workers or a listen address"});
+  }
+  window_ =
+      opt_.max_in_flight ? opt_.max_in_flight : std::size_t{1024} * std::max(1u, local_workers_);
   prefetch_ = opt_.prefetch ? opt_.prefetch : 64;
   worker::register_builtin_tasks();
   auto& reg = TaskRegistry::instance();
@@ -104,19 +109,56 @@ PoolCore::PoolCore(PoolOptions opt)
   worker_exe_ = opt_.worker_program.empty() ? coordinator::self_executable() : opt_.worker_program;
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) throw Exception(system_error("eventfd", errno));
+  if (!opt_.listen.empty()) open_listener();
 }
 
 PoolCore::~PoolCore() {
   shutdown(ShutdownMode::cancel);
   if (wake_fd_ >= 0) ::close(wake_fd_);
+  router_stop_ = true;
+  if (router_thread_.joinable()) router_thread_.join();
 }
 
 void PoolCore::start() {
   {
     std::lock_guard lk(mu_);
-    want_spawn_ = opt_.workers;
+    want_spawn_ = local_workers_;
   }
   supervisor_ = std::thread([this] { supervise(); });
+  if (router_) router_thread_ = std::thread([this] { router_loop(); });
+}
+
+void PoolCore::event(const std::string& line) {
+  if (opt_.on_event) {
+    opt_.on_event(line);
+    return;
+  }
+  std::string s = "ferry: " + line + "\n";
+  [[maybe_unused]] auto n = ::write(2, s.data(), s.size());
+}
+
+Status PoolCore::send_to(WorkerLink& l, const Frame& f, Deadline d) {
+  if (!l.remote) return l.ch->send_until(f, d);
+  std::lock_guard lk(router_send_mu_);
+  return router_->send_until(l.peer, f, d);
+}
+
+unsigned PoolCore::capacity() const {
+  std::lock_guard lk(mu_);
+  unsigned n = 0;
+  for (auto& l : links_)
+    n += l->state == WorkerLink::State::ready ? l->slots : 0;
+  return std::max({1u, n, local_workers_});
+}
+
+bool PoolCore::wait_workers(unsigned n, std::chrono::milliseconds timeout) {
+  std::unique_lock lk(mu_);
+  return state_cv_.wait_for(lk, timeout, [&] {
+    unsigned ready = 0;
+    for (auto& l : links_)
+      ready += l->state == WorkerLink::State::ready ? 1u : 0u;
+    return ready >= n || closing_;
+  }) && !closing_;
 }
 
 void PoolCore::wake_supervisor() {
@@ -163,8 +205,9 @@ std::shared_ptr<TaskState> PoolCore::enqueue(std::shared_ptr<TaskState> t, bool 
 bool PoolCore::has_room_locked(const WorkerLink& l, std::size_t bytes) const {
   if (l.state != WorkerLink::State::ready) return false;
   if (opt_.max_tasks_per_worker && l.sent >= opt_.max_tasks_per_worker) return false;
-  if (l.inflight.empty()) return true;
-  return l.inflight.size() < depth_locked() && l.inflight_bytes + bytes <= l.credit_bytes / 2;
+  if (l.inflight.size() < l.slots) return true;
+  return l.inflight.size() < l.slots - 1 + depth_locked() &&
+         l.inflight_bytes + bytes <= l.credit_bytes / 2;
 }
 
 std::size_t PoolCore::depth_locked() const {
@@ -197,7 +240,7 @@ void PoolCore::pump_locked(std::vector<SendJob>& jobs) {
     pending_.pop_front();
     ++task->runs;
     task->wire_bytes = bytes;
-    if (best->inflight.empty()) task->started = std::chrono::steady_clock::now();
+    if (best->inflight.size() < best->slots) task->started = std::chrono::steady_clock::now();
     best->inflight_bytes += bytes;
     best->inflight.push_back(task);
     ++best->sent;
@@ -218,7 +261,7 @@ void PoolCore::flush(std::vector<SendJob>& jobs) {
   for (auto& j : jobs) {
     std::lock_guard lk(j.link->send_mu);
     // A failed send means the worker is gone; its death handling re-queues the task.
-    (void)j.link->ch->send(j.frame);
+    (void)send_to(*j.link, j.frame, Deadline::never());
   }
   jobs.clear();
 }
@@ -246,9 +289,10 @@ void PoolCore::on_frame(WorkerLink& link, Frame& f) {
             .count();
     avg_service_us_ = avg_service_us_ < 0 ? us : 0.8 * avg_service_us_ + 0.2 * us;
     link.inflight_bytes -= t->wire_bytes;
+    const auto at = static_cast<std::size_t>(it - link.inflight.begin());
     link.inflight.erase(it);
     ++link.completed;
-    if (!link.inflight.empty()) link.inflight.front()->started = std::chrono::steady_clock::now();
+    mark_running_locked(link, at);
     for (auto& w : stats_.workers) {
       if (w.id == link.id) ++w.tasks;
     }
@@ -285,6 +329,14 @@ void PoolCore::on_frame(WorkerLink& link, Frame& f) {
   t->complete({}, std::move(fail), &counters_.failed);
 }
 
+void PoolCore::mark_running_locked(WorkerLink& l, std::size_t erased_at) {
+  // The worker runs its queue in order, `slots` at a time: the task that just moved into the
+  // running window started now.
+  if (erased_at < l.slots && l.inflight.size() >= l.slots) {
+    l.inflight[l.slots - 1]->started = std::chrono::steady_clock::now();
+  }
+}
+
 bool PoolCore::cancel(const std::shared_ptr<TaskState>& t) {
   {
     std::lock_guard lk(mu_);
@@ -295,7 +347,11 @@ bool PoolCore::cancel(const std::shared_ptr<TaskState>& t) {
       finish_locked(*t);
     } else {
       for (auto& l : links_) {
-        if (l->inflight.empty() || l->inflight.front() != t) continue;
+        auto pos = std::find(l->inflight.begin(), l->inflight.end(), t);
+        if (pos == l->inflight.end() || l->remote ||
+            static_cast<std::size_t>(pos - l->inflight.begin()) >= l->slots) {
+          continue;  // not running here (a remote worker is not stopped: its result is dropped)
+        }
         // Running: the only way to stop it is to stop its worker (replaced on exit).
         if (l->kill_reason.empty()) l->kill_reason = "cancelled task " + std::to_string(t->id);
         (void)l->proc->kill(SIGKILL);
@@ -313,8 +369,8 @@ bool PoolCore::wait_ready(std::chrono::milliseconds timeout) {
     if (broken_) return true;
     unsigned ready = 0;
     for (auto& l : links_)
-      ready += l->state == WorkerLink::State::ready ? 1u : 0u;
-    return ready >= opt_.workers;
+      ready += l->state == WorkerLink::State::ready && !l->remote ? 1u : 0u;
+    return ready >= local_workers_;
   }) && !broken_;
 }
 
@@ -383,7 +439,13 @@ bool Pool::wait_ready(std::chrono::milliseconds timeout) {
   return core_->wait_ready(timeout);
 }
 unsigned Pool::size() const noexcept {
-  return core_->options().workers;
+  return core_->capacity();
+}
+bool Pool::wait_workers(unsigned n, std::chrono::milliseconds timeout) {
+  return core_->wait_workers(n, timeout);
+}
+std::string Pool::listen_endpoint() const {
+  return core_->listen_endpoint();
 }
 PoolStats Pool::stats() const {
   return core_->stats();
@@ -412,7 +474,7 @@ std::uint32_t Pool::index_of(AnyFn fn) const {
 
 std::size_t Pool::auto_chunksize(std::size_t items) const noexcept {
   // As Python's Pool.map: about four chunks per worker, so a slow chunk is not the tail.
-  const std::size_t parts = std::size_t{4} * core_->options().workers;
+  const std::size_t parts = std::size_t{4} * core_->capacity();
   return std::max<std::size_t>(1, (items + parts - 1) / parts);
 }
 

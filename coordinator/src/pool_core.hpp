@@ -18,24 +18,35 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <thread>
 #include <vector>
 
 #include "ferry/coordinator/pool.hpp"
 #include "ferry/coordinator/process.hpp"
 #include "ferry/ipc/channel.hpp"
+#include "ferry/ipc/zmq_router.hpp"
 #include "ferry/shared/messages.hpp"
 
 namespace ferry::detail {
+
+using ipc::Deadline;
 
 struct WorkerLink {
   enum class State { starting, ready, draining, dead };
 
   std::uint32_t id = 0;
-  std::unique_ptr<coordinator::Process> proc;
-  ipc::ChannelPtr ch;
+  std::unique_ptr<coordinator::Process> proc;  // local workers
+  ipc::ChannelPtr ch;                          // local workers: their own channel
+  bool remote = false;                         // remote: reached through the router
+  ipc::PeerId peer;
+  std::uint32_t slots = 1;  // tasks it runs at once; the first `slots` queued are running
+  std::string host, name;
+  std::chrono::steady_clock::time_point last_heard{}, last_ping{};
   std::size_t credit_bytes = 0;  // transport buffer: queued bytes are kept below half of it
   std::thread reader;
   std::mutex send_mu;
@@ -80,6 +91,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void on_hello(WorkerLink& link, const msg::Hello& hello);
   void on_frame(WorkerLink& link, Frame& f);
   void reader_loop(WorkerLink& link);
+  bool wait_workers(unsigned n, std::chrono::milliseconds timeout);
+  unsigned capacity() const;
+  std::string listen_endpoint() const;
 
  private:
   friend class Supervisor;
@@ -89,13 +103,24 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::size_t depth_locked() const;
   Frame task_frame(const TaskState& t) const;
   void flush(std::vector<SendJob>& jobs);  // sends; called after unlocking mu_
-  void finish_locked(TaskState& t);        // window accounting of a task that completed
+  Status send_to(WorkerLink& l, const Frame& f, Deadline d);
+  std::optional<msg::Welcome> admit(WorkerLink& link, const msg::Hello& hello);  // or refuses
+  void mark_running_locked(WorkerLink& l, std::size_t erased_at);
+  void finish_locked(TaskState& t);  // window accounting of a task that completed
   FailureInfo failure_for(const TaskState& t, FailureKind k, std::string message) const;
 
   // Supervision (supervisor thread).
   void supervise();
   void spawn_worker();
   void handle_exit(WorkerLink& link);
+  // Takes a dead or lost worker out: re-queues or fails its tasks, replaces it if local.
+  void retire(WorkerLink& link, std::optional<coordinator::ExitInfo> info, std::string why);
+  void event(const std::string& line);
+  // Remote workers (router thread).
+  void open_listener();
+  void router_loop();
+  void on_remote_frame(const ipc::PeerId& from, Frame& f);
+  void remote_housekeeping();
   void read_output(WorkerLink& link, int& fd, std::string& buf, int stream, bool eof);
   void emit_line(const WorkerLink& link, int stream, std::string_view line);
   void wake_supervisor();
@@ -137,6 +162,14 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
 
   int wake_fd_ = -1;  // eventfd: wakes the supervisor's poll
   std::thread supervisor_;
+  unsigned local_workers_ = 0;
+
+  std::unique_ptr<ipc::ZmqRouter> router_;
+  std::mutex router_send_mu_;  // the router has one sending thread at a time
+  std::thread router_thread_;
+  std::atomic<bool> router_stop_{false};
+  std::map<ipc::PeerId, WorkerLink*> peers_;  // guarded by mu_
+  std::set<ipc::PeerId> banned_;              // sent garbage: ignored from then on
 };
 
 }  // namespace ferry::detail

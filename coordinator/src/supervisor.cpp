@@ -197,7 +197,11 @@ void PoolCore::handle_exit(WorkerLink& link) {
     if (*fd >= 0) ::close(*fd);
     *fd = -1;
   }
+  retire(link, info, {});
+}
 
+void PoolCore::retire(WorkerLink& link, std::optional<coordinator::ExitInfo> info,
+                      std::string why) {
   std::vector<std::pair<std::shared_ptr<TaskState>, FailureInfo>> failed;
   std::vector<SendJob> jobs;
   std::unique_ptr<WorkerLink> owned;
@@ -212,9 +216,10 @@ void PoolCore::handle_exit(WorkerLink& link) {
     auto tasks = std::move(link.inflight);
     link.inflight_bytes = 0;
     std::vector<std::shared_ptr<TaskState>> requeue;
-    bool head = true;
+    std::size_t position = 0;
     for (auto& t : tasks) {
-      const bool was_head = std::exchange(head, false);
+      // The worker ran its queue in order, `slots` at a time: only those had started.
+      const bool was_head = position++ < link.slots;
       if (t->done.load() || t->cancel_requested) {
         finish_locked(*t);
         continue;
@@ -236,13 +241,14 @@ void PoolCore::handle_exit(WorkerLink& link) {
       }
       finish_locked(*t);
       FailureKind k = t->timeout_kill ? FailureKind::timeout : FailureKind::worker_died;
-      std::string why = t->timeout_kill ? "ran longer than the task timeout of " +
+      std::string msg = t->timeout_kill ? "ran longer than the task timeout of " +
                                               std::to_string(opt_.task_timeout.count()) + " ms"
                                         : std::string();
-      auto f = failure_for(*t, k, why);
+      auto f = failure_for(*t, k, t->timeout_kill ? std::move(msg) : why);
       f.pid = link.pid;
-      f.signal = info->signal;
-      f.exit_code = info->code;
+      f.host = link.host;
+      f.signal = info ? info->signal : 0;
+      f.exit_code = info ? info->code : -1;
       failed.emplace_back(t, std::move(f));
     }
     for (auto it = requeue.rbegin(); it != requeue.rend(); ++it) {
@@ -250,13 +256,21 @@ void PoolCore::handle_exit(WorkerLink& link) {
       pending_.push_front(*it);
     }
     const bool rejected = link.kill_reason.rfind("rejected", 0) == 0;
-    if (was_starting && unexpected && !rejected) {
+    if (was_starting && unexpected && !rejected && !link.remote) {
       ++startup_failures_;
       broken_reason_ = "worker " + std::to_string(link.id) + " (pid " + std::to_string(link.pid) +
-                       ") died before registering: " + info->describe();
+                       ") died before registering: " + (info ? info->describe() : why);
       if (startup_failures_ >= 3) broken_ = true;
     }
-    if (unexpected && !broken_) ++want_spawn_;
+    if (unexpected && !broken_ && !link.remote) ++want_spawn_;
+    if (link.remote) peers_.erase(link.peer);
+    if (unexpected && (link.remote || !was_starting)) {
+      event("worker w" + std::to_string(link.id) + " (pid " + std::to_string(link.pid) +
+            (link.host.empty() ? "" : " on " + link.host) + ") " +
+            (info ? "died: " + info->describe() : "lost: " + why) +
+            (link.kill_reason.empty() ? "" : " (" + link.kill_reason + ")") + "; re-queued " +
+            std::to_string(requeue.size()) + " task(s)");
+    }
     auto it =
         std::find_if(links_.begin(), links_.end(), [&](const auto& p) { return p.get() == &link; });
     owned = std::move(*it);
@@ -284,7 +298,7 @@ void PoolCore::enforce_timeouts() {
   std::lock_guard lk(mu_);
   const auto now = Clock::now();
   for (auto& l : links_) {
-    if (!l->kill_reason.empty()) continue;
+    if (!l->kill_reason.empty() || l->remote) continue;  // remote: the router thread's job
     if (l->state == WorkerLink::State::starting && now - l->spawned_at > opt_.startup_timeout) {
       l->kill_reason = "did not register within the start-up timeout";
       (void)l->proc->kill(SIGKILL);
@@ -301,13 +315,22 @@ void PoolCore::enforce_timeouts() {
 }
 
 void PoolCore::terminate_all() {
-  std::vector<WorkerLink*> live;
+  std::vector<WorkerLink*> live, remote;
   {
     std::lock_guard lk(mu_);
     for (auto& l : links_) {
       l->expected_exit = true;
-      live.push_back(l.get());
+      (l->remote ? remote : live).push_back(l.get());
     }
+  }
+  // Remote workers are told to stop (the frames are flushed when the router closes) and
+  // retired at once: there is no process of ours to wait for.
+  router_stop_ = true;
+  if (router_thread_.joinable()) router_thread_.join();
+  for (auto* l : remote) {
+    (void)send_to(*l, make_frame(MessageKind::shutdown, msg::Shutdown{!cancel_on_stop_}),
+                  Deadline::after(std::chrono::milliseconds(100)));
+    retire(*l, std::nullopt, "the pool shut down");
   }
   // Graceful first (drain mode): the worker exits after its current task.
   if (!cancel_on_stop_) {
@@ -324,6 +347,7 @@ void PoolCore::terminate_all() {
       {
         std::lock_guard lk(mu_);
         for (auto& l : links_) {
+          if (l->remote) continue;
           fds.push_back({l->proc->pidfd(), POLLIN, 0});
           who.push_back(l.get());
         }
@@ -387,6 +411,7 @@ void PoolCore::supervise() {
     {
       std::lock_guard lk(mu_);
       for (auto& l : links_) {
+        if (l->remote) continue;
         fds.push_back({l->proc->pidfd(), POLLIN, 0});
         who.emplace_back(l.get(), 0);
         fds.push_back({l->out_fd, POLLIN, 0});

@@ -7,48 +7,59 @@
 
 namespace ferry::detail {
 
-void PoolCore::on_hello(WorkerLink& link, const msg::Hello& hello) {
-  // The worker is connected: the socket's name is no longer needed, and an unlinked name
-  // cannot be left behind if this process is killed.
-  if (!link.socket_path.empty()) ::unlink(link.socket_path.c_str());
-  auto refuse = [&](const std::string& reason) {
-    {
-      std::lock_guard lk(link.send_mu);
-      (void)link.ch->send_for(make_frame(MessageKind::reject, msg::Reject{reason}),
-                              std::chrono::milliseconds(500));
-    }
-    std::string line = "ferry: rejected worker " + std::to_string(link.id) + " (pid " +
-                       std::to_string(link.pid) + "): " + reason;
-    emit_line(link, 2, line);
-    std::lock_guard lk(mu_);
-    link.kill_reason = "rejected: " + reason;
-    ++startup_failures_;
-    broken_reason_ = reason;
-    if (startup_failures_ >= 3) broken_ = true;
-  };
+std::optional<msg::Welcome> PoolCore::admit(WorkerLink& link, const msg::Hello& hello) {
+  std::string reason;
   if (hello.protocol_version != kProtocolVersion) {
-    return refuse("protocol version mismatch: worker speaks " +
-                  std::to_string(hello.protocol_version) + ", coordinator " +
-                  std::to_string(kProtocolVersion));
-  }
-  if (hello.registry_hash != registry_hash_) {
-    char buf[160];
+    reason = "protocol version mismatch: worker speaks " + std::to_string(hello.protocol_version) +
+             ", coordinator " + std::to_string(kProtocolVersion);
+  } else if (hello.registry_hash != registry_hash_) {
+    char buf[200];
     std::snprintf(buf, sizeof buf,
                   "task registry mismatch: worker %016llx, coordinator %016llx (%zu tasks); "
                   "build both from the same task set",
                   static_cast<unsigned long long>(hello.registry_hash),
                   static_cast<unsigned long long>(registry_hash_),
                   TaskRegistry::instance().entries().size());
-    return refuse(buf);
+    reason = buf;
+  }
+  if (!reason.empty()) {
+    {
+      std::lock_guard lk(link.send_mu);
+      (void)send_to(link, make_frame(MessageKind::reject, msg::Reject{reason}),
+                    Deadline::after(std::chrono::milliseconds(500)));
+    }
+    event("rejected worker (pid " + std::to_string(hello.pid) +
+          (hello.host.empty() ? "" : " on " + hello.host) + "): " + reason);
+    std::lock_guard lk(mu_);
+    link.kill_reason = "rejected: " + reason;
+    if (!link.remote) {
+      ++startup_failures_;
+      broken_reason_ = reason;
+      if (startup_failures_ >= 3) broken_ = true;
+    }
+    return std::nullopt;
   }
   msg::Welcome w;
   w.worker_id = link.id;
   w.session = SessionId::current().str();
   w.init_function = init_function_;
   if (opt_.initializer) w.init_args = opt_.initializer->args;
+  if (link.remote) {
+    w.heartbeat_ms = static_cast<std::uint32_t>(opt_.heartbeat_interval.count());
+    w.heartbeat_timeout_ms = static_cast<std::uint32_t>(opt_.heartbeat_timeout.count());
+  }
+  return w;
+}
+
+void PoolCore::on_hello(WorkerLink& link, const msg::Hello& hello) {
+  // The worker is connected: the socket's name is no longer needed, and an unlinked name
+  // cannot be left behind if this process is killed.
+  if (!link.socket_path.empty()) ::unlink(link.socket_path.c_str());
+  auto w = admit(link, hello);
+  if (!w) return;
   {
     std::lock_guard lk(link.send_mu);
-    if (!link.ch->send(make_frame(MessageKind::welcome, w))) return;
+    if (!send_to(link, make_frame(MessageKind::welcome, *w), Deadline::never())) return;
   }
   std::vector<SendJob> jobs;
   {

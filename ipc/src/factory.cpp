@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "ferry/ipc/curve.hpp"
 #include "ferry/ipc/pipe_channel.hpp"
 #include "ferry/ipc/shm_channel.hpp"
 #include "ferry/ipc/zmq_channel.hpp"
@@ -47,7 +48,19 @@ Result<ChannelPtr> open_channel(std::string_view endpoint, Role role, ChannelOpt
     }
     case Scheme::zmq_ipc:
     case Scheme::zmq_tcp: {
-      auto c = role == Role::bind ? ZmqChannel::bind(*ep, opt) : ZmqChannel::connect(*ep, opt);
+      ZmqOptions zo;
+      if (!opt.keys_dir.empty()) {
+        if (role == Role::bind) {
+          auto k = load_curve_server(opt.keys_dir);
+          if (!k) return std::move(k).error();
+          zo.curve_server = std::move(*k);
+        } else {
+          auto k = load_curve_client(opt.keys_dir);
+          if (!k) return std::move(k).error();
+          zo.curve_client = std::move(*k);
+        }
+      }
+      auto c = role == Role::bind ? ZmqChannel::bind(*ep, opt, zo) : ZmqChannel::connect(*ep, opt, zo);
       if (!c) return std::move(c).error();
       return ChannelPtr(std::move(*c));
     }

@@ -30,6 +30,88 @@ std::shared_ptr<zmq::context_t> shared_context() {
   return ctx;
 }
 
+std::shared_ptr<ZapHandler> ZapHandler::acquire(const std::shared_ptr<zmq::context_t>& ctx) {
+  static auto* mu = new std::mutex;
+  static auto* weak = new std::weak_ptr<ZapHandler>;
+  std::lock_guard lk(*mu);
+  auto h = weak->lock();
+  if (!h) {
+    h = std::make_shared<ZapHandler>(ctx);
+    *weak = h;
+  }
+  return h;
+}
+
+ZapHandler::ZapHandler(std::shared_ptr<zmq::context_t> ctx) : ctx_(std::move(ctx)) {
+  std::promise<void> bound;
+  auto ready = bound.get_future();
+  thread_ = std::thread([this, &bound] { run(bound); });
+  ready.get();  // the handler must be bound before any CURVE server accepts a connection
+}
+
+ZapHandler::~ZapHandler() {
+  stop_ = true;
+  thread_.join();
+}
+
+std::string ZapHandler::add(std::function<bool(std::string_view)> authorize) {
+  std::lock_guard lk(m_);
+  std::string domain = "ferry." + std::to_string(next_++);
+  domains_[domain] = std::move(authorize);
+  return domain;
+}
+
+void ZapHandler::remove(const std::string& domain) {
+  std::lock_guard lk(m_);
+  domains_.erase(domain);
+}
+
+void ZapHandler::run(std::promise<void>& bound) {
+  zmq::socket_t rep(*ctx_, zmq::socket_type::rep);
+  rep.set(zmq::sockopt::linger, 0);
+  try {
+    rep.bind("inproc://zeromq.zap.01");
+    bound.set_value();
+  } catch (...) {
+    bound.set_exception(std::current_exception());
+    return;
+  }
+  while (!stop_.load()) {
+    zmq::pollitem_t item{rep.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, std::chrono::milliseconds(100)) <= 0) continue;
+    std::vector<zmq::message_t> parts;
+    for (;;) {
+      zmq::message_t m;
+      if (!rep.recv(m, zmq::recv_flags::dontwait)) break;
+      const bool more = m.more();
+      parts.push_back(std::move(m));
+      if (!more) break;
+    }
+    // version, request id, domain, address, identity, mechanism, credentials...
+    bool ok = false;
+    if (parts.size() >= 7 && parts[5].to_string_view() == "CURVE" && parts[6].size() == 32) {
+      char z85[41] = {};
+      zmq_z85_encode(z85, static_cast<const std::uint8_t*>(parts[6].data()), 32);
+      std::function<bool(std::string_view)> authorize;
+      {
+        std::lock_guard lk(m_);
+        if (auto it = domains_.find(parts[2].to_string()); it != domains_.end()) {
+          authorize = it->second;
+        }
+      }
+      ok = authorize && authorize(z85);
+    }
+    const std::string request_id = parts.size() > 1 ? parts[1].to_string() : std::string();
+    rep.send(zmq::buffer(std::string_view("1.0")), zmq::send_flags::sndmore);
+    rep.send(zmq::buffer(request_id), zmq::send_flags::sndmore);
+    rep.send(zmq::buffer(std::string_view(ok ? "200" : "400")), zmq::send_flags::sndmore);
+    rep.send(zmq::buffer(std::string_view(ok ? "OK" : "key not authorized")),
+             zmq::send_flags::sndmore);
+    rep.send(zmq::buffer(std::string_view()), zmq::send_flags::sndmore);
+    rep.send(zmq::buffer(std::string_view()), zmq::send_flags::none);
+  }
+}
+
 Error zmq_error(std::string_view what, const zmq::error_t& e) {
   return system_error(std::string(what) + ": " + e.what(), e.num());
 }
@@ -69,6 +151,17 @@ Result<std::unique_ptr<Socket>> Socket::open(zmq::socket_type type, const std::s
     d.set(zmq::sockopt::heartbeat_timeout, to_ms(zo.heartbeat_timeout));
     // Asks the peer to drop us too if it stops hearing from us.
     d.set(zmq::sockopt::heartbeat_ttl, std::min(to_ms(zo.heartbeat_timeout), 6553599));
+    if (zo.curve_server) {
+      s->zap_ = ZapHandler::acquire(s->ctx_);
+      s->zap_domain_ = s->zap_->add(zo.curve_server->authorize);
+      d.set(zmq::sockopt::zap_domain, s->zap_domain_);
+      d.set(zmq::sockopt::curve_server, true);
+      d.set(zmq::sockopt::curve_secretkey, zo.curve_server->keys.secret_key);
+    } else if (zo.curve_client) {
+      d.set(zmq::sockopt::curve_serverkey, zo.curve_client->server_public_key);
+      d.set(zmq::sockopt::curve_publickey, zo.curve_client->keys.public_key);
+      d.set(zmq::sockopt::curve_secretkey, zo.curve_client->keys.secret_key);
+    }
     if (router) {
       // Sending to an unknown or departed peer is an error, not a silent drop; also how
       // departed peers are found (see zmq_router.hpp).
@@ -130,6 +223,7 @@ Socket::~Socket() {
   if (monitoring_) zmq_socket_monitor(data_.handle(), nullptr, 0);
   monitor_.close();
   data_.close();
+  if (zap_) zap_->remove(zap_domain_);
   struct stat st {};
   if (!ipc_path_.empty() && ::stat(ipc_path_.c_str(), &st) == 0 && st.st_dev == ipc_dev_ &&
       st.st_ino == ipc_ino_) {

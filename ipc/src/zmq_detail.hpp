@@ -1,6 +1,11 @@
 // Internal to ipc/: the guarded zmq socket shared by ZmqChannel and ZmqRouter.
 #pragma once
 
+#include <functional>
+#include <future>
+#include <map>
+#include <thread>
+
 #include <sys/stat.h>
 
 #include <atomic>
@@ -23,6 +28,27 @@ namespace ferry::ipc::zmq_detail {
 
 // The process's context: created on first use, terminated when the last holder lets go.
 std::shared_ptr<zmq::context_t> shared_context();
+
+// The ZAP handler (RFC 27) of the shared context: one thread answering libzmq's
+// authentication requests for every CURVE server socket, each registered under its own domain
+// with its own authorize callback. Alive while a CURVE server socket holds it.
+class ZapHandler {
+ public:
+  static std::shared_ptr<ZapHandler> acquire(const std::shared_ptr<zmq::context_t>& ctx);
+  explicit ZapHandler(std::shared_ptr<zmq::context_t> ctx);
+  ~ZapHandler();
+  std::string add(std::function<bool(std::string_view)> authorize);  // returns the domain
+  void remove(const std::string& domain);
+
+ private:
+  void run(std::promise<void>& bound);
+  std::shared_ptr<zmq::context_t> ctx_;
+  std::mutex m_;
+  std::map<std::string, std::function<bool(std::string_view)>> domains_;
+  unsigned next_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
 
 enum Side : int { kRecv = 0, kSend = 1 };
 
@@ -111,6 +137,9 @@ class Socket {
 
   // Declared first so it is destroyed last: the context may only end after the sockets.
   std::shared_ptr<zmq::context_t> ctx_;
+  // CURVE servers: the process's ZAP handler (outlives this socket's registration in it).
+  std::shared_ptr<class ZapHandler> zap_;
+  std::string zap_domain_;
   mutable std::mutex mu_;
   zmq::socket_t data_;
   zmq::socket_t monitor_;

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   const std::string dir = argv[1];
   frame(dir, "hello", MessageKind::hello, msg::Hello{kProtocolVersion, 1, "h", "n", 2, 3});
   frame(dir, "welcome", MessageKind::welcome,
-        msg::Welcome{1, "1-2", 500, msg::Welcome::kNoFunction, {}});
+        msg::Welcome{1, "1-2", 500, 2500, msg::Welcome::kNoFunction, {}});
   frame(dir, "reject", MessageKind::reject, msg::Reject{"registry mismatch"});
   frame(dir, "task", MessageKind::task, msg::Task{1, 2, false, Bytes{1, 2, 3, 4}});
   frame(dir, "result", MessageKind::result, msg::TaskResult{1, Bytes{5, 6}});

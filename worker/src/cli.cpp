@@ -21,6 +21,10 @@ int run_cli(int argc, char** argv) {
   app.add_option("--slots", slots, "tasks run at once")->check(CLI::PositiveNumber);
   app.add_option("--keys", keys, "CURVE key directory (from `ferry-coordinator keygen`)");
   app.add_option("--name", name, "name shown in the coordinator's logs");
+  double reconnect_s = 60;
+  app.add_option("--reconnect-timeout", reconnect_s,
+                 "seconds to keep trying to reach a lost coordinator before exiting (default 60)")
+      ->check(CLI::PositiveNumber);
   if (auto code = cli::parse(app, argc, argv)) return *code;
 
   if (connect.empty()) return cli::usage_error(app, "--connect ENDPOINT is required");
@@ -29,11 +33,9 @@ int run_cli(int argc, char** argv) {
     std::cerr << "ferry-worker: --connect: " << ep.error().message() << "\n";
     return cli::kExitUsage;
   }
-  if (!keys.empty()) {
-    std::cerr << "ferry-worker: --keys (CURVE) is not supported yet; see the distributed issue\n";
-    return cli::kExitUsage;
-  }
   Options opt;
+  opt.keys = keys;
+  opt.reconnect_timeout = std::chrono::milliseconds(static_cast<long>(reconnect_s * 1000));
   opt.endpoint = connect;
   opt.name = name;
   opt.slots = slots;

@@ -4,12 +4,17 @@
 #include <unistd.h>
 
 #include <boost/stacktrace.hpp>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <iostream>
+#include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "ferry/ipc/factory.hpp"
 #include "ferry/shared/codec.hpp"
@@ -18,6 +23,8 @@
 
 namespace ferry::worker {
 namespace {
+
+using Clock = std::chrono::steady_clock;
 
 std::string host_name() {
   char buf[256] = {};
@@ -33,25 +40,123 @@ std::string stack_here() {
   return os.str();
 }
 
-class Worker {
-  static constexpr int kStopQuietly = -1;
+FrameView view_of(const Frame& f) {
+  return FrameView{f.header, f.payload};
+}
 
+// Runs one task message; returns the reply frame (result or error).
+Frame execute(const Frame& in, std::int32_t pid, const std::string& host, Bytes& scratch) {
+  const std::uint64_t id = in.header.request_id;
+  auto error = [&](std::uint32_t attempt, std::string type, std::string what,
+                   std::string stack = {}) {
+    msg::TaskError err{attempt, std::move(type), std::move(what), pid, host, std::move(stack)};
+    return make_frame(MessageKind::error, err, id);
+  };
+  auto task = msg::decode<msg::Task>(view_of(in), MessageKind::task);
+  if (!task) return error(0, "ferry::DecodeError", "task message: " + task.error().message());
+  const TaskEntry* e = TaskRegistry::instance().at(task->function);
+  if (!e) {
+    return error(task->attempt, "ferry::DecodeError",
+                 "task function index " + std::to_string(task->function) +
+                     " is not in this worker's registry");
+  }
+  scratch.clear();
+  try {
+    (task->batch ? e->invoke_batch : e->invoke)(e->fn, task->args, scratch);
+  } catch (...) {
+    return error(task->attempt, task_detail::current_exception_type(),
+                 task_detail::current_exception_what(), stack_here());
+  }
+  msg::TaskResult r;
+  r.attempt = task->attempt;
+  r.value.swap(scratch);
+  Frame f = make_frame(MessageKind::result, r, id);
+  r.value.swap(scratch);
+  return f;
+}
+
+enum class Outcome { stop, lost, fatal, restart };
+
+// argv of this process, for a remote worker told to restart (a stuck task's thread cannot be
+// stopped any other way).
+std::vector<std::string>& saved_argv() {
+  static std::vector<std::string> v;
+  return v;
+}
+
+[[noreturn]] void restart_self(std::int32_t pid) {
+  std::cerr << "ferry-worker[" << pid
+            << "]: the coordinator asked for a restart (a task ran "
+               "past its timeout); restarting\n";
+  std::vector<char*> argv;
+  for (auto& a : saved_argv())
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  if (!saved_argv().empty()) ::execv("/proc/self/exe", argv.data());
+  std::_Exit(kExitLost);  // cannot re-exec: a supervisor (systemd, k8s) restarts us
+}
+
+class Worker {
  public:
   explicit Worker(const Options& opt) : opt_(opt), host_(host_name()), pid_(::getpid()) {}
 
   int run() {
-    auto ch = ipc::open_channel(opt_.endpoint, ipc::Role::connect);
-    if (!ch)
-      return fail(kExitConnectFailed, "cannot open " + opt_.endpoint + ": " + ch.error().message());
-    ch_ = std::move(*ch);
-    if (int rc = handshake(); rc != kExitOk) return rc == kStopQuietly ? kExitOk : rc;
-    return serve();
+    const bool remote = opt_.parent == 0;
+    Clock::time_point lost_since{};
+    std::string why_lost;
+    for (;;) {
+      ipc::ChannelOptions co;
+      co.keys_dir = opt_.keys;
+      auto ch = ipc::open_channel(opt_.endpoint, ipc::Role::connect, co);
+      if (!ch) {
+        if (!remote)
+          return fail(kExitConnectFailed,
+                      "cannot open " + opt_.endpoint + ": " + ch.error().message());
+        why_lost = ch.error().message();
+      } else {
+        ch_ = std::move(*ch);
+        int rc = handshake();
+        if (rc == kStopQuietly) return kExitOk;
+        if (rc == kExitOk) {
+          if (lost_since != Clock::time_point{}) note("reconnected and registered again");
+          lost_since = {};
+          const Outcome o = threaded_ ? serve_threaded() : serve();
+          if (o == Outcome::stop) return kExitOk;
+          if (o == Outcome::restart) restart_self(pid_);
+          if (o == Outcome::fatal || !remote) return exit_code_;
+          why_lost = why_;
+        } else if (!remote || rc == kExitRejected || rc == kExitInitFailed) {
+          return rc;
+        } else {
+          why_lost = why_;
+        }
+        ch_.reset();
+      }
+      // Remote: keep trying for a bounded time.
+      if (lost_since == Clock::time_point{}) {
+        lost_since = Clock::now();
+        note("lost the coordinator at " + opt_.endpoint + " (" + why_lost +
+             "); reconnecting for up to " + std::to_string(opt_.reconnect_timeout.count() / 1000) +
+             " s");
+      }
+      if (Clock::now() - lost_since > opt_.reconnect_timeout) {
+        return fail(kExitLost, "gave up: could not reach the coordinator at " + opt_.endpoint +
+                                   " for " + std::to_string(opt_.reconnect_timeout.count() / 1000) +
+                                   " s (last error: " + why_lost + ")");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));  // reconnect back-off
+    }
   }
 
  private:
+  static constexpr int kStopQuietly = -1;
+
   int fail(int code, const std::string& why) {
     std::cerr << "ferry-worker[" << pid_ << "]: " << why << "\n";
     return code;
+  }
+  void note(const std::string& what) {
+    std::cerr << "ferry-worker[" << pid_ << "]: " << what << "\n";
   }
 
   int handshake() {
@@ -62,17 +167,20 @@ class Worker {
     hello.name = opt_.name;
     hello.slots = opt_.slots;
     hello.registry_hash = reg.hash();
-    if (auto st = ch_->send(make_frame(MessageKind::hello, hello)); !st) {
-      return fail(kExitConnectFailed, "sending hello: " + st.error().message());
+    if (auto st = ch_->send_for(make_frame(MessageKind::hello, hello), std::chrono::seconds(10));
+        !st) {
+      why_ = "sending hello: " + st.error().message();
+      return opt_.parent ? fail(kExitConnectFailed, why_) : kExitConnectFailed;
     }
     Frame f;
-    if (auto st = ch_->recv_for(f, std::chrono::seconds(30)); !st) {
-      return fail(kExitConnectFailed,
-                  "waiting for the coordinator's welcome: " + st.error().message());
+    // A remote coordinator may be down: wait a bounded time, then count it as a lost link.
+    const auto wait = opt_.parent ? std::chrono::seconds(30) : std::chrono::seconds(5);
+    if (auto st = ch_->recv_for(f, wait); !st) {
+      why_ = "no welcome from the coordinator: " + st.error().message() +
+             (opt_.keys.empty() ? "" : " (if this repeats: is this worker's key authorized?)");
+      return opt_.parent ? fail(kExitConnectFailed, why_) : kExitConnectFailed;
     }
-    if (f.header.kind == MessageKind::shutdown) {
-      return kStopQuietly;  // the pool closed before this worker got its first task
-    }
+    if (f.header.kind == MessageKind::shutdown) return kStopQuietly;
     if (f.header.kind == MessageKind::reject) {
       auto r = msg::decode<msg::Reject>(view_of(f), MessageKind::reject);
       return fail(kExitRejected,
@@ -80,12 +188,15 @@ class Worker {
     }
     auto w = msg::decode<msg::Welcome>(view_of(f), MessageKind::welcome);
     if (!w) return fail(kExitConnectFailed, "bad welcome: " + w.error().message());
-    if (w->init_function != msg::Welcome::kNoFunction) {
+    heartbeat_timeout_ = std::chrono::milliseconds(w->heartbeat_timeout_ms);
+    threaded_ = opt_.slots > 1 || w->heartbeat_ms > 0;
+    if (w->init_function != msg::Welcome::kNoFunction && !initialized_) {
       const TaskEntry* e = reg.at(w->init_function);
       if (!e) return fail(kExitInitFailed, "initializer index out of range");
       try {
         Bytes ignored;
         e->invoke(e->fn, w->init_args, ignored);
+        initialized_ = true;
       } catch (...) {
         return fail(kExitInitFailed, "initializer " + e->name + " threw " +
                                          task_detail::current_exception_type() + ": " +
@@ -95,72 +206,128 @@ class Worker {
     return kExitOk;
   }
 
-  int serve() {
+  // Local worker: one task at a time on this thread (lowest latency).
+  Outcome serve() {
     Frame in;
+    Bytes scratch;
     for (;;) {
       auto st = ch_->recv(in);
       if (!st) {
         // The coordinator closed or died: nothing left to do for it.
-        if (st.error().code == Errc::channel_closed) return kExitOk;
-        return fail(kExitConnectFailed, "control channel: " + st.error().message());
+        if (st.error().code == Errc::channel_closed) return Outcome::stop;
+        exit_code_ = fail(kExitConnectFailed, "control channel: " + st.error().message());
+        return Outcome::fatal;
       }
       switch (in.header.kind) {
         case MessageKind::task:
-          if (auto s = run_task(in); !s) {
-            return fail(kExitConnectFailed, "sending a result: " + s.error().message());
+          if (auto s = ch_->send(execute(in, pid_, host_, scratch)); !s) {
+            exit_code_ = fail(kExitConnectFailed, "sending a result: " + s.error().message());
+            return Outcome::fatal;
           }
           break;
         case MessageKind::heartbeat:
-          (void)ch_->send(in);  // echo: the coordinator measures liveness and latency
+          (void)ch_->send(in);
           break;
         case MessageKind::shutdown:
-          return kExitOk;
+          return Outcome::stop;
         default:
-          break;  // cancel and others: nothing queued here to cancel (one task at a time)
+          break;  // nothing queued here to cancel (one task at a time)
       }
     }
   }
 
-  Status run_task(const Frame& in) {
-    const std::uint64_t id = in.header.request_id;
-    auto task = msg::decode<msg::Task>(view_of(in), MessageKind::task);
-    if (!task) {
-      return send_error(id, 0, "ferry::DecodeError", "task message: " + task.error().message());
+  // Remote worker: this thread reads (and answers pings); `slots` threads run tasks.
+  Outcome serve_threaded() {
+    struct Shared {
+      std::mutex m;
+      std::condition_variable cv;
+      std::deque<Frame> tasks;
+      bool closing = false;
+      std::mutex send_m;
+    } sh;
+    std::vector<std::thread> runners;
+    for (std::uint32_t i = 0; i < std::max<std::uint32_t>(1, opt_.slots); ++i) {
+      runners.emplace_back([&] {
+        Bytes scratch;
+        for (;;) {
+          Frame in;
+          {
+            std::unique_lock lk(sh.m);
+            sh.cv.wait(lk, [&] { return sh.closing || !sh.tasks.empty(); });
+            if (sh.tasks.empty()) return;
+            in = std::move(sh.tasks.front());
+            sh.tasks.pop_front();
+          }
+          Frame out = execute(in, pid_, host_, scratch);
+          std::lock_guard lk(sh.send_m);
+          if (!sh.closing) (void)ch_->send(out);
+        }
+      });
     }
-    const TaskEntry* e = TaskRegistry::instance().at(task->function);
-    if (!e) {
-      return send_error(id, task->attempt, "ferry::DecodeError",
-                        "task function index " + std::to_string(task->function) +
-                            " is not in this worker's registry");
+    auto last_heard = Clock::now();
+    Outcome outcome = Outcome::lost;
+    Frame in;
+    for (;;) {
+      auto st = ch_->recv_for(in, std::chrono::milliseconds(100));
+      if (!st) {
+        const auto c = st.error().code;
+        if (c == Errc::timeout || c == Errc::would_block) {
+          if (heartbeat_timeout_.count() > 0 && Clock::now() - last_heard > heartbeat_timeout_) {
+            why_ = "no message from the coordinator for " +
+                   std::to_string(heartbeat_timeout_.count()) + " ms";
+            break;
+          }
+          continue;
+        }
+        why_ = st.error().message();
+        break;
+      }
+      last_heard = Clock::now();
+      if (in.header.kind == MessageKind::task) {
+        {
+          std::lock_guard lk(sh.m);
+          sh.tasks.push_back(std::move(in));
+        }
+        sh.cv.notify_one();
+      } else if (in.header.kind == MessageKind::heartbeat) {
+        std::lock_guard lk(sh.send_m);
+        (void)ch_->send_for(in, std::chrono::milliseconds(100));
+      } else if (in.header.kind == MessageKind::shutdown) {
+        auto sd = msg::decode<msg::Shutdown>(view_of(in), MessageKind::shutdown);
+        if (sd && !sd->graceful && opt_.parent == 0) restart_self(pid_);  // stuck threads: no join
+        outcome = Outcome::stop;
+        break;
+      } else if (in.header.kind == MessageKind::reject) {
+        // The coordinator no longer knows this link (it declared us lost): register again.
+        why_ = "the coordinator asked this worker to register again";
+        break;
+      }
     }
-    out_.clear();
-    try {
-      (task->batch ? e->invoke_batch : e->invoke)(e->fn, task->args, out_);
-    } catch (...) {
-      return send_error(id, task->attempt, task_detail::current_exception_type(),
-                        task_detail::current_exception_what(), stack_here());
+    {
+      std::lock_guard lk(sh.m);
+      sh.closing = true;
+      sh.tasks.clear();  // the coordinator re-queues whatever it had sent here
     }
-    result_.attempt = task->attempt;
-    result_.value.swap(out_);
-    Frame f = make_frame(MessageKind::result, result_, id);
-    result_.value.swap(out_);
-    return ch_->send(f);
+    {
+      std::lock_guard lk(sh.send_m);  // no runner sends on the channel from now on
+    }
+    sh.cv.notify_all();
+    // A runner stuck in a long task would hold us here; detach is not an option (it uses
+    // ch_), so wait: a shutdown waits for running tasks, as a drain should.
+    for (auto& t : runners)
+      t.join();
+    return outcome;
   }
-
-  Status send_error(std::uint64_t id, std::uint32_t attempt, std::string type, std::string what,
-                    std::string stack = {}) {
-    msg::TaskError err{attempt, std::move(type), std::move(what), pid_, host_, std::move(stack)};
-    return ch_->send(make_frame(MessageKind::error, err, id));
-  }
-
-  static FrameView view_of(const Frame& f) { return FrameView{f.header, f.payload}; }
 
   Options opt_;
   std::string host_;
   std::int32_t pid_;
   ipc::ChannelPtr ch_;
-  Bytes out_;
-  msg::TaskResult result_;
+  std::chrono::milliseconds heartbeat_timeout_{0};
+  bool threaded_ = false;
+  bool initialized_ = false;
+  int exit_code_ = kExitOk;
+  std::string why_;
 };
 
 }  // namespace
@@ -183,8 +350,9 @@ int run(const Options& opt) {
 
 namespace ferry {
 
-void init(int, char**) {
+void init(int argc, char** argv) {
   worker::register_builtin_tasks();
+  worker::saved_argv().assign(argv, argv + argc);
   const char* endpoint = std::getenv("FERRY_WORKER_ENDPOINT");
   if (!endpoint) return;
   worker::Options opt;

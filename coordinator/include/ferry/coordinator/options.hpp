@@ -20,6 +20,10 @@ struct Options {
   std::optional<bool> progress;  // unset: on when stderr is a terminal
   bool json = false;
   std::string log_level = "info";
+  unsigned wait_workers = 0;   // before starting: wait for this many workers (local+remote)
+  double wait_timeout_s = 60;  // ... at most this long
+  unsigned heartbeat_interval_ms = 500;
+  unsigned heartbeat_timeout_ms = 3000;
 };
 
 // The pool options these command-line options ask for (workers, transport, retries, timeout).

@@ -63,7 +63,8 @@ struct WorkerLine {
 };
 
 struct PoolOptions {
-  unsigned workers = 0;  // 0: the number of CPUs
+  std::optional<unsigned> workers{};  // local worker processes; unset: the number of CPUs
+                                      // (0 with `listen`: remote workers only)
   Transport transport = Transport::shm;
   std::string worker_program{};               // empty: this executable (self-exec)
   std::vector<std::string> worker_args{};     // extra arguments for worker_program
@@ -77,6 +78,15 @@ struct PoolOptions {
   std::chrono::milliseconds startup_timeout{30000};  // spawn -> hello
   // Worker output lines; default: written to stderr as "[w<id> pid <pid>] <line>".
   std::function<void(const WorkerLine&)> on_output{};
+
+  // Remote workers (ferry-worker --connect) join here, e.g. "tcp://0.0.0.0:5555".
+  std::string listen{};
+  std::string keys{};     // CURVE key directory (ferry-coordinator keygen); empty: plain TCP
+  bool insecure = false;  // allow plain TCP on a non-loopback address
+  std::chrono::milliseconds heartbeat_interval{500};
+  std::chrono::milliseconds heartbeat_timeout{3000};  // silence that declares a worker lost
+  // Membership news (joined, lost, rejected); default: stderr, prefixed "ferry: ".
+  std::function<void(std::string_view)> on_event{};
 };
 
 struct WorkerStats {
@@ -112,9 +122,14 @@ class Pool {
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
-  // Waits until every worker has registered (false on timeout or if spawning failed).
+  // Waits until every local worker has registered (false on timeout or if spawning failed).
   bool wait_ready(std::chrono::milliseconds timeout);
+  // Waits until at least n workers (local or remote) are registered.
+  bool wait_workers(unsigned n, std::chrono::milliseconds timeout);
+  // Task slots of the registered workers (at least 1; local workers have one each).
   unsigned size() const noexcept;
+  // The address remote workers connect to (the real port if the listen port was 0).
+  std::string listen_endpoint() const;
   PoolStats stats() const;
   const PoolOptions& options() const noexcept;
 

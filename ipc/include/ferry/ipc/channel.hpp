@@ -65,6 +65,9 @@ enum class Role { bind, connect };
 
 struct ChannelOptions {
   std::size_t max_frame = kDefaultMaxFrame;
+  // tcp:// only: a CURVE key directory (curve.hpp); empty: plain TCP. The connect side uses
+  // the worker keys and the coordinator's public key, the bind side the coordinator's keys.
+  std::string keys_dir{};
 };
 
 }  // namespace ferry::ipc

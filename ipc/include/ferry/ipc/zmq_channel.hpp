@@ -23,6 +23,10 @@
 // sockets; held through a unique_ptr (ChannelPtr).
 #pragma once
 
+#include <optional>
+
+#include "ferry/ipc/curve.hpp"
+
 #include <chrono>
 #include <memory>
 #include <string>
@@ -46,6 +50,11 @@ struct ZmqOptions {
   // messages, not bytes; the kernel's socket buffers add some slack on top.
   int send_hwm = 1000;
   int recv_hwm = 1000;
+  // CURVE (use on tcp://): a bound socket sets curve_server, a connecting one curve_client.
+  // A server refuses a peer whose key its authorize callback rejects during the handshake,
+  // before any message of that peer is read. See curve.hpp for keys.
+  std::optional<CurveServer> curve_server{};
+  std::optional<CurveClient> curve_client{};
 };
 
 class ZmqChannel final : public Channel {

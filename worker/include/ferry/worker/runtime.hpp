@@ -10,11 +10,19 @@
 // and it ignores SIGINT, since Ctrl-C in a terminal reaches the whole process group and the
 // coordinator decides what an interrupt means.
 //
-// Threading: run() uses the calling thread; tasks run on it one at a time.
+// A remote worker (no parent) keeps its link alive with heartbeats: it answers the
+// coordinator's pings and, when nothing arrives for the heartbeat timeout or the connection
+// drops, reconnects and registers again, for up to reconnect_timeout; then it exits with
+// kExitLost and says why. Results of tasks that were running when the link was lost are
+// dropped (the coordinator has re-queued those tasks elsewhere).
+//
+// Threading: a local worker runs tasks on the calling thread, one at a time. A remote worker
+// (or slots > 1) reads the channel on the calling thread and runs tasks on `slots` threads.
 #pragma once
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -26,6 +34,9 @@ struct Options {
   std::uint32_t slots = 1;  // tasks at once (local workers: 1)
   pid_t parent = 0;         // local worker: the coordinator's pid (0: remote, no death link)
   std::uint32_t worker_id = 0;
+  std::string keys;  // CURVE key directory (remote workers over tcp)
+  // Remote workers: how long to keep trying to reach a lost coordinator before giving up.
+  std::chrono::milliseconds reconnect_timeout{60000};
 };
 
 // Exit codes of a worker process.
@@ -33,6 +44,7 @@ inline constexpr int kExitOk = 0;             // shutdown requested, or the coor
 inline constexpr int kExitConnectFailed = 3;  // could not open the channel or no handshake
 inline constexpr int kExitRejected = 4;       // the coordinator refused this worker
 inline constexpr int kExitInitFailed = 5;     // the per-worker initializer threw
+inline constexpr int kExitLost = 6;           // lost the coordinator and could not reconnect
 
 // Runs the worker loop; returns the process exit code (messages go to stderr).
 int run(const Options& opt);
