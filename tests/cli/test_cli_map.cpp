@@ -133,8 +133,11 @@ TEST_SUITE("cli.map") {
   TEST_CASE("a SIGKILLed coordinator's workers exit within 2 s") {
     ft::LeakCheck leaks;
     {
-      auto [c, fd] = start_coordinator(
-          {"-w", "2", "map", "sleep_ms", "--items", "1,20000,20000", "--chunksize", "1"});
+      // --wait-workers 2: both workers have attached their segments (whose names are then
+      // unlinked) before the kill; a worker killed before it attached leaves its segment to
+      // the next coordinator's sweep.
+      auto [c, fd] = start_coordinator({"-w", "2", "--wait-workers", "2", "map", "sleep_ms",
+                                        "--items", "1,20000,20000", "--chunksize", "1"});
       CHECK(read_line(fd) == "1");
       c.kill(SIGKILL);
       REQUIRE(c.wait_for(5s).has_value());
