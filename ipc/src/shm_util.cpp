@@ -64,11 +64,22 @@ bool read_proc(pid_t pid, ProcInfo& out) noexcept {
 }
 
 std::uint64_t self_start_ticks() noexcept {
-  static const std::uint64_t ticks = [] {
-    ProcInfo pi;
-    return read_proc(::getpid(), pi) ? pi.start_ticks : 0;
-  }();
-  return ticks;
+  // Cached per pid: a child made by fork() inherits the cache but has its own start time, and
+  // publishing the parent's would make peers take the child for dead.
+  struct Cache {
+    std::atomic<pid_t> pid{0};
+    std::atomic<std::uint64_t> ticks{0};
+  };
+  static Cache cache;
+  const pid_t self = ::getpid();
+  if (cache.pid.load(std::memory_order_acquire) == self) {
+    return cache.ticks.load(std::memory_order_relaxed);
+  }
+  ProcInfo pi;
+  const std::uint64_t t = read_proc(self, pi) ? pi.start_ticks : 0;
+  cache.ticks.store(t, std::memory_order_relaxed);
+  cache.pid.store(self, std::memory_order_release);
+  return t;
 }
 
 bool process_alive(pid_t pid, std::uint64_t start_ticks) noexcept {
