@@ -16,6 +16,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ferry/ipc/zmq_channel.hpp"
@@ -472,6 +473,36 @@ TEST_SUITE("ipc.zmq") {
         auto ex = l.child.wait_for(20s);
         REQUIRE(ex);
         CHECK(ex->signal == SIGKILL);
+      }
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("one thread sends while another receives on the same channel") {
+    testing::LeakCheck leaks;
+    constexpr std::uint64_t kN = 5000;  // more than the queues hold: both threads must run
+    for (auto scheme : kSchemes) {
+      for (auto role : kRoles) {
+        CAPTURE(name(scheme));
+        CAPTURE(name(role));
+        auto l = start("zmq_echo", scheme, role, kDefaultMaxFrame);
+        std::uint64_t sent = 0;
+        std::thread sender([&] {
+          for (; sent < kN; ++sent) {
+            if (!l.chan->send_for(frame(sent, std::to_string(sent)), 30s)) break;
+          }
+        });
+        Frame got;
+        std::uint64_t in_order = 0;
+        for (std::uint64_t i = 0; i < kN; ++i) {
+          if (!l.chan->recv_for(got, 30s)) break;
+          if (got.request_id() == i && text(got) == std::to_string(i)) ++in_order;
+        }
+        sender.join();
+        CHECK(sent == kN);
+        CHECK(in_order == kN);
+        REQUIRE(l.chan->send(frame(0, "", MessageKind::shutdown)));
+        expect_exit(l.child, 0);
       }
     }
     leaks.verify();
