@@ -294,22 +294,6 @@ FERRY_TEST_PEER(cond_consumer) {
   return 0;
 }
 
-std::string to_hex(const Bytes& b) {
-  std::string s;
-  char buf[3];
-  for (auto x : b) {
-    std::snprintf(buf, sizeof buf, "%02x", x);
-    s += buf;
-  }
-  return s;
-}
-Bytes from_hex(const std::string& s) {
-  Bytes b;
-  for (std::size_t i = 0; i + 1 < s.size(); i += 2)
-    b.push_back(static_cast<std::uint8_t>(std::stoi(s.substr(i, 2), nullptr, 16)));
-  return b;
-}
-
 // Receives a Value<int64_t>, a Lock and a Semaphore serialized by name (hex of the cereal
 // bytes); sets the value to 42 under the lock and releases one semaphore unit.
 FERRY_TEST_PEER(receive_handles) {
@@ -317,7 +301,7 @@ FERRY_TEST_PEER(receive_handles) {
   Lock l;
   Semaphore sem;
   try {
-    const Bytes bytes = from_hex(args.at(0));
+    const Bytes bytes = testing::from_hex(args.at(0));
     BoundedInputArchive in(ByteView(bytes.data(), bytes.size()));
     in(v, l, sem);
   } catch (const std::exception& e) {
@@ -742,7 +726,7 @@ TEST_SUITE("ipc.sync") {
         BufferOutputArchive out(bytes);
         out(*v, *l, *sem);
       }
-      auto peer = testing::spawn_peer("receive_handles", {to_hex(bytes)});
+      auto peer = testing::spawn_peer("receive_handles", {testing::to_hex(bytes)});
       CHECK(sem->acquire_for(20s));
       expect_exit(peer);
       CHECK(v->get().value() == 42);

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <set>
@@ -124,6 +125,10 @@ struct ReportingPeer {
 };
 ReportingPeer spawn_reporting_peer(std::string_view name, const std::vector<std::string>& args = {},
                                    SpawnOptions opt = {});
+
+// Bytes as lowercase hex and back, to pass a serialized value (a handle) as a peer argument.
+std::string to_hex(const std::vector<std::uint8_t>& bytes);
+std::vector<std::uint8_t> from_hex(std::string_view hex);
 
 // REQUIREs that c exits within timeout, then CHECKs that it exited normally with `code`.
 void expect_exit(Child& c, int code = 0,
