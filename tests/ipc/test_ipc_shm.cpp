@@ -457,7 +457,7 @@ TEST_SUITE("ipc.shm") {
     leaks.verify();
   }
 
-  TEST_CASE("the creator unlinks the name once the peer attached; a second opener is refused") {
+  TEST_CASE("the creator unlinks the name once the peer attached, and a second opener is refused") {
     testing::LeakCheck leaks;
     {
       auto ch = create("unlink");
