@@ -61,7 +61,7 @@ TEST_SUITE("cli.map") {
     leaks.verify();
   }
 
-  TEST_CASE("map --unordered prints every result once; --items and --stdin feed it") {
+  TEST_CASE("map --unordered prints every result once, and --items and --stdin feed it") {
     auto r = ft::run(FERRY_COORDINATOR_EXE,
                      {"-w", "2", "map", "square", "--items", "3,1,2", "--unordered"}, 60s);
     CHECK(r.status.code == 0);
