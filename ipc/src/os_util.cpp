@@ -1,5 +1,7 @@
 #include "os_util.hpp"
 
+#include <boost/interprocess/permissions.hpp>
+
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <signal.h>
@@ -9,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -107,94 +110,84 @@ Status check_object_name(std::string_view name) {
 
 ShmObject::ShmObject(ShmObject&& o) noexcept
     : name_(std::move(o.name_)),
-      base_(std::exchange(o.base_, nullptr)),
-      size_(std::exchange(o.size_, 0)),
+      region_(std::move(o.region_)),
       unlinked_(std::exchange(o.unlinked_, false)) {}
 
 ShmObject& ShmObject::operator=(ShmObject&& o) noexcept {
   if (this != &o) {
-    reset();
     name_ = std::move(o.name_);
-    base_ = std::exchange(o.base_, nullptr);
-    size_ = std::exchange(o.size_, 0);
+    region_ = std::move(o.region_);
     unlinked_ = std::exchange(o.unlinked_, false);
   }
   return *this;
 }
 
-ShmObject::~ShmObject() {
-  reset();
-}
-
-void ShmObject::reset() noexcept {
-  if (base_ != nullptr) ::munmap(base_, size_);
-  base_ = nullptr;
-  size_ = 0;
-}
+ShmObject::~ShmObject() = default;
 
 bool ShmObject::unlink() noexcept {
   if (unlinked_ || name_.empty()) return false;
   unlinked_ = true;
-  return ::shm_unlink(("/" + name_).c_str()) == 0;
+  return bip::shared_memory_object::remove(name_.c_str());
 }
 
+namespace {
+// Close-on-exec at once: a process spawned by another thread must not inherit the descriptor
+// (Boost 1.74 opens without O_CLOEXEC; the object is closed again as soon as it is mapped).
+void set_cloexec(const bip::shared_memory_object& shm) noexcept {
+  const int fd = shm.get_mapping_handle().handle;
+  if (fd >= 0) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+Error shm_error(const std::string& what, const bip::interprocess_exception& e) {
+  switch (e.get_error_code()) {
+    case bip::already_exists_error:
+      return Error(Errc::already_exists, "/dev/shm/" + what + " exists", EEXIST);
+    case bip::not_found_error:
+      return Error(Errc::not_found, "/dev/shm/" + what + " does not exist", ENOENT);
+    default:
+      return Error(Errc::system_error, "shared memory /dev/shm/" + what + ": " + e.what(),
+                   static_cast<int>(e.get_native_error()));
+  }
+}
+}  // namespace
+
 Result<ShmObject> ShmObject::create(const std::string& name, std::size_t size) {
-  const std::string path = "/" + name;
-  // O_CLOEXEC: a process spawned by another thread meanwhile must not inherit the fd.
-  const int fd = ::shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    const int e = errno;
-    if (e == EEXIST) return Error(Errc::already_exists, "/dev/shm" + path + " exists", e);
-    return system_error("shm_open " + path, e);
-  }
   ShmObject s;
-  s.name_ = name;  // from here on, failing paths unlink the name again
-  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
-    const int e = errno;
-    ::close(fd);
+  try {
+    // Made and named by Boost.Interprocess; owner-only, like every ferry object.
+    bip::shared_memory_object shm(bip::create_only, name.c_str(), bip::read_write,
+                                  bip::permissions(0600));
+    set_cloexec(shm);
+    s.name_ = name;  // from here on, failing paths remove the name again
+    shm.truncate(static_cast<bip::offset_t>(size));
+    s.region_ = bip::mapped_region(shm, bip::read_write, 0, size);
+  } catch (const bip::interprocess_exception& e) {
     s.unlink();
-    return system_error("ftruncate " + path, e);
+    return shm_error(name, e);
   }
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const int e = errno;
-  ::close(fd);  // the mapping keeps the object
-  if (p == MAP_FAILED) {
-    s.unlink();
-    return system_error("mmap " + path, e);
-  }
-  s.base_ = p;
-  s.size_ = size;
   return s;
 }
 
 Result<ShmObject> ShmObject::open(const std::string& name, std::size_t min_size) {
-  const std::string path = "/" + name;
-  const int fd = ::shm_open(path.c_str(), O_RDWR | O_CLOEXEC, 0);
-  if (fd < 0) {
-    const int e = errno;
-    if (e == ENOENT) return Error(Errc::not_found, "/dev/shm" + path + " does not exist", e);
-    return system_error("shm_open " + path, e);
-  }
-  struct stat st {};
-  auto sized = [&] {
-    return ::fstat(fd, &st) == 0 && static_cast<std::size_t>(st.st_size) >= min_size;
-  };
-  if (!(min_size == 0 ? ::fstat(fd, &st) == 0 : wait_briefly(sized))) {
-    const int e = errno;
-    ::close(fd);
-    if (min_size == 0) return system_error("fstat " + path, e);
-    return Error(Errc::invalid_argument,
-                 "/dev/shm" + path + " is smaller than " + std::to_string(min_size) + " bytes");
-  }
-  const auto size = static_cast<std::size_t>(st.st_size);
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const int e = errno;
-  ::close(fd);
-  if (p == MAP_FAILED) return system_error("mmap " + path, e);
   ShmObject s;
-  s.name_ = name;
-  s.base_ = p;
-  s.size_ = size;
+  try {
+    bip::shared_memory_object shm(bip::open_only, name.c_str(), bip::read_write);
+    set_cloexec(shm);
+    bip::offset_t size = 0;
+    auto sized = [&] {
+      return shm.get_size(size) &&
+             static_cast<std::size_t>(size) >= std::max<std::size_t>(min_size, 1);
+    };
+    // A creator may still be sizing it: wait briefly rather than map a short object.
+    if (!(min_size == 0 ? shm.get_size(size) : wait_briefly(sized))) {
+      return Error(Errc::invalid_argument,
+                   "/dev/shm/" + name + " is smaller than " + std::to_string(min_size) + " bytes");
+    }
+    s.name_ = name;
+    s.region_ = bip::mapped_region(shm, bip::read_write, 0, static_cast<std::size_t>(size));
+  } catch (const bip::interprocess_exception& e) {
+    return shm_error(name, e);
+  }
   return s;
 }
 

@@ -15,10 +15,15 @@
 #include <thread>
 #include <type_traits>
 
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+
 #include "ferry/ipc/deadline.hpp"
 #include "ferry/shared/error.hpp"
 
 namespace ferry::ipc::os {
+
+namespace bip = boost::interprocess;
 
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
                   std::atomic<std::uint32_t>::is_always_lock_free,
@@ -91,18 +96,16 @@ class ShmObject {
   // (at most ~1 s) for a creator that is still sizing it, then InvalidArgument if smaller.
   static Result<ShmObject> open(const std::string& name, std::size_t min_size = 0);
 
-  std::uint8_t* data() const noexcept { return static_cast<std::uint8_t*>(base_); }
-  std::size_t size() const noexcept { return size_; }
+  std::uint8_t* data() const noexcept { return static_cast<std::uint8_t*>(region_.get_address()); }
+  std::size_t size() const noexcept { return region_.get_size(); }
   const std::string& name() const noexcept { return name_; }
   // Removes the name from /dev/shm (mappings stay valid). True if this call removed it;
   // later calls do nothing.
   bool unlink() noexcept;
 
  private:
-  void reset() noexcept;
   std::string name_;
-  void* base_ = nullptr;
-  std::size_t size_ = 0;
+  boost::interprocess::mapped_region region_;  // the mapping; the object's fd is closed
   bool unlinked_ = false;
 };
 
