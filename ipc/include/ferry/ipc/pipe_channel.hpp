@@ -19,6 +19,7 @@
 // its two descriptors and closes them in its destructor.
 #pragma once
 
+#include <atomic>
 #include <sys/uio.h>
 
 #include <span>
@@ -72,7 +73,7 @@ class PipeChannel final : public Channel {
   Bytes buf_;              // receive buffer
   std::size_t begin_ = 0;  // unread data is buf_[begin_, end_)
   std::size_t end_ = 0;
-  bool closed_ = false;
+  std::atomic<bool> closed_{false};  // set by either side (a sender and a receiver thread)
 };
 
 }  // namespace ferry::ipc
