@@ -207,6 +207,7 @@ void PoolCore::retire(WorkerLink& link, std::optional<coordinator::ExitInfo> inf
   std::unique_ptr<WorkerLink> owned;
   {
     std::lock_guard lk(mu_);
+    if (link.state == WorkerLink::State::dead) return;  // retired already (remote: twice told)
     const bool was_starting = link.state == WorkerLink::State::starting;
     link.state = WorkerLink::State::dead;
     const bool unexpected = !link.expected_exit && !stopping_;
@@ -315,6 +316,9 @@ void PoolCore::enforce_timeouts() {
 }
 
 void PoolCore::terminate_all() {
+  // The router thread retires remote links too: stop it before collecting them.
+  router_stop_ = true;
+  if (router_thread_.joinable()) router_thread_.join();
   std::vector<WorkerLink*> live, remote;
   {
     std::lock_guard lk(mu_);
@@ -325,8 +329,6 @@ void PoolCore::terminate_all() {
   }
   // Remote workers are told to stop (the frames are flushed when the router closes) and
   // retired at once: there is no process of ours to wait for.
-  router_stop_ = true;
-  if (router_thread_.joinable()) router_thread_.join();
   for (auto* l : remote) {
     (void)send_to(*l, make_frame(MessageKind::shutdown, msg::Shutdown{!cancel_on_stop_}),
                   Deadline::after(std::chrono::milliseconds(100)));

@@ -3,6 +3,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/stacktrace.hpp>
 #include <condition_variable>
 #include <csignal>
@@ -174,7 +175,10 @@ class Worker {
     }
     Frame f;
     // A remote coordinator may be down: wait a bounded time, then count it as a lost link.
-    const auto wait = opt_.parent ? std::chrono::seconds(30) : std::chrono::seconds(5);
+    const std::chrono::milliseconds wait =
+        opt_.parent ? std::chrono::milliseconds(30000)
+                    : std::clamp(opt_.reconnect_timeout, std::chrono::milliseconds(200),
+                                 std::chrono::milliseconds(5000));
     if (auto st = ch_->recv_for(f, wait); !st) {
       why_ = "no welcome from the coordinator: " + st.error().message() +
              (opt_.keys.empty() ? "" : " (if this repeats: is this worker's key authorized?)");

@@ -1,0 +1,276 @@
+// Remote workers over TCP on loopback: joining, slots, frozen workers, reconnects, CURVE keys,
+// the --insecure rule and hostile bytes on the port. (Multi-host cases with real network
+// namespaces are in test_coordinator_netns.cpp.)
+#include <arpa/inet.h>
+#include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <mutex>
+#include <random>
+#include <ranges>
+#include <zmq.hpp>
+
+#include "ferry/ferry.hpp"
+#include "ferry/ipc/curve.hpp"
+#include "ferry/shared/messages.hpp"
+#include "testing.hpp"
+
+using namespace std::chrono_literals;
+namespace ft = ferry::testing;
+using ferry::builtin::square;
+
+namespace {
+
+struct Events {
+  std::mutex m;
+  std::vector<std::string> lines;
+  std::function<void(std::string_view)> sink() {
+    return [this](std::string_view l) {
+      std::lock_guard lk(m);
+      lines.emplace_back(l);
+    };
+  }
+  bool has(std::string_view needle) {
+    std::lock_guard lk(m);
+    for (auto& l : lines) {
+      if (l.find(needle) != std::string::npos) return true;
+    }
+    return false;
+  }
+};
+
+ferry::PoolOptions remote_only(Events& ev) {
+  ferry::PoolOptions o;
+  o.workers = 0;
+  o.listen = "tcp://127.0.0.1:0";
+  o.heartbeat_interval = 200ms;
+  o.heartbeat_timeout = 1000ms;
+  o.on_event = ev.sink();
+  return o;
+}
+
+ft::Child start_worker(const std::string& endpoint, std::vector<std::string> extra = {}) {
+  std::vector<std::string> args{"--connect", endpoint};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return ft::spawn(FERRY_WORKER_EXE, args);
+}
+
+int free_port() {
+  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(s);
+  return ntohs(a.sin_port);
+}
+
+}  // namespace
+
+TEST_SUITE("coordinator.remote") {
+  TEST_CASE("two remote workers with slots serve a map over tcp and exit when it shuts down") {
+    ft::LeakCheck leaks;
+    Events ev;
+    {
+      ferry::Pool pool(remote_only(ev));
+      auto a = start_worker(pool.listen_endpoint(), {"--slots", "2", "--name", "alpha"});
+      auto b = start_worker(pool.listen_endpoint(), {"--name", "beta"});
+      REQUIRE(pool.wait_workers(2, 20s));
+      CHECK(pool.size() == 3);
+      auto squares = pool.map(square, std::views::iota(0, 2000), 50);
+      bool ok = squares.size() == 2000;
+      for (std::size_t i = 0; ok && i < squares.size(); ++i) {
+        ok = squares[i] == static_cast<std::int64_t>(i * i);
+      }
+      CHECK(ok);
+      auto st = pool.stats();
+      REQUIRE(st.workers.size() == 2);
+      CHECK(st.workers[0].tasks > 0);
+      CHECK(st.workers[1].tasks > 0);
+      CHECK(ev.has("joined"));
+      CHECK(ev.has("alpha"));
+      pool.shutdown();
+      // Told to shut down, the workers exit 0.
+      auto ea = a.wait_for(10s);
+      auto eb = b.wait_for(10s);
+      REQUIRE(ea.has_value());
+      REQUIRE(eb.has_value());
+      CHECK(ea->code == 0);
+      CHECK(eb->code == 0);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a SIGSTOPped remote worker is declared lost within 2x the heartbeat timeout") {
+    ft::LeakCheck leaks;
+    Events ev;
+    {
+      ferry::Pool pool(remote_only(ev));
+      auto frozen = start_worker(pool.listen_endpoint());
+      REQUIRE(pool.wait_workers(1, 20s));
+      auto f = pool.submit(ferry::builtin::sleep_ms, 300);
+      // The task is running on the only worker; freeze it and bring a second one.
+      frozen.kill(SIGSTOP);
+      const auto t0 = std::chrono::steady_clock::now();
+      auto healthy = start_worker(pool.listen_endpoint());
+      CHECK(f.get() == 300);  // re-queued on the healthy worker
+      const auto detected = std::chrono::steady_clock::now() - t0;
+      CHECK(detected < 2 * 1000ms + 1000ms);  // 2x timeout, plus the re-run itself
+      CHECK(ev.has("lost"));
+      CHECK(pool.stats().retries == 1);
+      frozen.kill(SIGKILL);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a worker reconnects to a restarted coordinator, and gives up after its timeout") {
+    ft::LeakCheck leaks;
+    {
+      const std::string ep = "tcp://127.0.0.1:" + std::to_string(free_port());
+      Events ev1;
+      auto opts = remote_only(ev1);
+      opts.listen = ep;
+      std::optional<ferry::Pool> first(std::in_place, opts);
+      auto w = start_worker(ep, {"--reconnect-timeout", "30"});
+      REQUIRE(first->wait_workers(1, 20s));
+      CHECK(first->apply(square, 3) == 9);
+      // Lose the coordinator without a goodbye: the worker hears nothing and reconnects.
+      first->shutdown(ferry::ShutdownMode::cancel);
+      first.reset();
+      Events ev2;
+      opts.on_event = ev2.sink();
+      ferry::Pool second(opts);
+      REQUIRE(second.wait_workers(1, 20s));
+      CHECK(second.apply(square, 4) == 16);
+      second.shutdown();
+      REQUIRE(w.wait_for(10s).has_value());
+    }
+    {
+      // Nothing listens here: after --reconnect-timeout the worker exits 6 with a reason.
+      auto r = ft::run(FERRY_WORKER_EXE,
+                       {"--connect", "tcp://127.0.0.1:" + std::to_string(free_port()),
+                        "--reconnect-timeout", "1"},
+                       30s);
+      CHECK(r.status.code == 6);
+      CHECK(r.err.find("gave up") != std::string::npos);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("CURVE: an authorized worker gets tasks and an unknown key gets none") {
+    ft::LeakCheck leaks;
+    const auto dir =
+        std::filesystem::temp_directory_path() / ("ferry-keys-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    REQUIRE(static_cast<bool>(ferry::ipc::write_key_directory(dir.string())));
+    // A second worker pair, with the right coordinator key but not authorized.
+    const auto stranger = dir / "stranger";
+    REQUIRE(static_cast<bool>(ferry::ipc::write_key_directory(stranger.string())));
+    std::filesystem::remove(stranger / "coordinator.pub");
+    std::filesystem::copy_file(dir / "coordinator.pub", stranger / "coordinator.pub");
+    CHECK((std::filesystem::status(dir / "worker.secret").permissions() &
+           std::filesystem::perms::group_all) == std::filesystem::perms::none);
+    Events ev;
+    {
+      auto opts = remote_only(ev);
+      opts.keys = dir.string();
+      ferry::Pool pool(opts);
+      auto bad = start_worker(pool.listen_endpoint(),
+                              {"--keys", stranger.string(), "--reconnect-timeout", "2"});
+      auto good = start_worker(pool.listen_endpoint(), {"--keys", dir.string()});
+      REQUIRE(pool.wait_workers(1, 20s));
+      CHECK(pool.map(square, std::vector<int>{1, 2, 3}, 1) == std::vector<std::int64_t>{1, 4, 9});
+      auto bad_exit = bad.wait_for(30s);
+      REQUIRE(bad_exit.has_value());
+      CHECK(bad_exit->code == 6);
+      CHECK(ev.has("is not in authorized_workers"));
+      CHECK(pool.stats().workers.size() == 1);  // the stranger never registered
+    }
+    std::filesystem::remove_all(dir);
+    leaks.verify();
+  }
+
+  TEST_CASE("a non-loopback listen needs keys or --insecure") {
+    Events ev;
+    auto opts = remote_only(ev);
+    opts.listen = "tcp://0.0.0.0:0";
+    try {
+      ferry::Pool pool(opts);
+      FAIL("expected a refusal");
+    } catch (const ferry::Exception& e) {
+      CHECK(std::string(e.what()).find("--keys") != std::string::npos);
+      CHECK(std::string(e.what()).find("--insecure") != std::string::npos);
+    }
+    opts.insecure = true;
+    ferry::Pool pool(opts);
+    CHECK(!pool.listen_endpoint().empty());
+  }
+
+  TEST_CASE("hostile bytes on the port never stall the pool") {
+    ft::LeakCheck leaks;
+    Events ev;
+    {
+      ferry::Pool pool(remote_only(ev));
+      const std::string ep = pool.listen_endpoint();
+      auto worker = start_worker(ep);
+      REQUIRE(pool.wait_workers(1, 20s));
+      // 1. Random bytes on a raw TCP connection (not even a ZMTP greeting).
+      const auto port = static_cast<std::uint16_t>(std::stoi(ep.substr(ep.rfind(':') + 1)));
+      int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(port);
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      REQUIRE(::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+      std::mt19937 rng(7);
+      std::vector<char> junk(4096);
+      for (auto& c : junk)
+        c = static_cast<char>(rng());
+      CHECK(::write(s, junk.data(), junk.size()) > 0);
+      ::close(s);
+      // 2. A real zmq peer sending garbage frames: bad magic, truncated, a huge length, and a
+      // hello with another protocol version.
+      {
+        zmq::context_t ctx;
+        zmq::socket_t d(ctx, zmq::socket_type::dealer);
+        d.set(zmq::sockopt::linger, 500);
+        d.connect(ep);
+        d.send(zmq::buffer(std::string("not a frame at all")), zmq::send_flags::none);
+        std::string huge(20, '\0');
+        std::memcpy(huge.data(), "FRRY", 4);
+        huge[4] = 1;
+        huge[6] = 4;
+        huge[8] = '\xff';
+        huge[9] = '\xff';
+        huge[10] = '\xff';
+        huge[11] = '\x7f';
+        d.send(zmq::buffer(huge), zmq::send_flags::none);
+        d.send(zmq::buffer(std::string("FRR")), zmq::send_flags::none);
+      }
+      {
+        zmq::context_t ctx;
+        zmq::socket_t d(ctx, zmq::socket_type::dealer);
+        d.set(zmq::sockopt::linger, 500);
+        d.connect(ep);
+        ferry::msg::Hello h;
+        h.protocol_version = 99;
+        auto f = ferry::make_frame(ferry::MessageKind::hello, h);
+        ferry::Bytes wire(20 + f.payload.size());
+        ferry::encode_header(f.header, wire.data());
+        std::memcpy(wire.data() + 20, f.payload.data(), f.payload.size());
+        d.send(zmq::buffer(wire.data(), wire.size()), zmq::send_flags::none);
+      }
+      // The pool still works, with its one real worker.
+      CHECK(pool.map(square, std::views::iota(0, 100), 10).back() == 99 * 99);
+      CHECK(pool.stats().workers.size() <= 2);
+    }
+    leaks.verify();
+  }
+}
