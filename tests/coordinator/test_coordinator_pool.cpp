@@ -11,6 +11,8 @@
 #include <thread>
 
 #include "ferry/ferry.hpp"
+#include "ferry/ipc/factory.hpp"
+#include "ferry/shared/messages.hpp"
 #include "testing.hpp"
 
 using namespace std::chrono_literals;
@@ -86,6 +88,21 @@ BadResult make_bad(int mode) {
 }
 
 }  // namespace
+
+// A worker from another release: speaks protocol version 99 in its hello.
+FERRY_TEST_PEER(old_protocol_worker) {
+  auto ch =
+      ferry::ipc::open_channel(std::getenv("FERRY_WORKER_ENDPOINT"), ferry::ipc::Role::connect);
+  if (!ch) return 3;
+  ferry::msg::Hello h;
+  h.protocol_version = 99;
+  h.pid = ::getpid();
+  h.registry_hash = ferry::TaskRegistry::instance().hash();
+  if (!(*ch)->send(ferry::make_frame(ferry::MessageKind::hello, h))) return 3;
+  ferry::Frame f;
+  if (!(*ch)->recv_for(f, 10s)) return 3;
+  return f.header.kind == ferry::MessageKind::reject ? 4 : 0;
+}
 
 FERRY_TASK(add);
 FERRY_TASK(worker_pid);
@@ -370,6 +387,31 @@ TEST_SUITE("coordinator.pool") {
     CHECK_FALSE(pool.wait_ready(100ms));
   }
 
+  TEST_CASE("a worker speaking another protocol version is rejected with both versions named") {
+    std::mutex m;
+    std::vector<std::string> events;
+    ferry::PoolOptions o;
+    o.workers = 1;
+    o.worker_program = ft::self_exe();
+    o.worker_args = {"--ferry-test-peer", "old_protocol_worker"};
+    o.on_event = [&](std::string_view l) {
+      std::lock_guard lk(m);
+      events.emplace_back(l);
+    };
+    ferry::Pool pool(o);
+    auto f = pool.submit(square, 2);
+    try {
+      f.get();
+      FAIL("expected Rejected");
+    } catch (const ferry::Rejected& e) {
+      const std::string what = e.what();
+      CHECK(what.find("protocol version mismatch") != std::string::npos);
+      CHECK(what.find("99") != std::string::npos);
+    }
+    std::lock_guard lk(m);
+    CHECK(!events.empty());
+  }
+
   TEST_CASE("shutdown(cancel) fails what is left with Cancelled and leaves nothing behind") {
     ft::LeakCheck leaks;
     std::vector<ferry::Future<std::int64_t>> fs;
@@ -386,4 +428,3 @@ TEST_SUITE("coordinator.pool") {
     leaks.verify();
   }
 }
-

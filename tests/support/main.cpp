@@ -38,11 +38,12 @@ REGISTER_LISTENER("ferry-selected-count", 1, SelectedCount);
 }  // namespace
 
 int main(int argc, char** argv) {
-  // A pool's self-exec worker: runs the worker loop and exits.
-  ferry::init(argc, argv);
+  // Peers first (they are asked for by argv; one may stand in for a worker on purpose).
   bool was_peer = false;
   const int peer_rc = ferry::testing::run_peer_if_requested(argc, argv, was_peer);
   if (was_peer) return peer_rc;
+  // A pool's self-exec worker: runs the worker loop and exits.
+  ferry::init(argc, argv);
   // Orphaned grandchildren are re-parented to us, so leftover checks can see and reap them.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   doctest::Context ctx(argc, argv);
