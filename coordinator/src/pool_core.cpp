@@ -87,7 +87,8 @@ bool cancel_task(const std::weak_ptr<PoolCore>& core, const std::shared_ptr<Task
 // --- the core -------------------------------------------------------------------------------
 
 PoolCore::PoolCore(PoolOptions opt)
-    : opt_(std::move(opt)), launcher_(std::make_unique<coordinator::PosixLauncher>()) {
+    : opt_(std::move(opt)),
+      launcher_(opt_.launcher ? opt_.launcher : std::make_shared<coordinator::PosixLauncher>()) {
   local_workers_ = opt_.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
   if (local_workers_ == 0 && opt_.listen.empty()) {
     throw Exception(

@@ -137,7 +137,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   double avg_service_us_ = -1;
   std::uint32_t init_function_ = msg::Welcome::kNoFunction;
   std::uint64_t registry_hash_ = 0;
-  std::unique_ptr<coordinator::Launcher> launcher_;
+  std::shared_ptr<coordinator::Launcher> launcher_;
   std::string worker_exe_;
 
   mutable std::mutex mu_;

@@ -412,6 +412,32 @@ TEST_SUITE("coordinator.pool") {
     CHECK(!events.empty());
   }
 
+  TEST_CASE("workers that cannot be started make tasks fail with Rejected, naming why") {
+    // A fake launcher (no processes at all) drives the supervisor's failure path.
+    struct FailingLauncher : ferry::coordinator::Launcher {
+      std::atomic<int> calls{0};
+      ferry::Result<std::unique_ptr<ferry::coordinator::Process>> spawn(
+          const ferry::coordinator::SpawnSpec&) override {
+        ++calls;
+        return ferry::Error{ferry::Errc::system_error, "no processes on this fake"};
+      }
+    };
+    auto launcher = std::make_shared<FailingLauncher>();
+    ferry::PoolOptions o;
+    o.workers = 2;
+    o.launcher = launcher;
+    ferry::Pool pool(o);
+    auto f = pool.submit(square, 3);
+    try {
+      f.get();
+      FAIL("expected Rejected");
+    } catch (const ferry::Rejected& e) {
+      CHECK(std::string(e.what()).find("no processes on this fake") != std::string::npos);
+    }
+    CHECK(launcher->calls >= 1);
+    CHECK_FALSE(pool.wait_ready(100ms));
+  }
+
   TEST_CASE("shutdown(cancel) fails what is left with Cancelled and leaves nothing behind") {
     ft::LeakCheck leaks;
     std::vector<ferry::Future<std::int64_t>> fs;

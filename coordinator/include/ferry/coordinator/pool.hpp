@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "ferry/coordinator/future.hpp"
+#include "ferry/coordinator/process.hpp"
 #include "ferry/shared/task.hpp"
 
 namespace ferry {
@@ -87,6 +88,8 @@ struct PoolOptions {
   std::chrono::milliseconds heartbeat_timeout{3000};  // silence that declares a worker lost
   // Membership news (joined, lost, rejected); default: stderr, prefixed "ferry: ".
   std::function<void(std::string_view)> on_event{};
+  // How worker processes are started (tests substitute a fake); default: posix_spawn.
+  std::shared_ptr<coordinator::Launcher> launcher{};
 };
 
 struct WorkerStats {
