@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
     return ferry::bench::run_sync_bench_peer(argc, argv);
   }
   if (argc >= 3 && std::string(argv[1]) == "--bench-peer") {
-    return ferry::bench::channel_peer(std::vector<std::string>(argv + 2, argv + argc));
+    const std::vector<std::string> args(argv + 2, argv + argc);
+    return args[0] == "primes" ? ferry::bench::primes_peer(args) : ferry::bench::channel_peer(args);
   }
   std::string suite = "all";
   bool quick = false;

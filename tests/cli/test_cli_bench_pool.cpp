@@ -46,7 +46,8 @@ TEST_SUITE("cli.bench_pool") {
       got[j.at("name").get<std::string>()] = j.at("value").get<double>();
     }
 
-    std::vector<std::string> expected{"pool.startup_ms.4"};
+    std::vector<std::string> expected{"pool.startup_ms.4",
+                                      "baseline.raw-procs.count_primes_speedup_2w"};
     for (const char* t : {"pipe", "shm", "zmq"}) {
       for (const char* m :
            {"submit_tasks_per_s", "map_items_per_s", "apply_rtt_p50_us", "startup_ms.4",
