@@ -37,10 +37,30 @@ void Report::print_table() const {
   // channel.<t>.<metric>.<bytes> is shown with the baseline for the same workload.
   static const std::map<std::string, std::string> baseline_of{
       {"pipe", "raw-pipe"}, {"zmq-ipc", "raw-zmq-ipc"}, {"zmq-tcp", "raw-zmq-tcp"}};
+  // pool.<t>.<metric> (and pool.startup_ms.<n>) is shown with Python's multiprocessing.Pool on
+  // the same workload, and concurrent.futures' ratio after it. count_primes_ms_* is not
+  // compared: Python runs a smaller n (its speed-up is).
+  const auto pool_metric = [](const std::string& name) -> std::string {
+    if (name.rfind("pool.", 0) != 0) return {};
+    if (name.rfind("pool.startup_ms.", 0) == 0) return name.substr(5);
+    const auto dot = name.find('.', 5);
+    if (dot == std::string::npos) return {};
+    auto rest = name.substr(dot + 1);
+    return rest.rfind("count_primes_ms", 0) == 0 ? std::string() : rest;
+  };
+  const auto ratio_of = [](const Metric& m, double base) {
+    // Oriented so that > 1 means ferry is better.
+    const bool lower_is_better = m.unit == "us" || m.unit == "ms";
+    return lower_is_better ? base / m.value : m.value / base;
+  };
   std::printf("\n%-44s %14s %-8s %14s %8s\n", "figure", "value", "unit", "baseline", "ratio");
   for (const auto& m : metrics_) {
     std::string base_name;
-    if (m.name.rfind("sync.lock.", 0) == 0) {
+    std::string futures_name;
+    if (const auto pm = pool_metric(m.name); !pm.empty()) {
+      base_name = "peer.python_mp." + pm;
+      futures_name = "peer.python_futures." + pm;
+    } else if (m.name.rfind("sync.lock.", 0) == 0) {
       base_name = "baseline.boost-ipc-mutex." + m.name.substr(10);
     } else if (m.name.rfind("channel.", 0) == 0) {
       const auto dot = m.name.find('.', 8);
@@ -53,11 +73,11 @@ void Report::print_table() const {
     if (std::isnan(base)) {
       std::printf("%-44s %14.3f %-8s\n", m.name.c_str(), m.value, m.unit.c_str());
     } else {
-      // Ratios are oriented so that > 1 means ferry is better.
-      const bool lower_is_better = m.unit == "us";
-      const double ratio = lower_is_better ? base / m.value : m.value / base;
-      std::printf("%-44s %14.3f %-8s %14.3f %7.2fx\n", m.name.c_str(), m.value, m.unit.c_str(),
-                  base, ratio);
+      std::printf("%-44s %14.3f %-8s %14.3f %7.2fx", m.name.c_str(), m.value, m.unit.c_str(), base,
+                  ratio_of(m, base));
+      const double fut = futures_name.empty() ? std::nan("") : get(futures_name);
+      if (!std::isnan(fut)) std::printf("  (futures %.3f: %.2fx)", fut, ratio_of(m, fut));
+      std::printf("\n");
     }
   }
 }

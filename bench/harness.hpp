@@ -69,5 +69,10 @@ Peer spawn_peer(const Config& cfg, const std::vector<std::string>& args,
 // Suites.
 void run_channels(const Config& cfg, Report& report);
 int channel_peer(const std::vector<std::string>& args);
+// Pool figures per transport and Python's pools (bench/python_pools.py) in the same run.
+void run_pool(const Config& cfg, Report& report);
+int primes_peer(const std::vector<std::string>& args);  // `--bench-peer primes N TASKS`
+// The pool targets, met or missed, under the table (nothing without pool figures).
+void print_pool_targets(const Report& report);
 
 }  // namespace ferry::bench

@@ -9,6 +9,7 @@
 
 #include "bench_sync.hpp"
 #include "ferry/shared/cli_support.hpp"
+#include "ferry/worker/runtime.hpp"
 #include "harness.hpp"
 
 namespace {
@@ -20,11 +21,14 @@ std::string self_path() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The pool suite's workers are this executable: in a worker, this runs the worker and exits.
+  ferry::init(argc, argv);
   if (argc > 1 && std::string(argv[1]) == ferry::bench::kSyncBenchPeerArg) {
     return ferry::bench::run_sync_bench_peer(argc, argv);
   }
   if (argc >= 3 && std::string(argv[1]) == "--bench-peer") {
-    return ferry::bench::channel_peer(std::vector<std::string>(argv + 2, argv + argc));
+    const std::vector<std::string> args(argv + 2, argv + argc);
+    return args[0] == "primes" ? ferry::bench::primes_peer(args) : ferry::bench::channel_peer(args);
   }
   std::string suite = "all";
   bool quick = false;
@@ -44,7 +48,8 @@ int main(int argc, char** argv) {
       for (auto& r : ferry::bench::run_sync_bench(quick))
         report.add(r.name, r.value, r.unit);
     }
-    if (suite == "pool" || suite == "remote") {
+    if (suite == "pool" || suite == "all") ferry::bench::run_pool(cfg, report);
+    if (suite == "remote") {
       std::fprintf(stderr, "ferry-bench: the %s suite is not built yet\n", suite.c_str());
       return ferry::cli::kExitFailed;
     }
@@ -53,5 +58,6 @@ int main(int argc, char** argv) {
     return ferry::cli::kExitFailed;
   }
   report.print_table();
+  if (!json) ferry::bench::print_pool_targets(report);
   return ferry::cli::kExitOk;
 }
