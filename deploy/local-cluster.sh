@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# A ferry "cluster" on one machine: a coordinator host and N worker hosts, each a Linux network
+# namespace with its own address on a private /24, joined by veth pairs to a bridge that lives
+# in a namespace of its own. The machine's own networking is not touched, and the hosts have no
+# route beyond their /24. Runs one ferry-coordinator command on the coordinator host (listening
+# for remote workers, with no local ones), a ferry-worker on each worker host, and removes every
+# namespace, interface and process it made when it exits, also on Ctrl-C or an error.
+#
+#   sudo deploy/local-cluster.sh                              # 3 workers: map square --range 0:1000
+#   sudo deploy/local-cluster.sh -n 5 -s 2 -- map count_primes --range 0:100000 --chunksize 100
+#   sudo deploy/local-cluster.sh --keys /etc/ferry/keys -- --json map square --items 1,2,3
+#   sudo deploy/local-cluster.sh --check                      # the network only (no ferry)
+#
+# Options (the words after `--` are ferry-coordinator's options and command):
+#   -n N         worker hosts (default 3)
+#   -s SLOTS     slots per worker (default 1)
+#   -b DIR       build folder holding coordinator/ferry-coordinator and worker/ferry-worker
+#                (default: build/ at the top of the repository)
+#   --bin DIR    folder holding both executables instead (e.g. /usr/local/bin)
+#   --keys DIR   CURVE keys (ferry-coordinator keygen) for both sides; without it, --insecure
+#   --port P     coordinator port (default 5555)
+#   --wait S     seconds the coordinator waits for all N workers to join (default 60)
+#   --check      no ferry: check that every worker host reaches the coordinator host over TCP
+#                (python3's http.server there, bash's /dev/tcp here), then tear down
+#   --hold       keep the cluster up after the command until Ctrl-C (for poking around with
+#                `ip netns exec NAME ...`)
+#
+# Exit status: the coordinator's (0 all tasks succeeded, 1 some failed, 2 usage, 130
+# interrupted); with --check, 0 if every worker host got an answer. Workers' output goes to
+# log files whose folder is printed (kept if something failed).
+#
+# Namespaces are named ferry-<pid>-<start ticks>-lc-*, like the C++ test bed's: the owner's
+# session id, so leftovers of a run that was SIGKILLed (no trap runs then) are removed by the
+# next run, or by the next test bed, once that pid is gone.
+set -euo pipefail
+
+die() {
+  echo "local-cluster: $*" >&2
+  exit 2
+}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+workers=3
+slots=1
+build="$here/../build"
+bin=""
+keys=""
+port=5555
+wait_s=60
+check=0
+hold=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -n) workers=${2:?}; shift 2 ;;
+    -s) slots=${2:?}; shift 2 ;;
+    -b) build=${2:?}; shift 2 ;;
+    --bin) bin=${2:?}; shift 2 ;;
+    --keys) keys=${2:?}; shift 2 ;;
+    --port) port=${2:?}; shift 2 ;;
+    --wait) wait_s=${2:?}; shift 2 ;;
+    --check) check=1; shift ;;
+    --hold) hold=1; shift ;;
+    --) shift; break ;;
+    -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+done
+[ $# -gt 0 ] || set -- map square --range 0:1000
+if ! [[ "$workers" =~ ^[0-9]+$ ]] || [ "$workers" -lt 1 ] || [ "$workers" -gt 200 ]; then
+  die "-n: 1 to 200 workers"
+fi
+[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, veth pairs, a bridge)"
+command -v ip >/dev/null || die "iproute2's ip not found (apt-get install iproute2)"
+
+if [ $check -eq 0 ]; then
+  if [ -n "$bin" ]; then
+    coordinator_exe="$bin/ferry-coordinator"
+    worker_exe="$bin/ferry-worker"
+  else
+    coordinator_exe="$build/coordinator/ferry-coordinator"
+    worker_exe="$build/worker/ferry-worker"
+  fi
+  [ -x "$coordinator_exe" ] || die "$coordinator_exe not found (build first, or give -b/--bin)"
+  [ -x "$worker_exe" ] || die "$worker_exe not found (build first, or give -b/--bin)"
+  if [ -n "$keys" ]; then
+    security=(--keys "$keys")
+    worker_security=(--keys "$keys")
+  else
+    security=(--insecure)
+    worker_security=()
+  fi
+fi
+
+# This process's session id, "<pid>-<start ticks>" (field 22 of /proc/PID/stat).
+start_ticks() {
+  local stat rest fields
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  rest=${stat##*) }
+  read -ra fields <<<"$rest"
+  echo "${fields[19]}"
+}
+session="$$-$(start_ticks $$)"
+prefix="ferry-$session-lc-"
+bridge_ns="${prefix}br"
+hosts=("${prefix}coordinator")
+for ((i = 1; i <= workers; i++)); do hosts+=("${prefix}worker$i"); done
+# 10.X.Y.0/24 from the pid: isolated anyway, distinct only to keep logs unambiguous.
+subnet="10.$((128 + ($$ >> 8) % 96)).$(($$ & 255))"
+coordinator_addr="$subnet.1"
+logs=$(mktemp -d /tmp/ferry-local-cluster.XXXXXX)
+started=()
+failed=0
+
+# SIGKILLs whatever runs inside a namespace, then deletes it (its interfaces go with it).
+remove_ns() {
+  local ns=$1 pids
+  [ -e "/run/netns/$ns" ] || return 0
+  pids=$(ip netns pids "$ns" 2>/dev/null || true)
+  # shellcheck disable=SC2086 # one pid per word
+  [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
+  ip netns del "$ns" || echo "local-cluster: could not delete namespace $ns" >&2
+}
+
+# shellcheck disable=SC2317 # reached through the EXIT trap
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  # Ask nicely first: workers and the coordinator exit on SIGTERM.
+  [ ${#started[@]} -eq 0 ] || kill -TERM "${started[@]}" 2>/dev/null || true
+  for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for ns in "${hosts[@]}" "$bridge_ns"; do remove_ns "$ns"; done
+  if [ "$rc" -ne 0 ] || [ "$failed" -ne 0 ]; then
+    echo "local-cluster: logs kept in $logs" >&2
+  else
+    rm -rf "$logs"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Leftovers of runs (or test beds) whose owner is gone: same pid with other start ticks, or none.
+for ns in $(ip netns list | awk '{print $1}'); do
+  if [[ "$ns" =~ ^ferry-([0-9]+)-([0-9]+)- ]]; then
+    owner=${BASH_REMATCH[1]}
+    ticks=${BASH_REMATCH[2]}
+    if [ "$(start_ticks "$owner" || true)" != "$ticks" ]; then
+      echo "local-cluster: removing stale namespace $ns" >&2
+      remove_ns "$ns"
+    fi
+  fi
+done
+
+echo "local-cluster: $workers worker hosts + 1 coordinator host on $subnet.0/24" >&2
+ip netns add "$bridge_ns"
+ip -n "$bridge_ns" link add br0 type bridge
+ip -n "$bridge_ns" link set br0 up
+for i in "${!hosts[@]}"; do
+  ns=${hosts[$i]}
+  ip netns add "$ns"
+  # Both ends are made in the bridge's namespace, the host's end moved straight into its host:
+  # no interface ever appears in the machine's own namespace.
+  ip -n "$bridge_ns" link add "port$i" type veth peer name eth0 netns "$ns"
+  ip -n "$bridge_ns" link set "port$i" master br0 up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr add "$subnet.$((i + 1))/24" dev eth0
+  ip -n "$ns" link set eth0 up
+done
+for i in "${!hosts[@]}"; do
+  echo "  ${hosts[$i]}  $subnet.$((i + 1))" >&2
+done
+
+# Runs in the background inside a host; remembers the pid for the cleanup.
+start_in() {
+  local ns=$1 log=$2
+  shift 2
+  ip netns exec "$ns" "$@" >"$log" 2>&1 &
+  started+=($!)
+}
+
+rc=0
+if [ $check -eq 1 ]; then
+  command -v python3 >/dev/null || die "--check needs python3 (its http.server) on this machine"
+  ip netns exec "${hosts[0]}" python3 -m http.server "$port" --bind "$coordinator_addr" \
+    --directory "$logs" >"$logs/check-server.log" 2>&1 &
+  started+=($!)
+  probe() {  # probe NS: one HTTP request from host NS to the coordinator host
+    # shellcheck disable=SC2016 # $0 and $1 are the inner shell's arguments
+    ip netns exec "$1" timeout 5 bash -c \
+      'exec 3<>"/dev/tcp/$0/$1" && printf "GET / HTTP/1.0\r\n\r\n" >&3 && head -n 1 <&3' \
+      "$coordinator_addr" "$port" 2>/dev/null | tr -d '\r'
+  }
+  # The server needs a moment to start listening: poll, bounded (10 s).
+  for _ in $(seq 100); do
+    [ -n "$(probe "${hosts[1]}")" ] && break
+    sleep 0.1
+  done
+  for ((i = 1; i <= workers; i++)); do
+    answer=$(probe "${hosts[$i]}")
+    if [[ "$answer" == HTTP/*" 200 "* ]]; then
+      echo "local-cluster: ${hosts[$i]} -> $coordinator_addr:$port: $answer"
+    else
+      echo "local-cluster: ${hosts[$i]} -> $coordinator_addr:$port: no answer" >&2
+      failed=1
+    fi
+  done
+  # What a host can reach: its /24 only.
+  echo "local-cluster: routes of ${hosts[1]}: $(ip -n "${hosts[1]}" route | tr '\n' ';')"
+  rc=$failed
+else
+  # Workers first: they keep trying to connect until the coordinator listens.
+  for ((i = 1; i <= workers; i++)); do
+    start_in "${hosts[$i]}" "$logs/worker$i.log" "$worker_exe" \
+      --connect "tcp://$coordinator_addr:$port" --slots "$slots" --name "worker$i" \
+      "${worker_security[@]}"
+  done
+  # The coordinator, with no local workers so every task crosses the network; results on this
+  # script's stdout, summary on its stderr, and this script's stdin for `map --stdin`. It runs
+  # in the background so that a signal to this script is handled at once: the cleanup sends it
+  # SIGTERM, which it treats as Ctrl-C.
+  ip netns exec "${hosts[0]}" "$coordinator_exe" --listen "tcp://$coordinator_addr:$port" \
+    "${security[@]}" --workers 0 --wait-workers "$workers" --wait-timeout "$wait_s" "$@" <&0 &
+  started+=($!)
+  wait "${started[-1]}" || rc=$?
+  [ $rc -eq 0 ] || failed=1
+fi
+
+if [ $hold -eq 1 ]; then
+  echo "local-cluster: up; Ctrl-C tears it down" >&2
+  # `wait` (unlike a foreground command) returns as soon as a trapped signal arrives.
+  # Inside the coordinator host, so that even a SIGKILLed run leaves nothing that the next
+  # run's sweep does not remove.
+  ip netns exec "${hosts[0]}" sleep infinity &
+  started+=($!)
+  wait "${started[-1]}" || true
+fi
+exit $rc
