@@ -12,7 +12,9 @@
 #    executables bound in, then runs ferry-coordinator.service for real: a job to completion
 #    with shared-memory local workers under the sandbox, a long job stopped with
 #    `systemctl stop` (expect exit 130, fast, no process left), the unit's /dev/shm being the
-#    machine's; and starts ferry-worker@127.0.0.1.service. The container's log is printed.
+#    machine's; starts ferry-worker@127.0.0.1.service; and, where the build has remote workers
+#    (keygen), runs a job with no local workers that ferry-worker@127.0.0.1 does, with keys.
+#    The container's log is printed.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 boot=0
@@ -108,6 +110,27 @@ sleep 3
 systemctl status ferry-worker@127.0.0.1.service --no-pager | sed -n '1,8p'
 journalctl -u ferry-worker@127.0.0.1.service -o cat | tail -n 4
 systemctl stop ferry-worker@127.0.0.1.service
+: 4. a job done by a remote worker through both units, where this build has remote workers
+if ferry-coordinator keygen /run/ferry-probe-keys >/dev/null 2>&1; then
+  rm -rf /run/ferry-probe-keys /etc/ferry/keys
+  ferry-coordinator keygen /etc/ferry/keys && chown -R ferry:ferry /etc/ferry/keys
+  cat >/etc/ferry/coordinator.env <<'ENV'
+FERRY_LISTEN=tcp://127.0.0.1:5555
+FERRY_OPTIONS="-w 0 --wait-workers 1 --wait-timeout 30 --no-progress"
+FERRY_JOB="map square --range 0:100"
+ENV
+  systemctl reset-failed ferry-worker@127.0.0.1.service
+  systemctl start ferry-worker@127.0.0.1.service
+  systemctl start ferry-coordinator.service
+  wait_inactive ferry-coordinator.service
+  systemctl show -p Result -p ExecMainStatus ferry-coordinator.service
+  echo "result lines: $(journalctl -u ferry-coordinator.service -o cat | grep -cE '^[0-9]+$')"
+  journalctl -u ferry-coordinator.service -o cat | grep -E '^ferry: map' | tail -n 1
+  systemctl is-active ferry-worker@127.0.0.1.service
+  systemctl stop ferry-worker@127.0.0.1.service
+else
+  echo "no keygen in this build: remote part skipped"
+fi
 echo SELFTEST-DONE
 systemctl poweroff
 EOF
