@@ -109,6 +109,7 @@ subnet="10.$((128 + ($$ >> 8) % 96)).$(($$ & 255))"
 coordinator_addr="$subnet.1"
 logs=$(mktemp -d /tmp/ferry-local-cluster.XXXXXX)
 started=()
+coordinator_pid=""
 failed=0
 
 # SIGKILLs whatever runs inside a namespace, then deletes it (its interfaces go with it).
@@ -125,7 +126,12 @@ remove_ns() {
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  # Ask nicely first: workers and the coordinator exit on SIGTERM.
+  # Ask nicely first, the coordinator before its workers (it cancels the job and says so;
+  # workers leaving first would only have their tasks re-queued), then everyone else.
+  if [ -n "$coordinator_pid" ]; then
+    kill -TERM "$coordinator_pid" 2>/dev/null || true
+    wait "$coordinator_pid" 2>/dev/null || true
+  fi
   [ ${#started[@]} -eq 0 ] || kill -TERM "${started[@]}" 2>/dev/null || true
   for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
   for ns in "${hosts[@]}" "$bridge_ns"; do remove_ns "$ns"; done
@@ -221,8 +227,9 @@ else
   # SIGTERM, which it treats as Ctrl-C.
   ip netns exec "${hosts[0]}" "$coordinator_exe" --listen "tcp://$coordinator_addr:$port" \
     "${security[@]}" --workers 0 --wait-workers "$workers" --wait-timeout "$wait_s" "$@" <&0 &
-  started+=($!)
-  wait "${started[-1]}" || rc=$?
+  coordinator_pid=$!
+  started+=("$coordinator_pid")
+  wait "$coordinator_pid" || rc=$?
   [ $rc -eq 0 ] || failed=1
 fi
 

@@ -81,7 +81,12 @@ for i in "${!names[@]}"; do
   ip -n "$ns" link set eth0 up
 done
 
-mkdir -p "$work/state" "$work/spool" "$work/keys" "$work/out" "$work/bin"
+mkdir -p "$work/state" "$work/spool" "$work/out" "$work/bin"
+if [ -n "$bin" ]; then
+  "$bin/ferry-coordinator" keygen "$work/keys" >/dev/null
+else
+  mkdir -p "$work/keys"
+fi
 conf="$work/slurm.conf"
 cat >"$conf" <<EOF
 ClusterName=ferrycheck

@@ -12,7 +12,9 @@
 #    executables bound in, then runs ferry-coordinator.service for real: a job to completion
 #    with shared-memory local workers under the sandbox, a long job stopped with
 #    `systemctl stop` (expect exit 130, fast, no process left), the unit's /dev/shm being the
-#    machine's; and starts ferry-worker@127.0.0.1.service. The container's log is printed.
+#    machine's; starts ferry-worker@127.0.0.1.service; and, where the build has remote workers
+#    (keygen), runs a job with no local workers that ferry-worker@127.0.0.1 does, with keys.
+#    The container's log is printed.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 boot=0
@@ -77,7 +79,11 @@ cat >"$scratch/selftest.sh" <<'EOF'
 exec >/out/selftest.log 2>&1
 set -x
 systemd-sysusers /etc/sysusers.d/ferry.conf
-install -d -o ferry -g ferry -m 0700 /etc/ferry/keys
+# Keys where the build can make them (remote workers); an empty folder before that.
+remote=0
+mkdir -p /etc/ferry
+ferry-coordinator keygen /etc/ferry/keys && remote=1 || install -d -m 0700 /etc/ferry/keys
+chown -R ferry:ferry /etc/ferry/keys
 cat >/etc/ferry/coordinator.env <<'ENV'
 FERRY_LISTEN=tcp://127.0.0.1:5555
 FERRY_OPTIONS="-w 2 -t shm --no-progress"
@@ -85,11 +91,21 @@ FERRY_JOB="map square --range 0:100 --chunksize 10"
 ENV
 systemctl daemon-reload
 wait_inactive() { for _ in $(seq 300); do systemctl is-active -q "$1" || return 0; sleep 0.1; done; return 1; }
+expect() {  # expect WHAT VALUE WANTED
+  [ "$2" = "$3" ] || echo "CHECK-FAILED: $1 is '$2', expected '$3'"
+}
+status() { systemctl show -p "$1" --value ferry-coordinator.service; }
+# Result lines logged after a journal position (taken with mark before a start).
+mark() { journalctl -n 0 --show-cursor -q | sed -n 's/^-- cursor: //p'; }
+results() { journalctl -u ferry-coordinator.service --after-cursor="$1" -o cat | grep -cE '^[0-9]+$'; }
 : 1. a job to completion, shared-memory local workers inside the sandbox
+since=$(mark)
 systemctl start ferry-coordinator.service
 wait_inactive ferry-coordinator.service
 systemctl show -p Result -p ExecMainStatus ferry-coordinator.service
-echo "result lines: $(journalctl -u ferry-coordinator.service -o cat | grep -cE '^[0-9]+$')"
+echo "result lines: $(results "$since")"
+expect "local job result" "$(status Result)" success
+expect "local job result lines" "$(results "$since")" 100
 : 2. a long job stopped by systemctl stop
 sed -i 's/^FERRY_JOB=.*/FERRY_JOB="map sleep_ms --items 5000,5000,5000,5000"/' /etc/ferry/coordinator.env
 systemctl start ferry-coordinator.service
@@ -100,14 +116,36 @@ t0=$(date +%s%N)
 systemctl stop ferry-coordinator.service
 echo "stop took $((($(date +%s%N) - t0) / 1000000)) ms"
 systemctl show -p Result -p ExecMainStatus ferry-coordinator.service
+expect "stopped job exit status" "$(status ExecMainStatus)" 130
 journalctl -u ferry-coordinator.service -o cat | tail -n 5
-pgrep -u ferry -a || echo "no ferry process left"
+pgrep -u ferry -a && echo "CHECK-FAILED: processes left" || echo "no ferry process left"
 : 3. a worker instance
 systemctl start ferry-worker@127.0.0.1.service
 sleep 3
 systemctl status ferry-worker@127.0.0.1.service --no-pager | sed -n '1,8p'
 journalctl -u ferry-worker@127.0.0.1.service -o cat | tail -n 4
 systemctl stop ferry-worker@127.0.0.1.service
+: 4. a job done by a remote worker through both units, where this build has remote workers
+if [ $remote -eq 1 ]; then
+  cat >/etc/ferry/coordinator.env <<'ENV'
+FERRY_LISTEN=tcp://127.0.0.1:5555
+FERRY_OPTIONS="-w 0 --wait-workers 1 --wait-timeout 30 --no-progress"
+FERRY_JOB="map square --range 0:100"
+ENV
+  systemctl start ferry-worker@127.0.0.1.service
+  since=$(mark)
+  systemctl start ferry-coordinator.service
+  wait_inactive ferry-coordinator.service
+  systemctl show -p Result -p ExecMainStatus ferry-coordinator.service
+  echo "result lines: $(results "$since")"
+  expect "remote job result" "$(status Result)" success
+  expect "remote job result lines" "$(results "$since")" 100
+  journalctl -u ferry-coordinator.service -o cat | grep -E '^ferry: map' | tail -n 1
+  systemctl is-active ferry-worker@127.0.0.1.service
+  systemctl stop ferry-worker@127.0.0.1.service
+else
+  echo "no keygen in this build: remote part skipped"
+fi
 echo SELFTEST-DONE
 systemctl poweroff
 EOF
@@ -128,3 +166,4 @@ if ! grep -q SELFTEST-DONE "$scratch/out/selftest.log" 2>/dev/null; then
   exit 1
 fi
 grep -v '^+' "$scratch/out/selftest.log"
+! grep -q CHECK-FAILED "$scratch/out/selftest.log"
