@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -180,7 +181,7 @@ int Peer::wait_for(std::chrono::milliseconds timeout) {
 }
 
 Peer spawn_program(const std::string& exe, const std::vector<std::string>& args,
-                   const std::vector<std::pair<int, int>>& fds) {
+                   const std::vector<std::pair<int, int>>& fds, bool new_group) {
   std::vector<std::string> a{exe};
   a.insert(a.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -191,8 +192,15 @@ Peer spawn_program(const std::string& exe, const std::vector<std::string>& args,
   posix_spawn_file_actions_init(&fa);
   for (auto [from, to] : fds)
     posix_spawn_file_actions_adddup2(&fa, from, to);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  if (new_group) {
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
+  }
   pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv.data(), environ);
+  const int rc = ::posix_spawn(&pid, exe.c_str(), &fa, &attr, argv.data(), environ);
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) throw std::runtime_error("cannot start " + exe + ": " + std::strerror(rc));
   return Peer(pid);
@@ -232,6 +240,27 @@ std::string find_bench_script(const Config& cfg, const std::string& name) {
   return {};
 }
 
+namespace {
+// Reaps what is left of process group pgid once its leader is gone. We are a child subreaper,
+// so its orphans are our children; a group still alive after grace is killed.
+void reap_group(pid_t pgid, std::chrono::milliseconds grace) {
+  const auto deadline = Clock::now() + grace;
+  bool killed = false;
+  for (;;) {
+    int st = 0;
+    const pid_t r = ::waitpid(-pgid, &st, WNOHANG);
+    if (r > 0) continue;
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return;  // ECHILD: none left
+    if (!killed && Clock::now() >= deadline) {
+      ::kill(-pgid, SIGKILL);
+      killed = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+}  // namespace
+
 void run_python_figures(const std::string& python, const std::string& script,
                         const std::vector<std::string>& args, std::chrono::seconds timeout,
                         Report& report) {
@@ -243,7 +272,10 @@ void run_python_figures(const std::string& python, const std::string& script,
   if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
   Peer proc;  // killed and reaped if we leave early
   try {
-    proc = spawn_program(python, a, {{out[1], 1}});
+    // Its descendants (worker processes, trackers) are reparented to us when it exits, and
+    // reaped by reap_group below instead of being left to whoever adopts them.
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+    proc = spawn_program(python, a, {{out[1], 1}}, true);
   } catch (const std::exception& e) {
     ::close(out[0]);
     ::close(out[1]);
@@ -251,6 +283,7 @@ void run_python_figures(const std::string& python, const std::string& script,
     return;
   }
   ::close(out[1]);
+  const pid_t group = proc.pid();
 
   // Bounded: a wedged interpreter must not hang the bench.
   const auto deadline = Clock::now() + timeout;
@@ -287,12 +320,13 @@ void run_python_figures(const std::string& python, const std::string& script,
   ::close(out[0]);
   if (timed_out) {
     std::fprintf(stderr, "ferry-bench: %s ran too long and was stopped\n", base.c_str());
-    return;  // ~Peer kills and reaps it
-  }
-  if (const int code = proc.wait(); code != 0) {
+    ::kill(-group, SIGKILL);
+    (void)proc.wait();
+  } else if (const int code = proc.wait(); code != 0) {
     std::fprintf(stderr, "ferry-bench: %s exited with %d; its figures may be partial\n",
                  base.c_str(), code);
   }
+  reap_group(group, std::chrono::seconds(5));
 }
 
 }  // namespace ferry::bench

@@ -80,9 +80,10 @@ class Peer {
 // Runs `self --bench-peer args...` with fds[i].first dup'ed to fds[i].second in the child.
 Peer spawn_peer(const Config& cfg, const std::vector<std::string>& args,
                 const std::vector<std::pair<int, int>>& fds = {});
-// Runs exe with args (argv[0] = exe), fds dup'ed as for spawn_peer.
+// Runs exe with args (argv[0] = exe), fds dup'ed as for spawn_peer; new_group: as the leader
+// of a new process group (its pid is the group id), so its descendants can be found.
 Peer spawn_program(const std::string& exe, const std::vector<std::string>& args,
-                   const std::vector<std::pair<int, int>>& fds = {});
+                   const std::vector<std::pair<int, int>>& fds = {}, bool new_group = false);
 
 // The first executable `prog` on PATH, or "".
 std::string find_on_path(const std::string& prog);
@@ -91,7 +92,9 @@ std::string find_on_path(const std::string& prog);
 std::string find_bench_script(const Config& cfg, const std::string& name);
 // Runs `python script args...`, adding each JSON line it prints ({name, value, unit}) to
 // report; bounded by timeout (then killed). Problems are said on stderr, never thrown: a
-// peer's failure leaves ferry's own figures standing.
+// peer's failure leaves ferry's own figures standing. Returns once the interpreter and every
+// process it started (e.g. multiprocessing's resource tracker, which outlives it by a few ms)
+// are gone: ferry-bench leaves nothing running.
 void run_python_figures(const std::string& python, const std::string& script,
                         const std::vector<std::string>& args, std::chrono::seconds timeout,
                         Report& report);
