@@ -245,6 +245,42 @@ void bench_raw_zmq(const Config& cfg, Report& report, const std::string& name,
   }
 }
 
+}  // namespace
+
+std::vector<double> raw_zmq_reqrep_us(const Config& cfg, const std::string& endpoint,
+                                      std::size_t bytes, int iters) {
+  zmq::context_t ctx;
+  zmq::socket_t req(ctx, zmq::socket_type::req);
+  zmq::socket_t push(ctx, zmq::socket_type::push);  // the peer connects one; nothing streams
+  req.set(zmq::sockopt::linger, 0);
+  push.set(zmq::sockopt::linger, 0);
+  req.bind(endpoint);
+  push.bind(endpoint);
+  const int warm = iters / 10;
+  AckPipe ack;
+  auto peer = spawn_peer(
+      cfg,
+      {"rawzmq", req.get(zmq::sockopt::last_endpoint), push.get(zmq::sockopt::last_endpoint),
+       std::to_string(bytes), std::to_string(warm + iters), "0"},
+      {{ack.fds[1], 4}});
+  ack.close_write();
+  zmq::message_t reply;
+  std::vector<char> buf(bytes, 'x');
+  std::vector<double> us;
+  us.reserve(static_cast<std::size_t>(iters));
+  for (int i = -warm; i < iters; ++i) {
+    const auto t0 = Clock::now();
+    req.send(zmq::buffer(buf), zmq::send_flags::none);
+    if (!req.recv(reply)) throw std::runtime_error("raw zmq rtt");
+    if (i >= 0) us.push_back(seconds_since(t0) * 1e6);
+  }
+  ack.wait();
+  peer.wait();
+  return us;
+}
+
+namespace {
+
 // ---- Boost.Interprocess message_queue ------------------------------------------------------
 
 void bench_boost_mq(const Config& cfg, Report& report) {

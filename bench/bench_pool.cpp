@@ -11,17 +11,8 @@
 //                        machine's ceiling for that speedup at the time of the run)
 //
 // Workers are this executable (self-exec): main() calls ferry::init first.
-#include <fcntl.h>
-#include <poll.h>
-#include <spawn.h>
-#include <unistd.h>
-
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <nlohmann/json.hpp>
 #include <ranges>
 #include <stdexcept>
 #include <string>
@@ -29,8 +20,6 @@
 
 #include "ferry/ferry.hpp"
 #include "harness.hpp"
-
-extern char** environ;
 
 namespace ferry::bench {
 
@@ -202,34 +191,6 @@ void bench_transport(Report& report, Transport t, const Sizes& s) {
 
 // ---- Python's pools (bench/python_pools.py) ------------------------------------------------
 
-std::string find_on_path(const std::string& prog) {
-  const char* path = std::getenv("PATH");
-  std::string rest = path ? path : "";
-  while (!rest.empty()) {
-    const auto colon = rest.find(':');
-    const std::string dir = rest.substr(0, colon);
-    rest = colon == std::string::npos ? "" : rest.substr(colon + 1);
-    const std::string cand = (dir.empty() ? "." : dir) + "/" + prog;
-    if (::access(cand.c_str(), X_OK) == 0) return cand;
-  }
-  return {};
-}
-
-// Installed (<prefix>/share/ferry), else the source tree this executable was built from.
-std::string find_python_script(const Config& cfg) {
-  namespace fs = std::filesystem;
-  std::vector<fs::path> candidates{fs::path(cfg.self).parent_path().parent_path() /
-                                   "share/ferry/python_pools.py"};
-#ifdef FERRY_BENCH_SOURCE_DIR
-  candidates.emplace_back(fs::path(FERRY_BENCH_SOURCE_DIR) / "python_pools.py");
-#endif
-  for (const auto& c : candidates) {
-    std::error_code ec;
-    if (fs::is_regular_file(c, ec)) return c.string();
-  }
-  return {};
-}
-
 void bench_python(const Config& cfg, Report& report, const Sizes& s) {
   const std::string python = find_on_path("python3");
   if (python.empty()) {
@@ -238,92 +199,21 @@ void bench_python(const Config& cfg, Report& report, const Sizes& s) {
                  "peer.python_futures.*) are not measured\n");
     return;
   }
-  const std::string script = find_python_script(cfg);
+  const std::string script = find_bench_script(cfg, "python_pools.py");
   if (script.empty()) {
     std::fprintf(stderr, "ferry-bench: python_pools.py not found: Python's pools skipped\n");
     return;
   }
-  std::vector<std::string> args{python,
-                                script,
-                                "--workers",
-                                std::to_string(kWorkers),
-                                "--startup-workers",
-                                std::to_string(kStartupWorkers),
-                                "--tasks",
-                                std::to_string(s.py_tasks),
-                                "--futures-tasks",
-                                std::to_string(s.py_futures_tasks),
-                                "--items",
-                                std::to_string(s.map_items),
-                                "--apply-iters",
-                                std::to_string(s.py_apply_iters),
-                                "--primes-n",
-                                std::to_string(s.py_primes_n),
-                                "--primes-tasks",
-                                std::to_string(s.primes_tasks)};
+  std::vector<std::string> args{"--workers",         std::to_string(kWorkers),
+                                "--startup-workers", std::to_string(kStartupWorkers),
+                                "--tasks",           std::to_string(s.py_tasks),
+                                "--futures-tasks",   std::to_string(s.py_futures_tasks),
+                                "--items",           std::to_string(s.map_items),
+                                "--apply-iters",     std::to_string(s.py_apply_iters),
+                                "--primes-n",        std::to_string(s.py_primes_n),
+                                "--primes-tasks",    std::to_string(s.primes_tasks)};
   if (cfg.quick) args.emplace_back("--quick");
-  std::vector<char*> argv;
-  for (auto& a : args)
-    argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, python.c_str(), &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  ::close(out[1]);
-  if (rc != 0) {
-    ::close(out[0]);
-    std::fprintf(stderr, "ferry-bench: cannot start %s: %s\n", python.c_str(), std::strerror(rc));
-    return;
-  }
-  Peer proc(pid);  // killed and reaped if we leave early
-
-  // Bounded: a wedged interpreter must not hang the bench.
-  const auto deadline = Clock::now() + (cfg.quick ? 120s : 1200s);
-  std::string buf;
-  bool timed_out = false;
-  for (;;) {
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) {
-      timed_out = true;
-      break;
-    }
-    pollfd pfd{out[0], POLLIN, 0};
-    const int n = ::poll(&pfd, 1, static_cast<int>(left.count()));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) continue;
-    char tmp[4096];
-    const auto got = ::read(out[0], tmp, sizeof tmp);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) break;
-    buf.append(tmp, static_cast<std::size_t>(got));
-    for (auto nl = buf.find('\n'); nl != std::string::npos; nl = buf.find('\n')) {
-      const std::string line = buf.substr(0, nl);
-      buf.erase(0, nl + 1);
-      auto j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_discarded() || !j.contains("name") || !j.contains("value")) {
-        std::fprintf(stderr, "ferry-bench: python_pools.py: unexpected line: %s\n", line.c_str());
-        continue;
-      }
-      report.add(j["name"].get<std::string>(), j["value"].get<double>(),
-                 j.value("unit", std::string{}));
-    }
-  }
-  ::close(out[0]);
-  if (timed_out) {
-    std::fprintf(stderr, "ferry-bench: python_pools.py ran too long and was stopped\n");
-    return;  // ~Peer kills and reaps it
-  }
-  if (const int code = proc.wait(); code != 0) {
-    std::fprintf(stderr,
-                 "ferry-bench: python_pools.py exited with %d; its figures may be partial\n", code);
-  }
+  run_python_figures(python, script, args, cfg.quick ? 120s : 1200s, report);
 }
 
 }  // namespace
@@ -347,36 +237,22 @@ int primes_peer(const std::vector<std::string>& args) {
 
 void print_pool_targets(const Report& r) {
   if (std::isnan(r.get("pool.shm.submit_tasks_per_s"))) return;
-  struct Row {
-    const char* target;
-    double value;  // ferry's figure or ratio
-    double bound;
-    bool at_least;
-    const char* unit;
-  };
   const auto py = [&](const char* m) { return r.get(std::string("peer.python_mp.") + m); };
-  const std::vector<Row> rows{
-      {"shm submit >= 1,000,000 tasks/s", r.get("pool.shm.submit_tasks_per_s"), 1e6, true,
-       "tasks/s"},
-      {"shm submit >= 35x Pool.apply_async",
-       r.get("pool.shm.submit_tasks_per_s") / py("submit_tasks_per_s"), 35, true, "x"},
-      {"shm map >= 4x Pool.map", r.get("pool.shm.map_items_per_s") / py("map_items_per_s"), 4, true,
-       "x"},
-      {"shm apply p50 <= 5 us", r.get("pool.shm.apply_rtt_p50_us"), 5, false, "us"},
-      {"4 workers ready <= 10 ms", r.get("pool.startup_ms.4"), 10, false, "ms"},
-      {"count_primes 2w >= 1.9x 1w", r.get("pool.shm.count_primes_speedup_2w"), 1.9, true, "x"},
-      {"  (plain processes, same work)", r.get("baseline.raw-procs.count_primes_speedup_2w"), 1.9,
-       true, "x"},
-  };
-  std::printf("\n%-40s %14s %10s  %s\n", "pool target (issue)", "measured", "bound", "");
-  for (const auto& row : rows) {
-    const char* verdict = std::isnan(row.value) ? "n/a (not measured)"
-                          : (row.at_least ? row.value >= row.bound : row.value <= row.bound)
-                              ? "met"
-                              : "MISSED";
-    std::printf("%-40s %14.2f %10.2f  %s %s\n", row.target, row.value, row.bound, row.unit,
-                verdict);
-  }
+  print_targets(
+      "pool target (issue)",
+      {
+          {"shm submit >= 1,000,000 tasks/s", r.get("pool.shm.submit_tasks_per_s"), 1e6, true,
+           "tasks/s"},
+          {"shm submit >= 35x Pool.apply_async",
+           r.get("pool.shm.submit_tasks_per_s") / py("submit_tasks_per_s"), 35, true, "x"},
+          {"shm map >= 4x Pool.map", r.get("pool.shm.map_items_per_s") / py("map_items_per_s"), 4,
+           true, "x"},
+          {"shm apply p50 <= 5 us", r.get("pool.shm.apply_rtt_p50_us"), 5, false, "us"},
+          {"4 workers ready <= 10 ms", r.get("pool.startup_ms.4"), 10, false, "ms"},
+          {"count_primes 2w >= 1.9x 1w", r.get("pool.shm.count_primes_speedup_2w"), 1.9, true, "x"},
+          {"  (plain processes, same work)", r.get("baseline.raw-procs.count_primes_speedup_2w"),
+           1.9, true, "x"},
+      });
 }
 
 }  // namespace ferry::bench

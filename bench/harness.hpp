@@ -33,6 +33,18 @@ class Report {
   std::vector<Metric> metrics_;
 };
 
+// One of an issue's targets: value against bound (at least / at most). A NaN bound is a
+// comparison shown for information, without a verdict.
+struct Target {
+  std::string what;
+  double value = 0;
+  double bound = 0;
+  bool at_least = true;
+  std::string unit;
+};
+// A titled table of targets with "met" / "MISSED" / "n/a (not measured)".
+void print_targets(const std::string& title, const std::vector<Target>& rows);
+
 struct Config {
   bool quick = false;
   std::string self;  // path of this executable
@@ -57,6 +69,9 @@ class Peer {
   ~Peer();
   // Waits for exit; returns the exit code (or 128 + signal).
   int wait();
+  // As wait, but gives up after timeout (-1; the process is still this Peer's).
+  int wait_for(std::chrono::milliseconds timeout);
+  pid_t pid() const noexcept { return pid_; }
 
  private:
   pid_t pid_ = -1;
@@ -65,10 +80,37 @@ class Peer {
 // Runs `self --bench-peer args...` with fds[i].first dup'ed to fds[i].second in the child.
 Peer spawn_peer(const Config& cfg, const std::vector<std::string>& args,
                 const std::vector<std::pair<int, int>>& fds = {});
+// Runs exe with args (argv[0] = exe), fds dup'ed as for spawn_peer; new_group: as the leader
+// of a new process group (its pid is the group id), so its descendants can be found.
+Peer spawn_program(const std::string& exe, const std::vector<std::string>& args,
+                   const std::vector<std::pair<int, int>>& fds = {}, bool new_group = false);
+
+// The first executable `prog` on PATH, or "".
+std::string find_on_path(const std::string& prog);
+// A script shipped with the bench: <prefix>/share/ferry/NAME when installed, else bench/NAME
+// in the source tree this executable was built from; "" if neither exists.
+std::string find_bench_script(const Config& cfg, const std::string& name);
+// Runs `python script args...`, adding each JSON line it prints ({name, value, unit}) to
+// report; bounded by timeout (then killed). Problems are said on stderr, never thrown: a
+// peer's failure leaves ferry's own figures standing. Returns once the interpreter and every
+// process it started (e.g. multiprocessing's resource tracker, which outlives it by a few ms)
+// are gone: ferry-bench leaves nothing running.
+void run_python_figures(const std::string& python, const std::string& script,
+                        const std::vector<std::string>& args, std::chrono::seconds timeout,
+                        Report& report);
 
 // Suites.
 void run_channels(const Config& cfg, Report& report);
 int channel_peer(const std::vector<std::string>& args);
+// Round trips (us) of `bytes`-byte messages over raw libzmq REQ/REP between this process,
+// bound at endpoint (e.g. "tcp://127.0.0.1:*"), and a peer process; iters/10 warm-ups first.
+std::vector<double> raw_zmq_reqrep_us(const Config& cfg, const std::string& endpoint,
+                                      std::size_t bytes, int iters);
+// Remote workers (ferry-worker --connect) over TCP, with and without CURVE, against raw
+// libzmq and Dask (bench/python_dask.py) in the same run; then heartbeat failure detection.
+void run_remote(const Config& cfg, Report& report);
+// The remote targets, met or missed, under the table (nothing without remote figures).
+void print_remote_targets(const Report& report);
 // Pool figures per transport and Python's pools (bench/python_pools.py) in the same run.
 void run_pool(const Config& cfg, Report& report);
 int primes_peer(const std::vector<std::string>& args);  // `--bench-peer primes N TASKS`

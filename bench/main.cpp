@@ -49,15 +49,15 @@ int main(int argc, char** argv) {
         report.add(r.name, r.value, r.unit);
     }
     if (suite == "pool" || suite == "all") ferry::bench::run_pool(cfg, report);
-    if (suite == "remote") {
-      std::fprintf(stderr, "ferry-bench: the %s suite is not built yet\n", suite.c_str());
-      return ferry::cli::kExitFailed;
-    }
+    if (suite == "remote" || suite == "all") ferry::bench::run_remote(cfg, report);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ferry-bench: %s\n", e.what());
     return ferry::cli::kExitFailed;
   }
   report.print_table();
-  if (!json) ferry::bench::print_pool_targets(report);
+  if (!json) {
+    ferry::bench::print_pool_targets(report);
+    ferry::bench::print_remote_targets(report);
+  }
   return ferry::cli::kExitOk;
 }
