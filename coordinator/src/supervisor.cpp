@@ -85,12 +85,26 @@ void PoolCore::spawn_worker() {
   if (serial_ == 0) serial_ = g_pool_serial.fetch_add(1) + 1;
   const std::string name = "pool" + std::to_string(serial_) + ".w" + std::to_string(id);
   auto fail = [&](const std::string& why) {
-    std::lock_guard lk(mu_);
-    ++startup_failures_;
-    broken_reason_ = "cannot start worker " + std::to_string(id) + ": " + why;
-    if (startup_failures_ >= 3 || links_.empty()) broken_ = true;
-    state_cv_.notify_all();
-    space_cv_.notify_all();
+    std::vector<std::shared_ptr<TaskState>> rejected;
+    {
+      std::lock_guard lk(mu_);
+      ++startup_failures_;
+      broken_reason_ = "cannot start worker " + std::to_string(id) + ": " + why;
+      if (startup_failures_ >= 3 || links_.empty()) broken_ = true;
+      if (broken_ && links_.empty()) {
+        // Nothing can run what is queued: fail it rather than hang.
+        for (auto& t : pending_) {
+          finish_locked(*t);
+          rejected.push_back(t);
+        }
+        pending_.clear();
+      }
+      state_cv_.notify_all();
+      space_cv_.notify_all();
+    }
+    for (auto& t : rejected) {
+      t->complete({}, failure_for(*t, FailureKind::rejected, broken_reason_), &counters_.failed);
+    }
   };
   auto opened = open_worker_channel(opt_.transport, name);
   if (!opened) return fail(opened.error().message());

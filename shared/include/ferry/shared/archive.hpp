@@ -75,7 +75,15 @@ inline std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_SAVE_FUNCTION_NAME(Buffe
 template <class T>
 inline std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar,
                                                                            T& t) {
-  ar.loadBinary(std::addressof(t), sizeof(t));
+  if constexpr (std::is_same_v<T, bool>) {
+    // Any byte but 0 or 1 in a bool would be undefined behaviour: it is malformed input.
+    std::uint8_t b = 0;
+    ar.loadBinary(&b, 1);
+    if (b > 1) throw cereal::Exception("byte " + std::to_string(b) + " is not a bool");
+    t = b != 0;
+  } else {
+    ar.loadBinary(std::addressof(t), sizeof(t));
+  }
 }
 template <class Archive, class T>
 inline CEREAL_ARCHIVE_RESTRICT(BoundedInputArchive, BufferOutputArchive)
