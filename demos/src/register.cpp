@@ -1,9 +1,34 @@
 #include "ferry/demos/demos.hpp"
+#include "tour.hpp"
 
 namespace ferry::demos {
+namespace {
 
-void register_all(coordinator::DemoRegistry& /*registry*/) {
-  // Demos are added here as the layers they use land (see the demo tour issue).
+struct Entry {
+  const char* name;
+  const char* lesson;
+  int (*run)(const Options&);
+};
+
+// The tour, in order. Keep the lessons in step with README.md ("Demos").
+constexpr Entry kTour[] = {
+    {"countdown", "start a process, let it count down, wait for it (Process.start/join)",
+     countdown},
+    {"race", "processes increment a shared Value: updates get lost without a Lock, never with one",
+     race},
+    {"lock", "mess vs neat: lines written a character at a time interleave without a Lock", lock},
+    {"local-data",
+     "threads share globals (thread_local aside); each worker process has its own copy",
+     local_data},
+};
+
+}  // namespace
+
+void register_all(coordinator::DemoRegistry& registry) {
+  for (const Entry& e : kTour) {
+    registry.add(
+        {e.name, e.lesson, [e](const Options& opt) { return guarded(e.name, e.run, opt); }});
+  }
 }
 
 }  // namespace ferry::demos
