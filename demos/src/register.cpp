@@ -23,6 +23,12 @@ constexpr Entry kTour[] = {
      "two processes take two locks in opposite order: timed acquires find the cycle; ordered locks "
      "succeed",
      deadlock},
+    {"semaphore", "producers and customers over a bounded buffer counted by two Semaphores",
+     semaphore},
+    {"event", "an Event as a start barrier for N processes, then as a notification", event},
+    {"condition", "producer/consumer on a shared buffer with a Condition variable", condition},
+    {"barrier", "N processes meet at a Barrier; one that dies on its way breaks it for all",
+     barrier},
     {"local-data",
      "threads share globals (thread_local aside); each worker process has its own copy",
      local_data},
