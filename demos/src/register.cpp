@@ -32,6 +32,10 @@ constexpr Entry kTour[] = {
     {"local-data",
      "threads share globals (thread_local aside); each worker process has its own copy",
      local_data},
+    {"pipe", "producer/consumer over a ferry::Pipe between the main process and a worker", pipe},
+    {"channel",
+     "structured objects cross a typed Channel (cereal instead of pickle) and are checked",
+     channel},
 };
 
 }  // namespace
