@@ -36,6 +36,21 @@ constexpr Entry kTour[] = {
     {"channel",
      "structured objects cross a typed Channel (cereal instead of pickle) and are checked",
      channel},
+    {"pool", "Pool.map, imap_unordered, and futures with as_completed", pool},
+    {"cpu-bound",
+     "the same CPU work sequentially, on N threads and on N processes: wall times and speed-ups "
+     "(no GIL in C++)",
+     cpu_bound},
+    {"io-bound",
+     "socket-bound tasks against a slow local server: a pool's speed-up exceeds the core count",
+     io_bound},
+    {"cooperative", "coroutines take turns inside one worker; processes are preempted by the OS",
+     cooperative},
+    {"supervisor",
+     "workers crash at random; the coordinator replaces them and every task completes", supervisor},
+    {"distributed",
+     "map-reduce (word count, Monte Carlo pi) over all the pool's workers, values in and out",
+     distributed},
 };
 
 }  // namespace
