@@ -62,11 +62,17 @@ int demo_command(const std::string& what, const DemoRegistry& demos, const Optio
   return run_demo(*d, opt);
 }
 
-int cleanup_command() {
-  const auto removed = sweep_stale_shm(/*include_live=*/false);
+// One line per removed segment, then a count (scripts and tests read both).
+int cleanup_command(bool include_live) {
+  const auto removed = sweep_stale_shm(include_live);
   for (const auto& n : removed)
     std::cout << "removed /dev/shm/" << n << "\n";
-  std::cout << removed.size() << " stale segment(s) removed\n";
+  if (removed.empty()) {
+    std::cout << "cleanup: nothing to remove\n";
+  } else {
+    std::cout << "cleanup: removed " << removed.size()
+              << (removed.size() == 1 ? " segment\n" : " segments\n");
+  }
   return cli::kExitOk;
 }
 
@@ -98,10 +104,18 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
   std::string demo_name;
   auto* demo = app.add_subcommand("demo", "run the demo tour: demo list | demo NAME | demo all");
   demo->add_option("name", demo_name, "list, all, or a demo's name");
-  auto* cleanup =
-      app.add_subcommand("cleanup", "remove shared-memory segments left by dead coordinators");
+  bool cleanup_all = false;
+  auto* cleanup = app.add_subcommand(
+      "cleanup",
+      "remove the /dev/shm/ferry.* segments of sessions whose coordinator is gone, naming each");
+  cleanup->add_flag("--all", cleanup_all,
+                    "also remove those of running sessions (except this process's own); "
+                    "processes that have them mapped keep them, new opens fail");
 
   if (auto code = cli::parse(app, argc, argv)) return *code;
+
+  // cleanup sweeps itself, to report what it removes.
+  if (cleanup->parsed()) return cleanup_command(cleanup_all);
 
   // Segments of coordinators that died without cleaning up are swept on every start.
   sweep_stale_shm(/*include_live=*/false);
@@ -110,7 +124,6 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
     if (demo_name.empty()) return cli::usage_error(app, "demo needs a name: list, all, or a demo");
     return demo_command(demo_name, demos, opt);
   }
-  if (cleanup->parsed()) return cleanup_command();
   return cli::usage_error(app, "a COMMAND is required");
 }
 

@@ -62,7 +62,7 @@ bool transport_fault(Errc c) noexcept {
 }  // namespace
 
 struct ShmChannel::Impl final : PeerProbe {
-  shm_detail::Segment seg;
+  os::ShmObject seg;
   SegHeader* hdr = nullptr;
   int side = 0;  // 0 creator, 1 opener
   RingProducer tx;
@@ -86,14 +86,14 @@ struct ShmChannel::Impl final : PeerProbe {
   void maybe_unlink() noexcept {
     if (side != 0 || !unlink_when_attached || unlinked.load(std::memory_order_relaxed)) return;
     if (hdr->attached.load(std::memory_order_acquire) == 0) return;
-    if (!unlinked.exchange(true)) seg.remove();
+    if (!unlinked.exchange(true)) seg.unlink();
   }
 
   void close() noexcept {
     if (hdr->closed[side].exchange(1) != 0) return;
     wake_ring(*ring(0));
     wake_ring(*ring(1));
-    shm_detail::bump_and_wake(hdr->attached, INT_MAX);
+    os::bump_and_wake(hdr->attached, INT_MAX);
   }
 
   RingControl* ring(int which) const noexcept {
@@ -106,7 +106,7 @@ ShmChannel::ShmChannel(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(im
 ShmChannel::~ShmChannel() {
   if (!impl_) return;
   impl_->close();
-  if (impl_->side == 0 && !impl_->unlinked.exchange(true)) impl_->seg.remove();
+  if (impl_->side == 0 && !impl_->unlinked.exchange(true)) impl_->seg.unlink();
 }
 
 Result<std::unique_ptr<ShmChannel>> ShmChannel::create(std::string_view name,
@@ -116,7 +116,7 @@ Result<std::unique_ptr<ShmChannel>> ShmChannel::create(std::string_view name,
   }
   auto full = shm_detail::new_segment_name(name);
   if (!full) return std::move(full).error();
-  auto seg = shm_detail::Segment::create(*full, segment_bytes(opt.ring_bytes));
+  auto seg = os::ShmObject::create(*full, segment_bytes(opt.ring_bytes));
   if (!seg) return std::move(seg).error();
 
   auto impl = std::make_unique<Impl>();
@@ -127,7 +127,7 @@ Result<std::unique_ptr<ShmChannel>> ShmChannel::create(std::string_view name,
   h->header_bytes = kHeaderBytes;
   h->ring_bytes = opt.ring_bytes;
   h->total_bytes = segment_bytes(opt.ring_bytes);
-  h->start_ticks[0].store(shm_detail::self_start_ticks());
+  h->start_ticks[0].store(os::self_start_ticks());
   h->pid[0].store(static_cast<std::int32_t>(::getpid()));
   impl->hdr = h;
   init_ring(base + ring_offset(0, opt.ring_bytes), opt.ring_bytes);
@@ -146,7 +146,7 @@ Result<std::unique_ptr<ShmChannel>> ShmChannel::open(std::string_view name_or_en
                                                      const ShmOptions& opt) {
   auto full = shm_detail::segment_name_of(name_or_endpoint);
   if (!full) return std::move(full).error();
-  auto seg = shm_detail::Segment::open(*full);
+  auto seg = os::ShmObject::open(*full);
   if (!seg) return std::move(seg).error();
   if (seg->size() < kHeaderBytes) {
     return Error{Errc::invalid_argument, "/dev/shm/" + *full + " is too small for a channel"};
@@ -165,9 +165,9 @@ Result<std::unique_ptr<ShmChannel>> ShmChannel::open(std::string_view name_or_en
     return Error{Errc::already_exists,
                  "channel " + *full + " is already open in pid " + std::to_string(expected)};
   }
-  h->start_ticks[1].store(shm_detail::self_start_ticks());
+  h->start_ticks[1].store(os::self_start_ticks());
   h->attached.store(1, std::memory_order_release);
-  shm_detail::futex_wake(h->attached, INT_MAX);
+  os::futex_wake_all(h->attached);
 
   auto impl = std::make_unique<Impl>();
   impl->seg = std::move(*seg);
@@ -207,11 +207,7 @@ Status ShmChannel::wait_for_peer(Deadline d) {
     if (impl_->closed()) return Errc::channel_closed;
     if (d.is_now()) return Errc::would_block;
     if (d.expired()) return Errc::timeout;
-    auto t = std::chrono::nanoseconds(std::chrono::milliseconds(50));
-    if (!d.is_never()) {
-      t = std::min(t, std::chrono::duration_cast<std::chrono::nanoseconds>(d.remaining()));
-    }
-    shm_detail::futex_wait(attached, v, t);
+    os::futex_wait(attached, v, d, std::chrono::milliseconds(50));
   }
 }
 

@@ -86,7 +86,7 @@ void advance(std::atomic<std::uint64_t>& counter, std::uint64_t p) noexcept {
 }  // namespace
 
 struct ShmQueue::Impl {
-  shm_detail::Segment seg;
+  os::ShmObject seg;
   QueueHeader* hdr = nullptr;
   std::uint8_t* slots = nullptr;
   std::uint64_t cap = 0;
@@ -107,7 +107,7 @@ struct ShmQueue::Impl {
 
   void register_self() noexcept {
     const auto pid = static_cast<std::int32_t>(me);
-    const auto ticks = shm_detail::self_start_ticks();
+    const auto ticks = os::self_start_ticks();
     for (auto& e : hdr->procs) {
       std::int32_t cur = e.pid.load();
       if (cur == pid) {
@@ -118,7 +118,7 @@ struct ShmQueue::Impl {
     for (int pass = 0; pass < 2; ++pass) {
       for (auto& e : hdr->procs) {
         std::int32_t cur = e.pid.load();
-        const bool free = cur == 0 || (pass == 1 && !shm_detail::process_alive(cur, 0));
+        const bool free = cur == 0 || (pass == 1 && !os::process_alive(cur, 0));
         if (free && e.pid.compare_exchange_strong(cur, pid)) {
           e.start_ticks.store(ticks);
           return;
@@ -138,7 +138,7 @@ struct ShmQueue::Impl {
         break;
       }
     }
-    return !shm_detail::process_alive(pid, ticks);
+    return !os::process_alive(pid, ticks);
   }
 
   // Takes back slot i whose claimer (in word w) is dead. True if this call did it.
@@ -157,8 +157,8 @@ struct ShmQueue::Impl {
     // The counters may be stuck at seq if the claimer died before advancing them.
     advance(hdr->head, seq);
     advance(hdr->tail, seq);
-    shm_detail::bump_and_wake(hdr->not_full_seq, INT_MAX);
-    shm_detail::bump_and_wake(hdr->not_empty_seq, INT_MAX);
+    os::bump_and_wake(hdr->not_full_seq, INT_MAX);
+    os::bump_and_wake(hdr->not_empty_seq, INT_MAX);
     return true;
   }
 
@@ -257,11 +257,7 @@ struct ShmQueue::Impl {
         result = Errc::timeout;
         break;
       }
-      auto t = std::chrono::duration_cast<std::chrono::nanoseconds>(kLivenessPeriod);
-      if (!d.is_never()) {
-        t = std::min(t, std::chrono::duration_cast<std::chrono::nanoseconds>(d.when() - now));
-      }
-      shm_detail::futex_wait(seq, s, t);
+      os::futex_wait(seq, s, d, kLivenessPeriod);
     }
     waiters.fetch_sub(1, std::memory_order_seq_cst);
     return result;
@@ -271,7 +267,7 @@ struct ShmQueue::Impl {
 ShmQueue::ShmQueue(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
 
 ShmQueue::~ShmQueue() {
-  if (impl_ && impl_->creator) impl_->seg.remove();
+  if (impl_ && impl_->creator) impl_->seg.unlink();
 }
 
 Result<std::unique_ptr<ShmQueue>> ShmQueue::create(std::string_view name,
@@ -288,7 +284,7 @@ Result<std::unique_ptr<ShmQueue>> ShmQueue::create(std::string_view name,
   const std::size_t stride = round_up(sizeof(SlotHeader) + opt.slot_bytes, 64);
   const std::size_t slots_offset = round_up(sizeof(QueueHeader), 4096);
   const std::size_t total = slots_offset + stride * opt.capacity;
-  auto seg = shm_detail::Segment::create(*full, total);
+  auto seg = os::ShmObject::create(*full, total);
   if (!seg) return std::move(seg).error();
 
   auto impl = std::make_unique<Impl>();
@@ -322,7 +318,7 @@ Result<std::unique_ptr<ShmQueue>> ShmQueue::create(std::string_view name,
 Result<std::unique_ptr<ShmQueue>> ShmQueue::open(std::string_view name_or_endpoint) {
   auto full = shm_detail::segment_name_of(name_or_endpoint);
   if (!full) return std::move(full).error();
-  auto seg = shm_detail::Segment::open(*full);
+  auto seg = os::ShmObject::open(*full);
   if (!seg) return std::move(seg).error();
   if (seg->size() < sizeof(QueueHeader)) {
     return Error{Errc::invalid_argument, "/dev/shm/" + *full + " is too small for a queue"};
@@ -388,7 +384,7 @@ Status ShmQueue::commit_push(const PushSlot& s) {
     return Error{Errc::broken, "the queue slot was taken back before the push completed"};
   }
   if (im.hdr->pop_waiters.load(std::memory_order_seq_cst) != 0) {
-    shm_detail::bump_and_wake(im.hdr->not_empty_seq, 1);
+    os::bump_and_wake(im.hdr->not_empty_seq, 1);
   }
   return {};
 }
@@ -418,7 +414,7 @@ Status ShmQueue::commit_pop(const PopSlot& s) {
     return Error{Errc::broken, "the queue slot was taken back before the pop completed"};
   }
   if (im.hdr->push_waiters.load(std::memory_order_seq_cst) != 0) {
-    shm_detail::bump_and_wake(im.hdr->not_full_seq, 1);
+    os::bump_and_wake(im.hdr->not_full_seq, 1);
   }
   return {};
 }
@@ -441,8 +437,8 @@ Status ShmQueue::pop_until(Bytes& out, Deadline d, std::uint64_t* seq) {
 
 void ShmQueue::close() noexcept {
   impl_->hdr->closed.store(1, std::memory_order_seq_cst);
-  shm_detail::bump_and_wake(impl_->hdr->not_empty_seq, INT_MAX);
-  shm_detail::bump_and_wake(impl_->hdr->not_full_seq, INT_MAX);
+  os::bump_and_wake(impl_->hdr->not_empty_seq, INT_MAX);
+  os::bump_and_wake(impl_->hdr->not_full_seq, INT_MAX);
 }
 
 bool ShmQueue::closed() const noexcept {

@@ -70,11 +70,7 @@ Status wait_on(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& slee
       if (!ready()) result = Errc::timeout;
       break;
     }
-    auto t = std::chrono::duration_cast<std::chrono::nanoseconds>(o.liveness_period);
-    if (!d.is_never()) {
-      t = std::min(t, std::chrono::duration_cast<std::chrono::nanoseconds>(d.when() - now));
-    }
-    shm_detail::futex_wait(seq, s, t);
+    os::futex_wait(seq, s, d, o.liveness_period);
   }
   sleeping.store(0, std::memory_order_seq_cst);
   return result;
@@ -93,8 +89,8 @@ RingControl* init_ring(void* mem, std::size_t capacity) noexcept {
 }
 
 void wake_ring(RingControl& ring) noexcept {
-  shm_detail::bump_and_wake(ring.data_seq, 1);
-  shm_detail::bump_and_wake(ring.space_seq, 1);
+  os::bump_and_wake(ring.data_seq, 1);
+  os::bump_and_wake(ring.space_seq, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,7 +134,7 @@ void RingProducer::commit() noexcept {
   // seq_cst store, then the flag load: pairs with the consumer's flag store + head load.
   ring_->head.store(head_, std::memory_order_seq_cst);
   if (ring_->data_sleeping.load(std::memory_order_seq_cst) != 0) {
-    shm_detail::bump_and_wake(ring_->data_seq, 1);
+    os::bump_and_wake(ring_->data_seq, 1);
   }
 }
 
@@ -309,7 +305,7 @@ void RingConsumer::publish_tail() noexcept {
   published_ = tail_;
   ring_->tail.store(tail_, std::memory_order_seq_cst);
   if (ring_->space_sleeping.load(std::memory_order_seq_cst) != 0) {
-    shm_detail::bump_and_wake(ring_->space_seq, 1);
+    os::bump_and_wake(ring_->space_seq, 1);
   }
 }
 

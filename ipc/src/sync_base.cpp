@@ -1,21 +1,18 @@
-#include <fcntl.h>
 #include <linux/futex.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <climits>
-#include <csignal>
 #include <cstring>
 #include <new>
-#include <thread>
+#include <utility>
 
 #include "ferry/ipc/sync_base.hpp"
 #include "ferry/ipc/sync_value.hpp"
 #include "ferry/shared/session.hpp"
+#include "os_util.hpp"
 #include "sync_internal.hpp"
 
 namespace ferry::ipc {
@@ -66,57 +63,38 @@ timespec to_timespec(Clock::duration d) {
   return timespec{static_cast<time_t>(s.count()), static_cast<long>(ns.count())};
 }
 
-// Bounded wait for another process's initialisation step (create() between shm_open and
-// publish() is a few syscalls): short sleeps, at most ~1 s.
-template <class Pred>
-bool wait_briefly(Pred ready) {
-  for (int i = 0; i < 1000; ++i) {
-    if (ready()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return ready();
-}
-
 }  // namespace
 
 Status check_name(std::string_view name) {
-  if (name.empty() || name.size() > 200 || name.find('/') != std::string_view::npos ||
-      name.find('\0') != std::string_view::npos) {
-    return Error(Errc::invalid_argument,
-                 "sync primitive names are 1-200 characters without '/': " + std::string(name));
+  return os::check_object_name(name);
+}
+
+Segment::Segment() noexcept = default;
+
+Segment::Segment(Segment&& o) noexcept
+    : obj_(std::move(o.obj_)), creator_(std::exchange(o.creator_, false)) {}
+
+Segment& Segment::operator=(Segment&& o) noexcept {
+  if (this != &o) {
+    Segment old(std::move(*this));  // released (and, for a creator, unlinked) on return
+    obj_ = std::move(o.obj_);
+    creator_ = std::exchange(o.creator_, false);
   }
-  return {};
+  return *this;
 }
 
 Segment::~Segment() {
-  if (base_ != nullptr) ::munmap(base_, size_);
-  if (creator_) ::shm_unlink(("/" + name_).c_str());
+  if (obj_ && creator_) obj_->unlink();
 }
 
 Result<Segment> Segment::create(std::string_view name, SyncKind kind, std::size_t payload) {
   if (auto c = check_name(name); !c) return std::move(c).error();
+  auto obj = os::ShmObject::create(::ferry::shm_name(name), kHeaderSize + payload);
+  if (!obj) return std::move(obj).error();
   Segment s;
-  s.name_ = ::ferry::shm_name(name);
-  const std::string path = "/" + s.name_;
-  const int fd = ::shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    const int e = errno;
-    if (e == EEXIST) return Error(Errc::already_exists, "/dev/shm" + path + " exists", e);
-    return system_error("shm_open " + path, e);
-  }
+  s.obj_ = std::make_unique<os::ShmObject>(std::move(*obj));
   s.creator_ = true;  // from here on, s's destructor removes the name on failure
-  s.size_ = kHeaderSize + payload;
-  if (::ftruncate(fd, static_cast<off_t>(s.size_)) != 0) {
-    const int e = errno;
-    ::close(fd);
-    return system_error("ftruncate " + path, e);
-  }
-  void* p = ::mmap(nullptr, s.size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const int e = errno;
-  ::close(fd);
-  if (p == MAP_FAILED) return system_error("mmap " + path, e);
-  s.base_ = p;
-  auto* h = new (p) SegHeader{};
+  auto* h = new (s.obj_->data()) SegHeader{};
   h->magic = kMagic;
   h->kind = static_cast<std::uint16_t>(kind);
   h->version = kVersion;
@@ -125,59 +103,49 @@ Result<Segment> Segment::create(std::string_view name, SyncKind kind, std::size_
 }
 
 void Segment::publish() noexcept {
-  static_cast<SegHeader*>(base_)->ready.store(1, std::memory_order_release);
+  reinterpret_cast<SegHeader*>(obj_->data())->ready.store(1, std::memory_order_release);
 }
 
 void* Segment::payload() const noexcept {
-  return static_cast<char*>(base_) + kHeaderSize;
+  return obj_->data() + kHeaderSize;
 }
 
 std::size_t Segment::payload_size() const noexcept {
-  return size_ - kHeaderSize;
+  return obj_->size() - kHeaderSize;
+}
+
+const std::string& Segment::shm_object() const noexcept {
+  static const std::string none;
+  return obj_ ? obj_->name() : none;
 }
 
 Result<Segment> Segment::open(const std::string& shm_object, SyncKind kind, std::size_t payload) {
   if (shm_object.rfind("ferry.", 0) != 0 || shm_object.find('/') != std::string::npos) {
     return Error(Errc::invalid_argument, "not a ferry shm object name: " + shm_object);
   }
+  const std::string path = "/dev/shm/" + shm_object;
+  // The creator may still be between shm_open and ftruncate: open() waits for the size.
+  auto obj = os::ShmObject::open(shm_object, kHeaderSize + payload);
+  if (!obj) {
+    if (obj.code() != Errc::invalid_argument) return std::move(obj).error();
+    return Error(Errc::invalid_argument,
+                 path + " is too small for a " + kind_name(static_cast<std::uint16_t>(kind)));
+  }
   Segment s;
-  s.name_ = shm_object;
-  const std::string path = "/" + shm_object;
-  const int fd = ::shm_open(path.c_str(), O_RDWR | O_CLOEXEC, 0);
-  if (fd < 0) {
-    const int e = errno;
-    if (e == ENOENT) return Error(Errc::not_found, "/dev/shm" + path + " does not exist", e);
-    return system_error("shm_open " + path, e);
-  }
-  struct stat st {};
-  const bool sized = wait_briefly([&] {
-    return ::fstat(fd, &st) == 0 && static_cast<std::size_t>(st.st_size) >= kHeaderSize + payload;
-  });
-  if (!sized) {
-    ::close(fd);
-    return Error(Errc::invalid_argument, "/dev/shm" + path + " is too small for a " +
-                                             kind_name(static_cast<std::uint16_t>(kind)));
-  }
-  s.size_ = static_cast<std::size_t>(st.st_size);
-  void* p = ::mmap(nullptr, s.size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const int e = errno;
-  ::close(fd);
-  if (p == MAP_FAILED) return system_error("mmap " + path, e);
-  s.base_ = p;
-  auto* h = static_cast<SegHeader*>(p);
-  if (!wait_briefly([&] { return h->ready.load(std::memory_order_acquire) == 1; })) {
-    return Error(Errc::not_found, "/dev/shm" + path + " was never initialised");
+  s.obj_ = std::make_unique<os::ShmObject>(std::move(*obj));
+  auto* h = reinterpret_cast<SegHeader*>(s.obj_->data());
+  if (!os::wait_briefly([&] { return h->ready.load(std::memory_order_acquire) == 1; })) {
+    return Error(Errc::not_found, path + " was never initialised");
   }
   if (h->magic != kMagic || h->version != kVersion) {
-    return Error(Errc::invalid_argument, "/dev/shm" + path + " is not a ferry sync primitive");
+    return Error(Errc::invalid_argument, path + " is not a ferry sync primitive");
   }
   if (h->kind != static_cast<std::uint16_t>(kind)) {
-    return Error(Errc::invalid_argument, "/dev/shm" + path + " is a " + kind_name(h->kind) +
-                                             ", not a " +
+    return Error(Errc::invalid_argument, path + " is a " + kind_name(h->kind) + ", not a " +
                                              kind_name(static_cast<std::uint16_t>(kind)));
   }
-  if (h->payload < payload || h->payload > s.size_ - kHeaderSize) {
-    return Error(Errc::invalid_argument, "/dev/shm" + path + " has an unexpected size");
+  if (h->payload < payload || h->payload > s.obj_->size() - kHeaderSize) {
+    return Error(Errc::invalid_argument, path + " has an unexpected size");
   }
   return s;
 }
@@ -293,82 +261,15 @@ bool mutex_owned_by_me(const RobustMutex& m) noexcept {
   return (word & kTidMask) == static_cast<int>(::gettid());
 }
 
-void futex_wait(const std::atomic<std::uint32_t>& w, std::uint32_t expected, Deadline d,
-                Clock::duration slice) noexcept {
-  if (d.is_now()) return;
-  Clock::duration left = d.remaining();
-  if (!d.is_never() && left <= Clock::duration::zero()) return;
-  if (slice > Clock::duration::zero() && slice < left) left = slice;
-  timespec ts{};
-  const timespec* tp = nullptr;
-  if (left != Clock::duration::max()) {
-    ts = to_timespec(left);
-    tp = &ts;
-  }
-  // Not FUTEX_PRIVATE: the word is shared between processes. EAGAIN (value already changed),
-  // EINTR and ETIMEDOUT all just mean "re-check".
-  ::syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(&w), FUTEX_WAIT, expected, tp,
-            nullptr, 0);
-}
-
-void futex_wake(std::atomic<std::uint32_t>& w, int n) noexcept {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&w), FUTEX_WAKE, n, nullptr, nullptr, 0);
-}
-
-namespace {
-// pid, state and start time of /proc/<pid>/stat; false if it cannot be read.
-bool read_stat(std::int32_t pid, char& state, std::uint64_t& ticks) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  char buf[1024];
-  const auto n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return false;
-  buf[n] = '\0';
-  // The command name (field 2) may hold spaces and ')'; fields resume after the last ')'.
-  const char* p = std::strrchr(buf, ')');
-  if (p == nullptr || p[1] == '\0') return false;
-  p += 2;
-  state = *p;
-  // Skip from field 3 (state) to field 22 (starttime).
-  for (int field = 3; field < 22; ++field) {
-    p = std::strchr(p, ' ');
-    if (p == nullptr) return false;
-    ++p;
-  }
-  char* end = nullptr;
-  ticks = std::strtoull(p, &end, 10);
-  return end != p;
-}
-}  // namespace
-
 ProcId self_proc() noexcept {
-  static std::atomic<std::int32_t> cached_pid{0};
-  static std::atomic<std::uint64_t> cached_ticks{0};
-  const auto pid = static_cast<std::int32_t>(::getpid());
-  if (cached_pid.load(std::memory_order_acquire) != pid) {
-    char state = 0;
-    std::uint64_t ticks = 0;
-    if (!read_stat(pid, state, ticks)) ticks = 0;
-    cached_ticks.store(ticks, std::memory_order_relaxed);
-    cached_pid.store(pid, std::memory_order_release);
-  }
   ProcId me;
-  me.pid = pid;
-  me.ticks = cached_ticks.load(std::memory_order_relaxed);
+  me.pid = static_cast<std::int32_t>(::getpid());
+  me.ticks = os::self_start_ticks();
   return me;
 }
 
 bool proc_alive(const ProcId& p) noexcept {
-  if (p.pid <= 0) return false;
-  if (::kill(p.pid, 0) != 0 && errno == ESRCH) return false;
-  char state = 0;
-  std::uint64_t ticks = 0;
-  if (!read_stat(p.pid, state, ticks)) return false;
-  if (state == 'Z' || state == 'X') return false;  // exited, not yet reaped
-  return ticks == p.ticks;
+  return p.pid > 0 && os::process_alive(p.pid, p.ticks);
 }
 
 // ---- Value / Array storage

@@ -1,35 +1,25 @@
-// Internals shared by the sync primitives' sources: futex waits on a shared word, process
-// identity and liveness, and the undo record that keeps state consistent when a process is
-// killed in the middle of an update.
+// Internals shared by the sync primitives' sources: process identity, tables of processes
+// with dead-entry scans, and the undo record that keeps state consistent when a process is
+// killed in the middle of an update. Futex waits and /proc reading are in os_util.hpp.
 #pragma once
+
+#include <time.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
 #include "ferry/ipc/deadline.hpp"
 #include "ferry/ipc/sync_base.hpp"
+#include "os_util.hpp"
 
 namespace ferry::ipc::detail {
-
-static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
-                  std::atomic<std::uint32_t>::is_always_lock_free,
-              "futex words must be plain lock-free 32-bit atomics");
 
 // How often waiters that must notice a dead peer (Semaphore holder, Barrier party) wake up
 // to look for one.
 inline constexpr auto kDeathPollInterval = std::chrono::milliseconds(100);
-
-// Sleeps while w == expected (FUTEX_WAIT, shared across processes) until woken, the deadline,
-// or `slice` has passed (zero: no cap). Returns at once for Deadline::now(). Callers re-check
-// their condition after every return (wake-ups may be spurious).
-void futex_wait(const std::atomic<std::uint32_t>& w, std::uint32_t expected, Deadline d,
-                Clock::duration slice = Clock::duration::zero()) noexcept;
-void futex_wake(std::atomic<std::uint32_t>& w, int n) noexcept;
-inline void futex_wake_all(std::atomic<std::uint32_t>& w) noexcept {
-  futex_wake(w, 0x7fffffff);
-}
 
 // A process, robust against pid reuse: pid + start time (clock ticks since boot).
 struct ProcId {
@@ -41,6 +31,61 @@ struct ProcId {
 ProcId self_proc() noexcept;
 // False once the process has exited (a zombie counts as dead) or its pid was reused.
 bool proc_alive(const ProcId& p) noexcept;
+
+// Tables of processes in shared state (Semaphore holders, Barrier attachments): one entry
+// per process, count = what it holds there; count == 0 is a free entry. Called with the
+// state locked, inside a journal entry.
+
+// Adds n to me's entry, or takes a free one; a full table leaves me untracked (documented
+// by the primitives).
+template <std::size_t N>
+void table_add(ProcId (&table)[N], const ProcId& me, std::uint32_t n = 1) noexcept {
+  ProcId* free_entry = nullptr;
+  for (auto& e : table) {
+    if (e.count != 0 && e.same_process(me)) {
+      e.count += n;
+      return;
+    }
+    if (e.count == 0 && free_entry == nullptr) free_entry = &e;
+  }
+  if (free_entry != nullptr) {
+    *free_entry = me;
+    free_entry->count = n;
+  }
+}
+
+// Takes n from me's entry (not below zero); an entry that reaches zero is freed.
+template <std::size_t N>
+void table_drop(ProcId (&table)[N], const ProcId& me, std::uint32_t n = 1) noexcept {
+  for (auto& e : table) {
+    if (e.count != 0 && e.same_process(me)) {
+      e.count = n >= e.count ? 0 : e.count - n;
+      if (e.count == 0) e = ProcId{};
+      return;
+    }
+  }
+}
+
+// Frees the entries of dead processes (never me's), calling on_dead(entry) first for each.
+// Returns true if there was one. Reads /proc: see scan_if_due for how often.
+template <std::size_t N, class OnDead>
+bool table_prune_dead(ProcId (&table)[N], const ProcId& me, OnDead&& on_dead) {
+  bool any = false;
+  for (auto& e : table) {
+    if (e.count == 0 || e.same_process(me) || proc_alive(e)) continue;
+    on_dead(static_cast<const ProcId&>(e));
+    e = ProcId{};
+    any = true;
+  }
+  return any;
+}
+
+// CLOCK_MONOTONIC in ns: system-wide, so every process compares the same clock.
+inline std::int64_t mono_ns() noexcept {
+  timespec t{};
+  ::clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<std::int64_t>(t.tv_sec) * 1000000000LL + t.tv_nsec;
+}
 
 // State S with an undo record: begin() saves S, commit() drops the save. A process killed
 // between them leaves `active` set, and the next owner of the (robust) mutex rolls the state
@@ -73,6 +118,23 @@ struct Journaled {
   }
 };
 
+// Runs scan(state) (a look for dead processes) if the last one, by any process, was at least
+// kDeathPollInterval ago: the scan reads /proc, so contended waiters share one per interval
+// through S::last_scan_ns. Called with the state locked; the scan is one journal entry.
+// Returns what scan returned, false if it was not due.
+template <class S, class Scan>
+bool scan_if_due(Journaled<S>& j, Scan&& scan) {
+  const std::int64_t now = mono_ns();
+  if (now - j.state.last_scan_ns < std::chrono::nanoseconds(kDeathPollInterval).count()) {
+    return false;
+  }
+  j.begin();
+  j.state.last_scan_ns = now;
+  const bool found = scan(j.state);
+  j.commit();
+  return found;
+}
+
 // Locks an internal state mutex: a dead previous owner is repaired (rollback + consistent)
 // and not reported. ok / would_block / timeout, or broken if the mutex is unusable.
 // rolled_back (optional) tells whether a dead owner's update was undone.
@@ -85,6 +147,16 @@ Status lock_state(RobustMutex& m, Journaled<S>& j, Deadline d, bool* owner_was_d
     return make_mutex_consistent(m);
   }
   return st;
+}
+
+// read(state) under the state lock, for the accessors (value(), parties(), ...); `fallback`
+// if the lock cannot be taken (broken).
+template <class S, class R, class Read>
+R read_state(RobustMutex& m, Journaled<S>& j, R fallback, Read&& read) {
+  if (!lock_state(m, j, Deadline::never())) return fallback;
+  const R v = read(static_cast<const S&>(j.state));
+  (void)unlock_mutex(m);
+  return v;
 }
 
 // Short critical sections on internal state: a try form still waits for the mutex (it is

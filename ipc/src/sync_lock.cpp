@@ -22,8 +22,7 @@ Result<Lock> Lock::create(std::string_view name) {
 }
 
 Result<Lock> Lock::open(std::string_view name) {
-  if (auto c = detail::check_name(name); !c) return std::move(c).error();
-  return open_object(::ferry::shm_name(name));
+  return detail::open_named<Lock>(name);
 }
 
 Result<Lock> Lock::open_object(const std::string& shm_object) {
@@ -71,8 +70,7 @@ Result<RLock> RLock::create(std::string_view name) {
 }
 
 Result<RLock> RLock::open(std::string_view name) {
-  if (auto c = detail::check_name(name); !c) return std::move(c).error();
-  return open_object(::ferry::shm_name(name));
+  return detail::open_named<RLock>(name);
 }
 
 Result<RLock> RLock::open_object(const std::string& shm_object) {

@@ -1,5 +1,3 @@
-#include <time.h>
-
 #include <atomic>
 #include <new>
 
@@ -24,48 +22,13 @@ struct SemState {
   ProcId holders[Semaphore::kHolderSlots];  // count = units held
 };
 
-std::int64_t mono_ns() {
-  timespec t{};
-  ::clock_gettime(CLOCK_MONOTONIC, &t);
-  return static_cast<std::int64_t>(t.tv_sec) * 1000000000LL + t.tv_nsec;
-}
-
-void add_holder(SemState& s, const ProcId& me) {
-  ProcId* free_slot = nullptr;
-  for (auto& h : s.holders) {
-    if (h.count != 0 && h.same_process(me)) {
-      ++h.count;
-      return;
-    }
-    if (h.count == 0 && free_slot == nullptr) free_slot = &h;
-  }
-  if (free_slot != nullptr) {  // else untracked: the table is full (documented)
-    *free_slot = me;
-    free_slot->count = 1;
-  }
-}
-
-void drop_holder(SemState& s, const ProcId& me, std::uint32_t n) {
-  for (auto& h : s.holders) {
-    if (h.count != 0 && h.same_process(me)) {
-      h.count = n >= h.count ? 0 : h.count - n;
-      return;
-    }
-  }
-}
-
 // Returns the units of holders that died to the count. Called with the state locked, inside
 // a journal entry.
 bool reclaim_dead(SemState& s, const ProcId& me) {
-  bool any = false;
-  for (auto& h : s.holders) {
-    if (h.count == 0 || h.same_process(me) || detail::proc_alive(h)) continue;
+  return detail::table_prune_dead(s.holders, me, [&](const ProcId& h) {
     const std::uint64_t v = std::uint64_t{s.value} + h.count;
     s.value = static_cast<std::uint32_t>(v > s.max ? s.max : v);
-    h = ProcId{};
-    any = true;
-  }
-  return any;
+  });
 }
 
 }  // namespace
@@ -104,8 +67,7 @@ Result<Semaphore> Semaphore::create(std::string_view name, std::uint32_t initial
 }
 
 Result<Semaphore> Semaphore::open(std::string_view name) {
-  if (auto c = detail::check_name(name); !c) return std::move(c).error();
-  return open_object(::ferry::shm_name(name));
+  return detail::open_named<Semaphore>(name);
 }
 
 Result<Semaphore> Semaphore::open_object(const std::string& shm_object) {
@@ -119,27 +81,19 @@ Status Semaphore::acquire(Deadline d) {
   for (;;) {
     if (auto ls = detail::lock_state(st_->m, j, detail::state_deadline(d)); !ls) return ls;
     SemState& s = j.state;
-    bool reclaimed = false;
-    if (s.value == 0 && s.reclaim != 0) {
-      // Contention: maybe a holder died. Look at most every kDeathPollInterval (the scan reads
-      // /proc), shared by all processes through the segment.
-      const auto now = mono_ns();
-      if (now - s.last_scan_ns >= std::chrono::nanoseconds(detail::kDeathPollInterval).count()) {
-        j.begin();
-        s.last_scan_ns = now;
-        reclaimed = reclaim_dead(s, me);
-        j.commit();
-      }
-    }
+    // Contention: maybe a holder died.
+    const bool reclaimed =
+        s.value == 0 && s.reclaim != 0 &&
+        detail::scan_if_due(j, [&](SemState& st) { return reclaim_dead(st, me); });
     if (s.value > 0) {
       j.begin();
       --s.value;
-      if (s.reclaim != 0) add_holder(s, me);
+      if (s.reclaim != 0) detail::table_add(s.holders, me);
       j.commit();
       const bool more = reclaimed && s.value > 0;
       if (more) st_->seq.fetch_add(1, std::memory_order_release);
       (void)detail::unlock_mutex(st_->m);
-      if (more) detail::futex_wake_all(st_->seq);  // the others may take the rest
+      if (more) os::futex_wake_all(st_->seq);  // the others may take the rest
       if (reclaimed) {
         return Error(Errc::owner_died,
                      "acquired a unit reclaimed from a process that died holding it");
@@ -154,8 +108,8 @@ Status Semaphore::acquire(Deadline d) {
       st_->waiters.fetch_sub(1, std::memory_order_relaxed);
       return d.is_now() ? Errc::would_block : Errc::timeout;
     }
-    detail::futex_wait(st_->seq, seen, d,
-                       poll_for_dead ? detail::kDeathPollInterval : Clock::duration::zero());
+    os::futex_wait(st_->seq, seen, d,
+                   poll_for_dead ? detail::kDeathPollInterval : Clock::duration::zero());
     st_->waiters.fetch_sub(1, std::memory_order_relaxed);
   }
 }
@@ -174,21 +128,19 @@ Status Semaphore::release(std::uint32_t n) {
   }
   j.begin();
   s.value += n;
-  if (s.reclaim != 0) drop_holder(s, detail::self_proc(), n);
+  if (s.reclaim != 0) detail::table_drop(s.holders, detail::self_proc(), n);
   j.commit();
   st_->seq.fetch_add(1, std::memory_order_release);
   const bool wake = st_->waiters.load(std::memory_order_relaxed) > 0;
   (void)detail::unlock_mutex(st_->m);
-  if (wake) detail::futex_wake(st_->seq, n > 0x7fffffffU ? 0x7fffffff : static_cast<int>(n));
+  if (wake) os::futex_wake(st_->seq, n);
   return {};
 }
 
 std::uint32_t Semaphore::value() const {
   if (!st_) return 0;
-  if (!detail::lock_state(st_->m, st_->j, Deadline::never())) return 0;
-  const std::uint32_t v = st_->j.state.value;
-  (void)detail::unlock_mutex(st_->m);
-  return v;
+  return detail::read_state(st_->m, st_->j, std::uint32_t{0},
+                            [](const SemState& s) { return s.value; });
 }
 
 Result<SemaphoreGuard> Semaphore::guard(Deadline d) {
@@ -222,8 +174,7 @@ Result<BoundedSemaphore> BoundedSemaphore::create(std::string_view name, std::ui
 }
 
 Result<BoundedSemaphore> BoundedSemaphore::open(std::string_view name) {
-  if (auto c = detail::check_name(name); !c) return std::move(c).error();
-  return open_object(::ferry::shm_name(name));
+  return detail::open_named<BoundedSemaphore>(name);
 }
 
 Result<BoundedSemaphore> BoundedSemaphore::open_object(const std::string& shm_object) {
@@ -234,10 +185,8 @@ Result<BoundedSemaphore> BoundedSemaphore::open_object(const std::string& shm_ob
 
 std::uint32_t BoundedSemaphore::bound() const {
   if (!st_) return 0;
-  if (!detail::lock_state(st_->m, st_->j, Deadline::never())) return 0;
-  const std::uint32_t v = st_->j.state.max;
-  (void)detail::unlock_mutex(st_->m);
-  return v;
+  return detail::read_state(st_->m, st_->j, std::uint32_t{0},
+                            [](const SemState& s) { return s.max; });
 }
 
 }  // namespace ferry::ipc

@@ -1,6 +1,4 @@
 // Event, Condition and Barrier: waiting on a futex word in the segment.
-#include <time.h>
-
 #include <atomic>
 #include <new>
 
@@ -14,14 +12,6 @@ using detail::Journaled;
 using detail::ProcId;
 using detail::Segment;
 using detail::SyncKind;
-
-namespace {
-std::int64_t mono_ns() {
-  timespec t{};
-  ::clock_gettime(CLOCK_MONOTONIC, &t);
-  return static_cast<std::int64_t>(t.tv_sec) * 1000000000LL + t.tv_nsec;
-}
-}  // namespace
 
 // ---- Event
 
@@ -41,8 +31,7 @@ Result<Event> Event::create(std::string_view name) {
 }
 
 Result<Event> Event::open(std::string_view name) {
-  if (auto c = detail::check_name(name); !c) return std::move(c).error();
-  return open_object(::ferry::shm_name(name));
+  return detail::open_named<Event>(name);
 }
 
 Result<Event> Event::open_object(const std::string& shm_object) {
@@ -55,7 +44,7 @@ void Event::set() noexcept {
   if (!st_) return;
   st_->flag.store(1, std::memory_order_seq_cst);
   st_->seq.fetch_add(1, std::memory_order_seq_cst);
-  detail::futex_wake_all(st_->seq);
+  os::futex_wake_all(st_->seq);
 }
 
 void Event::clear() noexcept {
@@ -75,7 +64,7 @@ Status Event::wait(Deadline d) {
     if (st_->flag.load(std::memory_order_seq_cst) != 0) return {};
     if (st_->seq.load(std::memory_order_seq_cst) != seen) return {};  // set() (+clear) pulse
     if (d.expired()) return d.is_now() ? Errc::would_block : Errc::timeout;
-    detail::futex_wait(st_->seq, seen, d);
+    os::futex_wait(st_->seq, seen, d);
   }
 }
 
@@ -99,8 +88,7 @@ Result<Condition> Condition::create(std::string_view name) {
 }
 
 Result<Condition> Condition::open(std::string_view name) {
-  if (auto c = detail::check_name(name); !c) return std::move(c).error();
-  return open_object(::ferry::shm_name(name));
+  return detail::open_named<Condition>(name);
 }
 
 Result<Condition> Condition::open_object(const std::string& shm_object) {
@@ -127,7 +115,7 @@ Status Condition::wait(LockGuard& g, Deadline d) {
     st_->waiters.fetch_sub(1, std::memory_order_relaxed);
     return s;
   }
-  detail::futex_wait(st_->seq, seen, d);
+  os::futex_wait(st_->seq, seen, d);
   st_->waiters.fetch_sub(1, std::memory_order_relaxed);
   const bool notified = st_->seq.load(std::memory_order_acquire) != seen;
   // Retake the lock whatever the deadline (as std::condition_variable does): the caller's
@@ -150,7 +138,7 @@ void Condition::notify(std::uint32_t n) noexcept {
   if (!st_ || n == 0) return;
   st_->seq.fetch_add(1, std::memory_order_release);
   if (st_->waiters.load(std::memory_order_relaxed) > 0) {
-    detail::futex_wake(st_->seq, n > 0x7fffffffU ? 0x7fffffff : static_cast<int>(n));
+    os::futex_wake(st_->seq, n);
   }
 }
 
@@ -173,13 +161,7 @@ struct BarState {
 };
 
 bool prune_dead(BarState& s, const ProcId& me) {
-  bool any = false;
-  for (auto& a : s.attached) {
-    if (a.count == 0 || a.same_process(me) || detail::proc_alive(a)) continue;
-    a = ProcId{};
-    any = true;
-  }
-  return any;
+  return detail::table_prune_dead(s.attached, me, [](const ProcId&) {});
 }
 }  // namespace
 
@@ -193,22 +175,8 @@ Barrier::Barrier(Segment s) : seg_(std::move(s)), st_(static_cast<State*>(seg_.p
   // Record this process as one that may be a party, so its death breaks the barrier.
   auto& j = st_->j;
   if (!detail::lock_state(st_->m, j, Deadline::never())) return;
-  const ProcId me = detail::self_proc();
   j.begin();
-  ProcId* free_slot = nullptr;
-  bool found = false;
-  for (auto& a : j.state.attached) {
-    if (a.count != 0 && a.same_process(me)) {
-      ++a.count;
-      found = true;
-      break;
-    }
-    if (a.count == 0 && free_slot == nullptr) free_slot = &a;
-  }
-  if (!found && free_slot != nullptr) {
-    *free_slot = me;
-    free_slot->count = 1;
-  }
+  detail::table_add(j.state.attached, detail::self_proc());
   j.commit();
   (void)detail::unlock_mutex(st_->m);
 }
@@ -217,14 +185,8 @@ void Barrier::detach() noexcept {
   if (!st_) return;
   auto& j = st_->j;
   if (!detail::lock_state(st_->m, j, Deadline::never())) return;
-  const ProcId me = detail::self_proc();
   j.begin();
-  for (auto& a : j.state.attached) {
-    if (a.count != 0 && a.same_process(me)) {
-      if (--a.count == 0) a = ProcId{};
-      break;
-    }
-  }
+  detail::table_drop(j.state.attached, detail::self_proc());
   j.commit();
   (void)detail::unlock_mutex(st_->m);
 }
@@ -257,8 +219,7 @@ Result<Barrier> Barrier::create(std::string_view name, std::uint32_t parties) {
 }
 
 Result<Barrier> Barrier::open(std::string_view name) {
-  if (auto c = detail::check_name(name); !c) return std::move(c).error();
-  return open_object(::ferry::shm_name(name));
+  return detail::open_named<Barrier>(name);
 }
 
 Result<Barrier> Barrier::open_object(const std::string& shm_object) {
@@ -284,7 +245,7 @@ Result<std::uint32_t> Barrier::wait(Deadline d) {
     j.commit();
     st_->seq.fetch_add(1, std::memory_order_release);
     unlock();
-    detail::futex_wake_all(st_->seq);
+    os::futex_wake_all(st_->seq);
   };
   if (s.broken != 0) {
     unlock();
@@ -298,7 +259,7 @@ Result<std::uint32_t> Barrier::wait(Deadline d) {
     j.commit();
     st_->seq.fetch_add(1, std::memory_order_release);
     unlock();
-    detail::futex_wake_all(st_->seq);
+    os::futex_wake_all(st_->seq);
     return index;
   }
   j.begin();
@@ -320,22 +281,14 @@ Result<std::uint32_t> Barrier::wait(Deadline d) {
       break_barrier(false);
       return Errc::timeout;
     }
-    // A party that died will never arrive: look for dead attached processes every
-    // kDeathPollInterval (the scan reads /proc; the interval is shared by all processes).
-    const auto now = mono_ns();
-    if (now - s.last_scan_ns >= std::chrono::nanoseconds(detail::kDeathPollInterval).count()) {
-      j.begin();
-      s.last_scan_ns = now;
-      const bool dead = prune_dead(s, me);
-      j.commit();
-      if (dead) {
-        break_barrier(false);
-        return Error(Errc::broken, "a process that had the barrier open died");
-      }
+    // A party that died will never arrive: look for dead attached processes.
+    if (detail::scan_if_due(j, [&](BarState& st) { return prune_dead(st, me); })) {
+      break_barrier(false);
+      return Error(Errc::broken, "a process that had the barrier open died");
     }
     const std::uint32_t seen = st_->seq.load(std::memory_order_acquire);
     unlock();
-    detail::futex_wait(st_->seq, seen, d, detail::kDeathPollInterval);
+    os::futex_wait(st_->seq, seen, d, detail::kDeathPollInterval);
     if (auto ls = detail::lock_state(st_->m, j, Deadline::never()); !ls) {
       return std::move(ls).error();
     }
@@ -351,7 +304,7 @@ void Barrier::abort() noexcept {
   j.commit();
   st_->seq.fetch_add(1, std::memory_order_release);
   (void)detail::unlock_mutex(st_->m);
-  detail::futex_wake_all(st_->seq);
+  os::futex_wake_all(st_->seq);
 }
 
 void Barrier::reset() noexcept {
@@ -372,28 +325,24 @@ void Barrier::reset() noexcept {
   j.commit();
   st_->seq.fetch_add(1, std::memory_order_release);
   (void)detail::unlock_mutex(st_->m);
-  detail::futex_wake_all(st_->seq);
+  os::futex_wake_all(st_->seq);
 }
 
 std::uint32_t Barrier::parties() const noexcept {
-  if (!st_ || !detail::lock_state(st_->m, st_->j, Deadline::never())) return 0;
-  const auto v = st_->j.state.parties;
-  (void)detail::unlock_mutex(st_->m);
-  return v;
+  if (!st_) return 0;
+  return detail::read_state(st_->m, st_->j, std::uint32_t{0},
+                            [](const BarState& s) { return s.parties; });
 }
 
 std::uint32_t Barrier::n_waiting() const noexcept {
-  if (!st_ || !detail::lock_state(st_->m, st_->j, Deadline::never())) return 0;
-  const auto v = st_->j.state.broken != 0 ? 0 : st_->j.state.count;
-  (void)detail::unlock_mutex(st_->m);
-  return v;
+  if (!st_) return 0;
+  return detail::read_state(st_->m, st_->j, std::uint32_t{0},
+                            [](const BarState& s) { return s.broken != 0 ? 0 : s.count; });
 }
 
 bool Barrier::broken() const noexcept {
-  if (!st_ || !detail::lock_state(st_->m, st_->j, Deadline::never())) return false;
-  const bool v = st_->j.state.broken != 0;
-  (void)detail::unlock_mutex(st_->m);
-  return v;
+  if (!st_) return false;
+  return detail::read_state(st_->m, st_->j, false, [](const BarState& s) { return s.broken != 0; });
 }
 
 }  // namespace ferry::ipc

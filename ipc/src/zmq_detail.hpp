@@ -82,7 +82,7 @@ class Socket {
         if (!ready_now) waiting_[side].store(true);
         kick_other(side);
       }
-      if (ready_now) continue;
+      if (ready_now && !d.expired()) continue;
       if (d.expired()) {
         waiting_[side].store(false);
         return Error{Errc::timeout};

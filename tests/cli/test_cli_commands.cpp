@@ -1,8 +1,70 @@
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ferry/shared/session.hpp"
 #include "testing.hpp"
 
 using ferry::testing::run;
+using namespace std::chrono_literals;
+
+namespace {
+
+bool segment_exists(const std::string& name) {
+  return ::access(("/dev/shm/" + name).c_str(), F_OK) == 0;
+}
+
+void make_segment(const std::string& name) {
+  const int fd = ::shm_open(("/" + name).c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  REQUIRE_MESSAGE(fd >= 0, "shm_open " << name);
+  ::close(fd);
+}
+
+// The session id of a process that existed and is gone: a peer we started (its pid and start
+// time are read while it runs), then killed and reaped. A later process with the same pid
+// has another start time, so the session stays dead.
+ferry::SessionId dead_session() {
+  auto peer = ferry::testing::spawn_peer("cli_pause");
+  const auto sid = ferry::SessionId::of_pid(peer.pid());
+  peer.kill(SIGKILL);
+  REQUIRE(peer.wait_for(30s));
+  REQUIRE(sid.has_value());
+  CHECK_FALSE(sid->alive());
+  return *sid;
+}
+
+// The "removed /dev/shm/..." lines of cleanup's output, and whether its last line agrees.
+std::vector<std::string> removed_lines(const std::string& out, bool& summary_ok) {
+  std::vector<std::string> removed;
+  std::istringstream in(out);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    if (line.rfind("removed /dev/shm/", 0) == 0) removed.push_back(line.substr(17));
+    last = line;
+  }
+  if (removed.empty()) {
+    summary_ok = last == "cleanup: nothing to remove";
+  } else {
+    summary_ok = last == "cleanup: removed " + std::to_string(removed.size()) +
+                             (removed.size() == 1 ? " segment" : " segments");
+  }
+  return removed;
+}
+
+}  // namespace
+
+FERRY_TEST_PEER(cli_pause) {
+  for (;;)
+    ::pause();
+}
 
 TEST_SUITE("cli.commands") {
   TEST_CASE("every executable prints usage for --help and exits 0") {
@@ -49,9 +111,41 @@ TEST_SUITE("cli.commands") {
     CHECK(r.err.find("no-such-demo") != std::string::npos);
   }
 
-  TEST_CASE("cleanup reports what it removed") {
+  TEST_CASE("cleanup removes a dead session's segment, names it, and keeps a live session's") {
+    ferry::testing::LeakCheck leaks;
+    const std::string dead = ferry::shm_name(dead_session(), "cleanup-test");
+    const std::string live = ferry::shm_name("cleanup-live");  // this test process's session
+    make_segment(dead);
+    make_segment(live);
+
+    // Other dead sessions' segments on this host may go too; ours must be among them.
     auto r = run(FERRY_COORDINATOR_EXE, {"cleanup"});
     CHECK(r.status.code == 0);
-    CHECK(r.out.find("stale segment(s) removed") != std::string::npos);
+    bool summary_ok = false;
+    const auto removed = removed_lines(r.out, summary_ok);
+    CHECK_MESSAGE(summary_ok, r.out);
+    CHECK(std::find(removed.begin(), removed.end(), dead) != removed.end());
+    CHECK(std::find(removed.begin(), removed.end(), live) == removed.end());
+    CHECK_FALSE(segment_exists(dead));
+    CHECK(segment_exists(live));
+
+    // A second run has nothing of ours left to remove, and says so when it removes nothing.
+    auto again = run(FERRY_COORDINATOR_EXE, {"cleanup"});
+    CHECK(again.status.code == 0);
+    const auto removed_again = removed_lines(again.out, summary_ok);
+    CHECK_MESSAGE(summary_ok, again.out);
+    CHECK(std::find(removed_again.begin(), removed_again.end(), dead) == removed_again.end());
+    CHECK(segment_exists(live));
+
+    ::shm_unlink(("/" + live).c_str());
+    ::shm_unlink(("/" + dead).c_str());  // in case cleanup missed it
+    leaks.verify();
+  }
+
+  TEST_CASE("cleanup --help explains what is removed and what --all adds") {
+    auto r = run(FERRY_COORDINATOR_EXE, {"cleanup", "--help"});
+    CHECK(r.status.code == 0);
+    CHECK(r.out.find("gone") != std::string::npos);
+    CHECK(r.out.find("--all") != std::string::npos);
   }
 }

@@ -146,7 +146,7 @@ TEST_SUITE("ipc.pipe") {
     leaks.verify();
   }
 
-  TEST_CASE("0-byte and maximum-size frames pass; one byte over is FrameTooLarge") {
+  TEST_CASE("0-byte and maximum-size frames pass, one byte over is FrameTooLarge") {
     testing::LeakCheck leaks;
     {
       ChannelOptions opt;

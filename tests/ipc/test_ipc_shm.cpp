@@ -1,7 +1,5 @@
 // ShmChannel between real processes: the test binary re-executes itself as the peer.
 #include <doctest/doctest.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -72,13 +70,7 @@ std::unique_ptr<ShmChannel> peer_open(const std::string& ep, const ShmOptions& o
   return std::move(*r);
 }
 
-// Expects the peer to exit 0 within a generous bound.
-void expect_clean_exit(testing::Child& c) {
-  auto st = c.wait_for(60s);
-  REQUIRE_MESSAGE(st.has_value(), "peer did not exit");
-  CHECK(st->signal == 0);
-  CHECK(st->code == 0);
-}
+using testing::expect_exit;
 
 double cpu_seconds_of(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
@@ -104,23 +96,6 @@ double thread_cpu_seconds() {
 
 bool segment_exists(const std::string& full) {
   return ::access(("/dev/shm/" + full).c_str(), F_OK) == 0;
-}
-
-// Reads one line from fd within timeout ("" on timeout or EOF).
-std::string read_line(int fd, std::chrono::milliseconds timeout) {
-  std::string line;
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        until - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return {};
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-    char c = 0;
-    if (::read(fd, &c, 1) != 1) return {};
-    if (c == '\n') return line;
-    line.push_back(c);
-  }
 }
 
 }  // namespace
@@ -261,7 +236,7 @@ TEST_SUITE("ipc.shm") {
         CHECK(matches(size, back.payload, size));
       }
       REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
-      expect_clean_exit(peer);
+      expect_exit(peer);
     }
     leaks.verify();
   }
@@ -285,7 +260,7 @@ TEST_SUITE("ipc.shm") {
       }
       CHECK(good == kCount);
       REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
-      expect_clean_exit(peer);
+      expect_exit(peer);
     }
     leaks.verify();
   }
@@ -307,7 +282,7 @@ TEST_SUITE("ipc.shm") {
       CHECK(back.request_id() == 7);
       CHECK(back.payload.empty());
       REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
-      expect_clean_exit(peer);
+      expect_exit(peer);
     }
     leaks.verify();
   }
@@ -326,7 +301,7 @@ TEST_SUITE("ipc.shm") {
       CHECK(back.request_id() == 2);  // nothing of the refused frame arrived
       CHECK(back.payload.size() == kMax);
       REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
-      expect_clean_exit(peer);
+      expect_exit(peer);
     }
     SUBCASE("a receiver with a smaller maximum rejects it and closes the channel") {
       auto ch = create("toolarge-r", with_ring(1 << 20));
@@ -334,7 +309,7 @@ TEST_SUITE("ipc.shm") {
       auto st = ch->send_for(make(1, 2 * kMax), 30s);
       // Either it all fitted before the peer closed, or the peer's close cut it short.
       CHECK((st.has_value() || st.code() == Errc::channel_closed));
-      expect_clean_exit(peer);
+      expect_exit(peer);
       Frame f;
       CHECK(ch->recv_for(f, 10s).code() == Errc::channel_closed);
     }
@@ -404,7 +379,7 @@ TEST_SUITE("ipc.shm") {
       CHECK(elapsed >= 200ms);
       CHECK(elapsed < 5s);
       REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
-      expect_clean_exit(peer);
+      expect_exit(peer);
     }
     leaks.verify();
   }
@@ -429,7 +404,7 @@ TEST_SUITE("ipc.shm") {
       CHECK(peer_cpu / wall < 0.05);
       CHECK(self_cpu / wall < 0.05);
       REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
-      expect_clean_exit(peer);
+      expect_exit(peer);
     }
     leaks.verify();
   }
@@ -460,7 +435,7 @@ TEST_SUITE("ipc.shm") {
         ch->release();
       }
       REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
-      expect_clean_exit(peer);
+      expect_exit(peer);
     }
     leaks.verify();
   }
@@ -470,7 +445,7 @@ TEST_SUITE("ipc.shm") {
     {
       auto ch = create("close");
       auto peer = testing::spawn_peer("shm_send_close", {ch->endpoint(), "500"});
-      expect_clean_exit(peer);  // the peer is gone before we read anything
+      expect_exit(peer);  // the peer is gone before we read anything
       Frame f;
       for (std::uint64_t i = 0; i < 500; ++i) {
         REQUIRE(ch->recv_for(f, 30s));
@@ -482,7 +457,7 @@ TEST_SUITE("ipc.shm") {
     leaks.verify();
   }
 
-  TEST_CASE("the creator unlinks the name once the peer attached; a second opener is refused") {
+  TEST_CASE("the creator unlinks the name once the peer attached, and a second opener is refused") {
     testing::LeakCheck leaks;
     {
       auto ch = create("unlink");
@@ -499,7 +474,7 @@ TEST_SUITE("ipc.shm") {
       CHECK(back.request_id() == 5);
       CHECK(ShmChannel::open(ch->endpoint()).code() == Errc::not_found);
       REQUIRE(ch->send(make(0, 0, MessageKind::shutdown)));
-      expect_clean_exit(peer);
+      expect_exit(peer);
     }
     SUBCASE("a second opener while the name still exists") {
       ShmOptions keep;
@@ -518,24 +493,18 @@ TEST_SUITE("ipc.shm") {
   TEST_CASE("a SIGKILLed creator leaves nothing in /dev/shm once the peer attached") {
     testing::LeakCheck leaks;
     {
-      int out[2];
-      REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-      testing::SpawnOptions so;
-      so.stdout_fd = out[1];
-      auto peer = testing::spawn_peer("shm_creator", {"victim"}, so);
-      ::close(out[1]);
-      REQUIRE(read_line(out[0], 30s) == "ready");
+      auto peer = testing::spawn_reporting_peer("shm_creator", {"victim"});
+      REQUIRE(peer.line(30s) == "ready");
       auto ch = ShmChannel::open("victim");
       REQUIRE(ch);
-      REQUIRE(read_line(out[0], 30s) == "attached");
+      REQUIRE(peer.line(30s) == "attached");
       CHECK_FALSE(segment_exists(shm_name("victim")));
       const auto t0 = std::chrono::steady_clock::now();
-      peer.kill(SIGKILL);
+      peer.child.kill(SIGKILL);
       Frame f;
       CHECK((*ch)->recv_for(f, 10s).code() == Errc::channel_closed);
       CHECK(std::chrono::steady_clock::now() - t0 < 1s);
-      REQUIRE(peer.wait_for(30s));
-      ::close(out[0]);
+      REQUIRE(peer.child.wait_for(30s));
     }
     leaks.verify();
   }

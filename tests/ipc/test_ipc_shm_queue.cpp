@@ -1,7 +1,6 @@
 // ShmQueue across real processes, including producers and consumers that are SIGKILLed.
 #include <doctest/doctest.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -78,22 +77,6 @@ std::unique_ptr<ShmQueue> peer_open(const std::string& ep) {
   return std::move(*q);
 }
 
-std::string read_line(int fd, std::chrono::milliseconds timeout) {
-  std::string line;
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        until - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return {};
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-    char c = 0;
-    if (::read(fd, &c, 1) != 1) return {};
-    if (c == '\n') return line;
-    line.push_back(c);
-  }
-}
-
 struct TempDir {
   std::string path;
   TempDir() {
@@ -105,10 +88,7 @@ struct TempDir {
 };
 
 void expect_clean_exit(testing::Child& c) {
-  auto st = c.wait_for(120s);
-  REQUIRE_MESSAGE(st.has_value(), "peer did not exit");
-  CHECK(st->signal == 0);
-  CHECK(st->code == 0);
+  testing::expect_exit(c, 0, 120s);
 }
 
 std::unique_ptr<ShmQueue> create(const std::string& name, std::size_t cap, std::size_t slot) {
@@ -280,30 +260,26 @@ TEST_SUITE("ipc.shm_queue") {
       TempDir dir;
       auto q = create("mpmc", 64, 1024);
       constexpr std::uint32_t kPerProducer = 5000;
-      int out[2];
-      REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+      // Consumer 0 is the victim; it says on stdout when it is mid-run.
+      auto victim_peer =
+          testing::spawn_reporting_peer("q_consumer", {q->endpoint(), dir.path + "/c0", "victim"});
       std::vector<testing::Child> consumers;
-      for (int c = 0; c < 4; ++c) {
-        testing::SpawnOptions so;
-        if (c == 0) so.stdout_fd = out[1];
+      consumers.push_back(std::move(victim_peer.child));
+      for (int c = 1; c < 4; ++c) {
         consumers.push_back(testing::spawn_peer(
-            "q_consumer",
-            {q->endpoint(), dir.path + "/c" + std::to_string(c), c == 0 ? "victim" : "survivor"},
-            so));
+            "q_consumer", {q->endpoint(), dir.path + "/c" + std::to_string(c), "survivor"}));
       }
-      ::close(out[1]);
       std::vector<testing::Child> producers;
       for (int p = 0; p < 4; ++p) {
         producers.push_back(testing::spawn_peer(
             "q_producer", {q->endpoint(), std::to_string(p), std::to_string(kPerProducer),
                            dir.path + "/p" + std::to_string(p)}));
       }
-      REQUIRE(read_line(out[0], 60s) == "mid-run");
+      REQUIRE(victim_peer.line(60s) == "mid-run");
       consumers[0].kill(SIGKILL);
       auto vst = consumers[0].wait_for(30s);
       REQUIRE(vst);
       CHECK(vst->signal == SIGKILL);
-      ::close(out[0]);
       for (auto& p : producers)
         expect_clean_exit(p);  // the survivors kept the queue flowing
       q->close();
@@ -365,18 +341,12 @@ TEST_SUITE("ipc.shm_queue") {
     testing::LeakCheck leaks;
     {
       auto q = create("claimdead", 4, 64);
-      int out[2];
-      REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-      testing::SpawnOptions so;
-      so.stdout_fd = out[1];
-      auto peer = testing::spawn_peer("q_claim_hang", {q->endpoint()}, so);
-      ::close(out[1]);
+      auto peer = testing::spawn_reporting_peer("q_claim_hang", {q->endpoint()});
       auto seq0 = q->push(message(1, 0));
       REQUIRE(seq0);
-      REQUIRE(read_line(out[0], 60s) == "claimed " + std::to_string(*seq0));
-      ::close(out[0]);
-      peer.kill(SIGKILL);
-      REQUIRE(peer.wait_for(30s));
+      REQUIRE(peer.line(60s) == "claimed " + std::to_string(*seq0));
+      peer.child.kill(SIGKILL);
+      REQUIRE(peer.child.wait_for(30s));
       // Enough traffic to wrap onto the dead consumer's slot several times.
       Bytes got;
       for (std::uint32_t k = 1; k <= 20; ++k) {
@@ -401,22 +371,16 @@ TEST_SUITE("ipc.shm_queue") {
     testing::LeakCheck leaks;
     {
       auto q = create("pushdead", 4, 64);
-      int out[2];
-      REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-      testing::SpawnOptions so;
-      so.stdout_fd = out[1];
-      auto peer = testing::spawn_peer("q_reserve_hang", {q->endpoint()}, so);
-      ::close(out[1]);
-      REQUIRE(read_line(out[0], 60s) == "reserved 0");
-      ::close(out[0]);
+      auto peer = testing::spawn_reporting_peer("q_reserve_hang", {q->endpoint()});
+      REQUIRE(peer.line(60s) == "reserved 0");
       auto seq1 = q->push(message(2, 1));  // queued behind the dead producer's slot
       REQUIRE(seq1);
       CHECK(*seq1 == 1);
       Bytes got;
       std::uint64_t seq = 0;
       CHECK(q->try_pop(got).code() == Errc::would_block);  // its producer is still alive
-      peer.kill(SIGKILL);
-      REQUIRE(peer.wait_for(30s));
+      peer.child.kill(SIGKILL);
+      REQUIRE(peer.child.wait_for(30s));
       REQUIRE(q->pop_for(got, 10s, &seq));
       CHECK(seq == 1);
       for (std::uint32_t k = 2; k <= 20; ++k) {

@@ -69,7 +69,7 @@ std::size_t size_of(std::uint64_t i) {
 
 TEST_SUITE("ipc.shm.threads") {
   TEST_CASE("an SPSC ring carries frames in order between two threads, chunking big ones") {
-    constexpr std::uint64_t kCount = 60000;
+    constexpr std::uint64_t kCount = 30000;
     HeapRing hr(16 << 10);
     FlagProbe probe;
     RingOptions opt;
@@ -122,7 +122,7 @@ TEST_SUITE("ipc.shm.threads") {
   }
 
   TEST_CASE("loaned frames are viewed in place by the consumer thread") {
-    constexpr std::uint64_t kCount = 20000;
+    constexpr std::uint64_t kCount = 4000;
     HeapRing hr(64 << 10);
     FlagProbe probe;
     RingOptions opt;

@@ -30,41 +30,9 @@ namespace {
 constexpr int kReportFd = 3;  // peer -> test
 constexpr int kGoFd = 4;      // test -> peer
 
-struct Pipe {
-  int r = -1;
-  int w = -1;
-  Pipe() {
-    int fds[2];
-    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-    r = fds[0];
-    w = fds[1];
-  }
-  ~Pipe() {
-    close_r();
-    close_w();
-  }
-  void close_r() {
-    if (r >= 0) ::close(std::exchange(r, -1));
-  }
-  void close_w() {
-    if (w >= 0) ::close(std::exchange(w, -1));
-  }
-  Pipe(const Pipe&) = delete;
-  Pipe& operator=(const Pipe&) = delete;
-};
-
-// One byte from fd within timeout (nullopt on timeout or EOF).
-std::optional<char> read_byte(int fd, std::chrono::milliseconds timeout) {
-  pollfd p{fd, POLLIN, 0};
-  int r;
-  do {
-    r = ::poll(&p, 1, static_cast<int>(timeout.count()));
-  } while (r < 0 && errno == EINTR);
-  if (r <= 0) return std::nullopt;
-  char c = 0;
-  if (::read(fd, &c, 1) != 1) return std::nullopt;
-  return c;
-}
+using testing::expect_exit;
+using testing::PipeFds;
+using testing::read_byte;
 
 void write_byte(int fd, char c) {
   while (::write(fd, &c, 1) < 0 && errno == EINTR) {
@@ -93,12 +61,12 @@ Errc errc_of(std::optional<char> c) {
   return c ? static_cast<Errc>(static_cast<unsigned char>(*c)) : Errc::unsupported;
 }
 
-testing::SpawnOptions with_report(const Pipe& rep) {
+testing::SpawnOptions with_report(const PipeFds& rep) {
   testing::SpawnOptions o;
   o.fds = {{rep.w, kReportFd}};
   return o;
 }
-testing::SpawnOptions with_report_and_go(const Pipe& rep, const Pipe& go) {
+testing::SpawnOptions with_report_and_go(const PipeFds& rep, const PipeFds& go) {
   testing::SpawnOptions o;
   o.fds = {{rep.w, kReportFd}, {go.r, kGoFd}};
   return o;
@@ -106,13 +74,6 @@ testing::SpawnOptions with_report_and_go(const Pipe& rep, const Pipe& go) {
 
 double elapsed_s(SteadyClock::time_point since) {
   return std::chrono::duration<double>(SteadyClock::now() - since).count();
-}
-
-void expect_clean_exit(testing::Child& c, std::chrono::milliseconds timeout = 60s) {
-  auto st = c.wait_for(timeout);
-  REQUIRE_MESSAGE(st.has_value(), "peer " << c.pid() << " did not exit");
-  CHECK(st->exited());
-  CHECK(st->code == 0);
 }
 
 // Widens the read-modify-write window so that, without the lock, two processes on two cores
@@ -333,22 +294,6 @@ FERRY_TEST_PEER(cond_consumer) {
   return 0;
 }
 
-std::string to_hex(const Bytes& b) {
-  std::string s;
-  char buf[3];
-  for (auto x : b) {
-    std::snprintf(buf, sizeof buf, "%02x", x);
-    s += buf;
-  }
-  return s;
-}
-Bytes from_hex(const std::string& s) {
-  Bytes b;
-  for (std::size_t i = 0; i + 1 < s.size(); i += 2)
-    b.push_back(static_cast<std::uint8_t>(std::stoi(s.substr(i, 2), nullptr, 16)));
-  return b;
-}
-
 // Receives a Value<int64_t>, a Lock and a Semaphore serialized by name (hex of the cereal
 // bytes); sets the value to 42 under the lock and releases one semaphore unit.
 FERRY_TEST_PEER(receive_handles) {
@@ -356,7 +301,7 @@ FERRY_TEST_PEER(receive_handles) {
   Lock l;
   Semaphore sem;
   try {
-    const Bytes bytes = from_hex(args.at(0));
+    const Bytes bytes = testing::from_hex(args.at(0));
     BoundedInputArchive in(ByteView(bytes.data(), bytes.size()));
     in(v, l, sem);
   } catch (const std::exception& e) {
@@ -385,7 +330,7 @@ TEST_SUITE("ipc.sync") {
         peers.push_back(testing::spawn_peer("sync_counter", {"counter", "go", "locked"}));
       go->set();
       for (auto& p : peers)
-        expect_clean_exit(p, 110s);
+        expect_exit(p, 0, 110s);
       CHECK(counter->get().value() == kCounterPeers * kIncrementsPerPeer);
     }
     leaks.verify();
@@ -403,7 +348,7 @@ TEST_SUITE("ipc.sync") {
         peers.push_back(testing::spawn_peer("sync_counter", {"counter", "go", "unlocked"}));
       go->set();
       for (auto& p : peers)
-        expect_clean_exit(p, 110s);
+        expect_exit(p, 0, 110s);
       const auto total = counter->get().value();
       MESSAGE("unlocked total: " << total << " of " << kCounterPeers * kIncrementsPerPeer);
       CHECK(total < kCounterPeers * kIncrementsPerPeer);
@@ -417,7 +362,7 @@ TEST_SUITE("ipc.sync") {
     {
       auto lock = Lock::create("lock");
       REQUIRE(lock);
-      Pipe hrep, wrep;
+      PipeFds hrep, wrep;
       auto holder = testing::spawn_peer("lock_hold_forever", {"lock"}, with_report(hrep));
       REQUIRE(read_byte(hrep.r, 20s) == 'H');
       auto waiter = testing::spawn_peer("lock_wait_and_report", {"lock"}, with_report(wrep));
@@ -428,7 +373,7 @@ TEST_SUITE("ipc.sync") {
       holder.kill(SIGKILL);
       CHECK(errc_of(read_byte(wrep.r, 5s)) == Errc::owner_died);
       CHECK(elapsed_s(t0) < 1.0);
-      expect_clean_exit(waiter);
+      expect_exit(waiter);
       REQUIRE(holder.wait_for(10s));
       // The waiter repaired it: the lock is ordinary again.
       CHECK(lock->acquire_for(5s));
@@ -442,7 +387,7 @@ TEST_SUITE("ipc.sync") {
     {
       auto lock = Lock::create("lock");
       REQUIRE(lock);
-      Pipe rep;
+      PipeFds rep;
       auto holder = testing::spawn_peer("lock_hold_forever", {"lock"}, with_report(rep));
       REQUIRE(read_byte(rep.r, 20s) == 'H');
       holder.kill(SIGKILL);
@@ -463,7 +408,7 @@ TEST_SUITE("ipc.sync") {
     {
       auto v = Value<Pair>::create("pair", Pair{1, 1});
       REQUIRE(v);
-      Pipe rep;
+      PipeFds rep;
       auto holder = testing::spawn_peer("value_hold_forever", {"pair"}, with_report(rep));
       REQUIRE(read_byte(rep.r, 20s) == 'H');
       const auto t0 = SteadyClock::now();
@@ -491,7 +436,7 @@ TEST_SUITE("ipc.sync") {
     {
       auto lock = RLock::create("rlock");
       REQUIRE(lock);
-      Pipe hrep, wrep;
+      PipeFds hrep, wrep;
       auto holder = testing::spawn_peer("rlock_hold_forever", {"rlock"}, with_report(hrep));
       REQUIRE(read_byte(hrep.r, 20s) == 'H');
       auto waiter = testing::spawn_peer("rlock_wait_and_report", {"rlock"}, with_report(wrep));
@@ -502,7 +447,7 @@ TEST_SUITE("ipc.sync") {
       CHECK(errc_of(read_byte(wrep.r, 5s)) == Errc::owner_died);
       CHECK(elapsed_s(t0) < 1.0);
       CHECK(read_byte(wrep.r, 5s) == 1);  // depth
-      expect_clean_exit(waiter);
+      expect_exit(waiter);
       REQUIRE(holder.wait_for(10s));
       CHECK(lock->acquire_for(5s));
       CHECK(lock->release());
@@ -522,10 +467,10 @@ TEST_SUITE("ipc.sync") {
         CHECK(lock->depth() == i);
       }
       auto try_from_other_process = [] {
-        Pipe rep;
+        PipeFds rep;
         auto p = testing::spawn_peer("rlock_try", {"rlock"}, with_report(rep));
         const Errc e = errc_of(read_byte(rep.r, 20s));
-        expect_clean_exit(p);
+        expect_exit(p);
         return e;
       };
       CHECK(lock->release());
@@ -552,7 +497,7 @@ TEST_SUITE("ipc.sync") {
     {
       auto sem = Semaphore::create("sem", 2);
       REQUIRE(sem);
-      Pipe hrep, wrep;
+      PipeFds hrep, wrep;
       auto holder = testing::spawn_peer("sem_hold_forever", {"sem", "2"}, with_report(hrep));
       REQUIRE(read_byte(hrep.r, 20s) == 'H');
       CHECK(sem->value() == 0);
@@ -565,7 +510,7 @@ TEST_SUITE("ipc.sync") {
       REQUIRE(holder.wait_for(10s));
       CHECK(errc_of(read_byte(wrep.r, 5s)) == Errc::owner_died);
       CHECK(elapsed_s(t0) < 1.0);
-      expect_clean_exit(waiter);
+      expect_exit(waiter);
       CHECK(sem->value() == 2);  // both dead units back, the waiter's released
     }
     leaks.verify();
@@ -596,7 +541,7 @@ TEST_SUITE("ipc.sync") {
     {
       auto ev = Event::create("ev");
       REQUIRE(ev);
-      Pipe rep;
+      PipeFds rep;
       std::vector<testing::Child> peers;
       for (int i = 0; i < 3; ++i)
         peers.push_back(testing::spawn_peer("event_wait", {"ev"}, with_report(rep)));
@@ -606,7 +551,7 @@ TEST_SUITE("ipc.sync") {
       ev->set();
       CHECK(ev->is_set());
       for (auto& p : peers)
-        expect_clean_exit(p, 10s);
+        expect_exit(p, 0, 10s);
       ev->clear();
       CHECK_FALSE(ev->is_set());
       CHECK(ev->try_wait().code() == Errc::would_block);
@@ -621,12 +566,12 @@ TEST_SUITE("ipc.sync") {
       auto queue = Value<SharedQueue>::create("queue", SharedQueue{});
       REQUIRE(cond);
       REQUIRE(queue);
-      Pipe rep;
+      PipeFds rep;
       auto consumer = testing::spawn_peer("cond_consumer", {"cond", "queue"}, with_report(rep));
       auto producer = testing::spawn_peer("cond_producer", {"cond", "queue"});
       CHECK(read_byte(rep.r, 60s) == 'K');
-      expect_clean_exit(producer);
-      expect_clean_exit(consumer);
+      expect_exit(producer);
+      expect_exit(consumer);
     }
     leaks.verify();
   }
@@ -636,7 +581,7 @@ TEST_SUITE("ipc.sync") {
     {
       auto bar = Barrier::create("bar", 4);
       REQUIRE(bar);
-      Pipe rep;
+      PipeFds rep;
       std::vector<testing::Child> peers;
       for (int i = 0; i < 4; ++i)
         peers.push_back(testing::spawn_peer("barrier_rounds", {"bar", "3"}, with_report(rep)));
@@ -651,7 +596,7 @@ TEST_SUITE("ipc.sync") {
       for (int n : seen)
         CHECK(n == 3);
       for (auto& p : peers)
-        expect_clean_exit(p);
+        expect_exit(p);
       CHECK_FALSE(bar->broken());
     }
     leaks.verify();
@@ -662,7 +607,7 @@ TEST_SUITE("ipc.sync") {
     {
       auto bar = Barrier::create("bar", 4);
       REQUIRE(bar);
-      Pipe rep, vrep;
+      PipeFds rep, vrep;
       std::vector<testing::Child> waiters;
       for (int i = 0; i < 3; ++i)
         waiters.push_back(testing::spawn_peer("barrier_party", {"bar", "wait"}, with_report(rep)));
@@ -677,7 +622,7 @@ TEST_SUITE("ipc.sync") {
         CHECK(errc_of(read_byte(rep.r, 5s)) == Errc::broken);
       CHECK(elapsed_s(t0) < 1.0);
       for (auto& w : waiters)
-        expect_clean_exit(w);
+        expect_exit(w);
       REQUIRE(victim.wait_for(10s));
       CHECK(bar->broken());
       CHECK(bar->wait().code() == Errc::broken);
@@ -693,7 +638,7 @@ TEST_SUITE("ipc.sync") {
     {
       auto bar = Barrier::create("bar", 4);
       REQUIRE(bar);
-      Pipe rep, vrep;
+      PipeFds rep, vrep;
       auto victim = testing::spawn_peer("barrier_party", {"bar", "wait"}, with_report(vrep));
       REQUIRE(read_byte(vrep.r, 20s) == 'W');
       std::vector<testing::Child> waiters;
@@ -708,7 +653,7 @@ TEST_SUITE("ipc.sync") {
         CHECK(errc_of(read_byte(rep.r, 5s)) == Errc::broken);
       CHECK(elapsed_s(t0) < 1.0);
       for (auto& w : waiters)
-        expect_clean_exit(w);
+        expect_exit(w);
       REQUIRE(victim.wait_for(10s));
     }
     leaks.verify();
@@ -728,7 +673,7 @@ TEST_SUITE("ipc.sync") {
       REQUIRE(cond);
       REQUIRE(bar);
 
-      Pipe rep, go;
+      PipeFds rep, go;
       auto holder =
           testing::spawn_peer("lock_hold_until_go", {"lock"}, with_report_and_go(rep, go));
       REQUIRE(read_byte(rep.r, 20s) == 'H');
@@ -744,7 +689,7 @@ TEST_SUITE("ipc.sync") {
       CHECK(timed([&](auto d) { return lock->acquire_for(d); }, 200ms) == Errc::timeout);
       CHECK(lock->try_guard().code() == Errc::would_block);
       write_byte(go.w, 'g');
-      expect_clean_exit(holder);
+      expect_exit(holder);
       CHECK(lock->acquire_for(5s));
       CHECK(lock->release());
 
@@ -781,9 +726,9 @@ TEST_SUITE("ipc.sync") {
         BufferOutputArchive out(bytes);
         out(*v, *l, *sem);
       }
-      auto peer = testing::spawn_peer("receive_handles", {to_hex(bytes)});
+      auto peer = testing::spawn_peer("receive_handles", {testing::to_hex(bytes)});
       CHECK(sem->acquire_for(20s));
-      expect_clean_exit(peer);
+      expect_exit(peer);
       CHECK(v->get().value() == 42);
 
       // Round trip in this process too: the loaded handle is not the creator.

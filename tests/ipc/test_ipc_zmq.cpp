@@ -4,8 +4,6 @@
 // so once a test's channels are destroyed no zmq thread or descriptor is left and the
 // LeakCheck snapshot can be taken before anything zmq exists.
 #include <doctest/doctest.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -16,6 +14,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ferry/ipc/zmq_channel.hpp"
@@ -111,36 +110,19 @@ Link start(std::string_view peer, Scheme scheme, Role test_role, std::size_t max
     l.chan = std::move(*c);
     return l;
   }
-  int p[2];
-  REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
   std::vector<std::string> args{bind_address(scheme), "bind", std::to_string(max_frame)};
   args.insert(args.end(), extra.begin(), extra.end());
-  testing::SpawnOptions so;
-  so.stdout_fd = p[1];
-  l.child = testing::spawn_peer(peer, args, so);
-  ::close(p[1]);
-  std::string line;
-  char ch = 0;
-  while (line.empty() || line.back() != '\n') {
-    pollfd pf{p[0], POLLIN, 0};
-    if (::poll(&pf, 1, 20000) <= 0 || ::read(p[0], &ch, 1) != 1) break;
-    line.push_back(ch);
-  }
-  ::close(p[0]);
+  auto p = testing::spawn_reporting_peer(peer, args);
+  l.child = std::move(p.child);
+  const std::string line = p.line(20s);
   REQUIRE_MESSAGE(!line.empty(), "peer did not report its endpoint");
-  line.pop_back();
   auto c = ZmqChannel::connect(ep(line), opt, zo);
   REQUIRE_MESSAGE(c, c.error().message());
   l.chan = std::move(*c);
   return l;
 }
 
-void expect_exit(testing::Child& c, int code) {
-  auto st = c.wait_for(20s);
-  REQUIRE_MESSAGE(st.has_value(), "peer did not exit");
-  CHECK(st->signal == 0);
-  CHECK(st->code == code);
-}
+using testing::expect_exit;
 
 const char* name(Scheme s) {
   return s == Scheme::zmq_tcp ? "tcp" : "ipc";
@@ -477,6 +459,36 @@ TEST_SUITE("ipc.zmq") {
     leaks.verify();
   }
 
+  TEST_CASE("one thread sends while another receives on the same channel") {
+    testing::LeakCheck leaks;
+    constexpr std::uint64_t kN = 5000;  // more than the queues hold: both threads must run
+    for (auto scheme : kSchemes) {
+      for (auto role : kRoles) {
+        CAPTURE(name(scheme));
+        CAPTURE(name(role));
+        auto l = start("zmq_echo", scheme, role, kDefaultMaxFrame);
+        std::uint64_t sent = 0;
+        std::thread sender([&] {
+          for (; sent < kN; ++sent) {
+            if (!l.chan->send_for(frame(sent, std::to_string(sent)), 30s)) break;
+          }
+        });
+        Frame got;
+        std::uint64_t in_order = 0;
+        for (std::uint64_t i = 0; i < kN; ++i) {
+          if (!l.chan->recv_for(got, 30s)) break;
+          if (got.request_id() == i && text(got) == std::to_string(i)) ++in_order;
+        }
+        sender.join();
+        CHECK(sent == kN);
+        CHECK(in_order == kN);
+        REQUIRE(l.chan->send(frame(0, "", MessageKind::shutdown)));
+        expect_exit(l.child, 0);
+      }
+    }
+    leaks.verify();
+  }
+
   TEST_CASE("a timed recv with nothing to read returns Timeout after its duration") {
     testing::LeakCheck leaks;
     for (auto scheme : kSchemes) {
@@ -503,8 +515,7 @@ TEST_SUITE("ipc.zmq") {
     testing::LeakCheck leaks;
     for (auto scheme : kSchemes) {
       CAPTURE(name(scheme));
-      int in[2];
-      REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
+      testing::PipeFds in;  // the idle peer's stdin: it exits at EOF
       ZmqOptions small;
       small.send_hwm = 2;
       // zmq stops reading a connection whose receive queue is full, so the idle peer would not
@@ -513,10 +524,10 @@ TEST_SUITE("ipc.zmq") {
       auto c = ZmqChannel::bind(ep(bind_address(scheme)), {}, small);
       REQUIRE(c);
       testing::SpawnOptions so;
-      so.fds = {{in[0], 0}};
+      so.fds = {{in.r, 0}};
       auto child = testing::spawn_peer(
           "zmq_idle", {(*c)->endpoint(), "connect", std::to_string(kDefaultMaxFrame)}, so);
-      ::close(in[0]);
+      in.close_r();
       Frame f;
       f.payload = pattern(256 * 1024, 5);
       // The first sends wait for the peer to connect; then queues and socket buffers fill
@@ -544,7 +555,7 @@ TEST_SUITE("ipc.zmq") {
       for (int i = 0; i < 50 && (st = (*c)->try_send(f)); ++i) {
       }
       CHECK(st.code() == Errc::queue_full);
-      ::close(in[1]);
+      in.close_w();
       expect_exit(child, 0);
     }
     leaks.verify();

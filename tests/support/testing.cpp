@@ -230,6 +230,104 @@ RunResult run(const std::string& exe, const std::vector<std::string>& args,
   return r;
 }
 
+PipeFds::PipeFds() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+  r = fds[0];
+  w = fds[1];
+}
+
+PipeFds::PipeFds(PipeFds&& o) noexcept : r(std::exchange(o.r, -1)), w(std::exchange(o.w, -1)) {}
+
+PipeFds::~PipeFds() {
+  close_r();
+  close_w();
+}
+
+void PipeFds::close_r() noexcept {
+  if (r >= 0) ::close(std::exchange(r, -1));
+}
+
+void PipeFds::close_w() noexcept {
+  if (w >= 0) ::close(std::exchange(w, -1));
+}
+
+namespace {
+// Waits until fd is readable (or hung up) within the time left to `until`.
+bool wait_readable(int fd, std::chrono::steady_clock::time_point until) {
+  for (;;) {
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) return false;
+  }
+}
+}  // namespace
+
+std::optional<char> read_byte(int fd, std::chrono::milliseconds timeout) {
+  if (!wait_readable(fd, std::chrono::steady_clock::now() + timeout)) return std::nullopt;
+  char c = 0;
+  ssize_t n;
+  while ((n = ::read(fd, &c, 1)) < 0 && errno == EINTR) {
+  }
+  if (n != 1) return std::nullopt;
+  return c;
+}
+
+std::string read_line(int fd, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  std::string line;
+  for (;;) {
+    if (!wait_readable(fd, until)) return {};
+    char c = 0;
+    ssize_t n;
+    while ((n = ::read(fd, &c, 1)) < 0 && errno == EINTR) {
+    }
+    if (n != 1) return {};
+    if (c == '\n') return line;
+    line.push_back(c);
+  }
+}
+
+ReportingPeer spawn_reporting_peer(std::string_view name, const std::vector<std::string>& args,
+                                   SpawnOptions opt) {
+  ReportingPeer p;
+  opt.stdout_fd = p.out.w;
+  p.child = spawn_peer(name, args, opt);
+  p.out.close_w();  // the peer holds the only write end: its exit is EOF here
+  return p;
+}
+
+std::string to_hex(const std::vector<std::uint8_t>& bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(2 * bytes.size());
+  for (const auto b : bytes) {
+    s.push_back(kDigits[b >> 4]);
+    s.push_back(kDigits[b & 0xf]);
+  }
+  return s;
+}
+
+std::vector<std::uint8_t> from_hex(std::string_view hex) {
+  std::vector<std::uint8_t> out;
+  out.reserve(hex.size() / 2);
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<std::uint8_t>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
+  return out;
+}
+
+void expect_exit(Child& c, int code, std::chrono::milliseconds timeout) {
+  const pid_t pid = c.pid();
+  auto st = c.wait_for(timeout);
+  REQUIRE_MESSAGE(st.has_value(), "peer " << pid << " did not exit");
+  CHECK_MESSAGE(st->exited(), "peer " << pid << " killed by signal " << st->signal);
+  CHECK_MESSAGE(st->code == code, "peer " << pid << " exit code");
+}
+
 std::set<std::string> open_fds() {
   std::set<std::string> fds;
   DIR* d = ::opendir("/proc/self/fd");

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <set>
@@ -93,6 +94,45 @@ struct RunResult {
 RunResult run(const std::string& exe, const std::vector<std::string>& args,
               std::chrono::milliseconds timeout = std::chrono::seconds(60),
               const std::string& stdin_data = {});
+
+// A pipe with both ends O_CLOEXEC (spawn() dup2s the end a peer gets), closed on destruction.
+// Throws std::runtime_error if pipe2 fails.
+struct PipeFds {
+  int r = -1;
+  int w = -1;
+  PipeFds();
+  ~PipeFds();
+  PipeFds(PipeFds&& o) noexcept;
+  PipeFds& operator=(PipeFds&&) = delete;
+  PipeFds(const PipeFds&) = delete;
+  PipeFds& operator=(const PipeFds&) = delete;
+  void close_r() noexcept;
+  void close_w() noexcept;
+};
+
+// One byte / one line (without its '\n') from fd within timeout; nullopt / "" on timeout or
+// EOF. Interrupted waits are resumed.
+std::optional<char> read_byte(int fd, std::chrono::milliseconds timeout);
+std::string read_line(int fd, std::chrono::milliseconds timeout);
+
+// A peer whose stdout is a pipe back to the test, for peers that say where they are with a
+// printed line ("ready", an endpoint, "claimed 7"). The test keeps only the read end, so
+// line() returns "" once the peer has exited.
+struct ReportingPeer {
+  Child child;
+  PipeFds out;
+  std::string line(std::chrono::milliseconds timeout) { return read_line(out.r, timeout); }
+};
+ReportingPeer spawn_reporting_peer(std::string_view name, const std::vector<std::string>& args = {},
+                                   SpawnOptions opt = {});
+
+// Bytes as lowercase hex and back, to pass a serialized value (a handle) as a peer argument.
+std::string to_hex(const std::vector<std::uint8_t>& bytes);
+std::vector<std::uint8_t> from_hex(std::string_view hex);
+
+// REQUIREs that c exits within timeout, then CHECKs that it exited normally with `code`.
+void expect_exit(Child& c, int code = 0,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
 // Snapshot of what a test could leak; compare with LeakCheck at the end of a test.
 std::set<std::string> open_fds();

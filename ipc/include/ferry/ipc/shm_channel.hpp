@@ -31,6 +31,7 @@
 //
 // Threading: one sending thread (send*, loan, publish) and one receiving thread (recv*,
 // recv_view, release) at a time, as for every Channel; close() may be called from any thread.
+// A channel belongs to the process that created/opened it (its pid is the liveness key).
 // Ownership: move-only via unique_ptr; owns its mapping and pidfd; the creator owns the name.
 #pragma once
 

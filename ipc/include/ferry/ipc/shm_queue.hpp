@@ -39,7 +39,8 @@
 // sweep_stale_shm(). Opening by name after the creator is gone is NotFound.
 //
 // Threading: one ShmQueue handle may be used by many threads at once (all shared state is in
-// the segment). Ownership: move-only via unique_ptr; owns its mapping.
+// the segment). A handle belongs to the process that opened it: a fork()ed child opens its
+// own (claims carry the opener's pid). Ownership: move-only via unique_ptr; owns its mapping.
 #pragma once
 
 #include <chrono>

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -31,6 +32,9 @@
 
 namespace ferry::ipc {
 class Condition;
+namespace os {
+class ShmObject;  // src/os_util.hpp
+}
 
 namespace detail {
 
@@ -49,19 +53,17 @@ enum class SyncKind : std::uint16_t {
 
 // A mapped, named shared-memory segment with a small header (magic, kind, layout size,
 // ready flag). The creator initialises the payload and then publish()es it; open() waits
-// (briefly, bounded) for that, so an opener never sees a half-built primitive.
+// (briefly, bounded) for that, so an opener never sees a half-built primitive. The mapping
+// itself is the shared-memory object the shm transports use too (src/os_util.hpp).
 class Segment {
  public:
-  Segment() = default;
-  Segment(Segment&& o) noexcept { swap(o); }
-  Segment& operator=(Segment&& o) noexcept {
-    Segment tmp(std::move(o));
-    swap(tmp);
-    return *this;
-  }
+  // Out of line: the mapping's type is private to the library.
+  Segment() noexcept;
+  Segment(Segment&& o) noexcept;
+  Segment& operator=(Segment&& o) noexcept;
   Segment(const Segment&) = delete;
   Segment& operator=(const Segment&) = delete;
-  ~Segment();
+  ~Segment();  // unmaps; the creator's handle also removes the name
 
   // name: the user's name (without the session prefix); payload: bytes after the header.
   static Result<Segment> create(std::string_view name, SyncKind kind, std::size_t payload);
@@ -70,21 +72,13 @@ class Segment {
 
   void publish() noexcept;  // creator: payload is initialised
   void* payload() const noexcept;
-  const std::string& shm_object() const noexcept { return name_; }
+  const std::string& shm_object() const noexcept;  // "" for an empty handle
   std::size_t payload_size() const noexcept;
-  bool valid() const noexcept { return base_ != nullptr; }
+  bool valid() const noexcept { return obj_ != nullptr; }
   bool creator() const noexcept { return creator_; }
 
  private:
-  void swap(Segment& o) noexcept {
-    std::swap(name_, o.name_);
-    std::swap(base_, o.base_);
-    std::swap(size_, o.size_);
-    std::swap(creator_, o.creator_);
-  }
-  std::string name_;
-  void* base_ = nullptr;
-  std::size_t size_ = 0;
+  std::unique_ptr<os::ShmObject> obj_;
   bool creator_ = false;
 };
 
@@ -106,6 +100,14 @@ Status make_mutex_consistent(RobustMutex& m) noexcept;
 bool mutex_owned_by_me(const RobustMutex& m) noexcept;
 
 Status check_name(std::string_view name);
+
+// Every primitive's open(name): checks the name, then opens the session's object by its full
+// name (Handle::open_object, which handles deserialized by name use too).
+template <class Handle>
+Result<Handle> open_named(std::string_view name) {
+  if (auto c = check_name(name); !c) return std::move(c).error();
+  return Handle::open_object(::ferry::shm_name(name));
+}
 
 // A pointer into a mapping that is null in a moved-from handle (so a moved-from handle is
 // recognisably empty instead of dangling).

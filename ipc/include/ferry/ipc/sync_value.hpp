@@ -58,27 +58,80 @@ class DataSegment {
   std::size_t count_ = 0;
 };
 
-}  // namespace detail
-
-// A locked Value: access to the T while the guard lives.
-template <class T>
-class [[nodiscard]] Locked {
+// What Value<T> (Handle = Value<T>) and Array<T> share: opening by name, serialization by
+// name, the guard of lock(), and running code under the self-recovering lock.
+template <class Handle>
+class DataHandle {
  public:
-  Locked(LockGuard g, T* p) noexcept : g_(std::move(g)), p_(p) {}
-  T& operator*() const noexcept { return *p_; }
-  T* operator->() const noexcept { return p_; }
+  static Result<Handle> open(std::string_view name) { return open_named<Handle>(name); }
+
+  bool valid() const noexcept { return seg_.segment().valid(); }
+  const std::string& shm_object() const noexcept { return seg_.segment().shm_object(); }
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(shm_object());
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::string n;
+    ar(n);
+    auto opened = Handle::open_object(n);
+    if (!opened) throw ::ferry::Exception(std::move(opened).error());
+    static_cast<Handle&>(*this) = std::move(*opened);
+  }
+
+ protected:
+  DataHandle() = default;
+  explicit DataHandle(DataSegment s) noexcept : seg_(std::move(s)) {}
+
+  // f() under the lock, a dead holder recovered from; Result<R> (Status for void).
+  template <class F, class R = std::invoke_result_t<F&>>
+  Result<R> locked(F&& f, Deadline d) const {
+    auto g = seg_.lock_recovering(d);
+    if (!g) return std::move(g).error();
+    if constexpr (std::is_void_v<R>) {
+      std::invoke(f);
+      return {};
+    } else {
+      return std::invoke(f);
+    }
+  }
+  // The lock for lock(): owner_died is reported, not recovered from.
+  Result<LockGuard> guard(Deadline d) const { return LockGuard::acquire(seg_.mutex(), d); }
+
+  DataSegment seg_;
+};
+
+// The guard part of Locked<T> and LockedArray<T>.
+class LockedData {
+ public:
   bool owner_died() const noexcept { return g_.owner_died(); }
   Status make_consistent() noexcept { return g_.make_consistent(); }
   void unlock() noexcept { g_.unlock(); }
 
- private:
+ protected:
+  explicit LockedData(LockGuard g) noexcept : g_(std::move(g)) {}
   LockGuard g_;
+};
+
+}  // namespace detail
+
+// A locked Value: access to the T while the guard lives.
+template <class T>
+class [[nodiscard]] Locked : public detail::LockedData {
+ public:
+  Locked(LockGuard g, T* p) noexcept : LockedData(std::move(g)), p_(p) {}
+  T& operator*() const noexcept { return *p_; }
+  T* operator->() const noexcept { return p_; }
+
+ private:
   T* p_;
 };
 
 template <class T>
-class Value {
+class Value : public detail::DataHandle<Value<T>> {
   static_assert(std::is_trivially_copyable_v<T>, "Value<T> needs a trivially copyable T");
+  using Base = detail::DataHandle<Value<T>>;
 
  public:
   Value() = default;
@@ -88,10 +141,6 @@ class Value {
     if (!s) return std::move(s).error();
     return Value(std::move(*s));
   }
-  static Result<Value> open(std::string_view name) {
-    if (auto c = detail::check_name(name); !c) return std::move(c).error();
-    return open_object(::ferry::shm_name(name));
-  }
   static Result<Value> open_object(const std::string& shm_object) {
     auto s = detail::DataSegment::open(shm_object, detail::SyncKind::value, sizeof(T), 1);
     if (!s) return std::move(s).error();
@@ -99,97 +148,60 @@ class Value {
   }
 
   Result<T> get(Deadline d = Deadline::never()) const {
-    auto g = seg_.lock_recovering(d);
-    if (!g) return std::move(g).error();
-    T out;
-    std::memcpy(&out, seg_.data(), sizeof(T));
-    return out;
+    return this->locked(
+        [&] {
+          T out;
+          std::memcpy(&out, ptr(), sizeof(T));
+          return out;
+        },
+        d);
   }
   Status set(const T& v, Deadline d = Deadline::never()) {
-    auto g = seg_.lock_recovering(d);
-    if (!g) return std::move(g).error();
-    std::memcpy(seg_.data(), &v, sizeof(T));
-    return {};
+    return this->locked([&] { std::memcpy(ptr(), &v, sizeof(T)); }, d);
   }
   Result<Locked<T>> lock(Deadline d = Deadline::never()) {
-    auto g = LockGuard::acquire(seg_.mutex(), d);
+    auto g = this->guard(d);
     if (!g) return std::move(g).error();
     return Locked<T>(std::move(*g), ptr());
   }
   // f(T&) under the lock; Result<R> (Status for void).
   template <class F, class R = std::invoke_result_t<F&, T&>>
   Result<R> with_lock(F&& f, Deadline d = Deadline::never()) {
-    auto g = seg_.lock_recovering(d);
-    if (!g) return std::move(g).error();
-    if constexpr (std::is_void_v<R>) {
-      std::invoke(f, *ptr());
-      return {};
-    } else {
-      return std::invoke(f, *ptr());
-    }
+    return this->locked([&]() -> R { return std::invoke(f, *ptr()); }, d);
   }
   // Unsynchronized access.
   T* raw() const noexcept { return ptr(); }
 
-  bool valid() const noexcept { return seg_.segment().valid(); }
-  const std::string& shm_object() const noexcept { return seg_.segment().shm_object(); }
-  template <class Archive>
-  void save(Archive& ar) const {
-    ar(shm_object());
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    std::string n;
-    ar(n);
-    auto opened = open_object(n);
-    if (!opened) throw ::ferry::Exception(std::move(opened).error());
-    *this = std::move(*opened);
-  }
-
  private:
-  explicit Value(detail::DataSegment s) noexcept : seg_(std::move(s)) {}
-  T* ptr() const noexcept { return static_cast<T*>(seg_.data()); }
-  detail::DataSegment seg_;
+  explicit Value(detail::DataSegment s) noexcept : Base(std::move(s)) {}
+  T* ptr() const noexcept { return static_cast<T*>(this->seg_.data()); }
 };
 
 // A locked Array: element access while the guard lives.
 template <class T>
-class [[nodiscard]] LockedArray {
+class [[nodiscard]] LockedArray : public detail::LockedData {
  public:
-  LockedArray(LockGuard g, std::span<T> s) noexcept : g_(std::move(g)), s_(s) {}
+  LockedArray(LockGuard g, std::span<T> s) noexcept : LockedData(std::move(g)), s_(s) {}
   T& operator[](std::size_t i) const noexcept { return s_[i]; }
   std::span<T> span() const noexcept { return s_; }
   std::size_t size() const noexcept { return s_.size(); }
-  bool owner_died() const noexcept { return g_.owner_died(); }
-  Status make_consistent() noexcept { return g_.make_consistent(); }
-  void unlock() noexcept { g_.unlock(); }
 
  private:
-  LockGuard g_;
   std::span<T> s_;
 };
 
 template <class T>
-class Array {
+class Array : public detail::DataHandle<Array<T>> {
   static_assert(std::is_trivially_copyable_v<T>, "Array<T> needs a trivially copyable T");
+  using Base = detail::DataHandle<Array<T>>;
 
  public:
   Array() = default;
   static Result<Array> create(std::string_view name, std::size_t n, const T& fill = T{}) {
-    auto s = detail::DataSegment::create(name, detail::SyncKind::array, sizeof(T), alignof(T), n,
-                                         &fill, true);
-    if (!s) return std::move(s).error();
-    return Array(std::move(*s));
+    return make(name, n, &fill, true);
   }
   static Result<Array> create(std::string_view name, std::span<const T> init) {
-    auto s = detail::DataSegment::create(name, detail::SyncKind::array, sizeof(T), alignof(T),
-                                         init.size(), init.data(), false);
-    if (!s) return std::move(s).error();
-    return Array(std::move(*s));
-  }
-  static Result<Array> open(std::string_view name) {
-    if (auto c = detail::check_name(name); !c) return std::move(c).error();
-    return open_object(::ferry::shm_name(name));
+    return make(name, init.size(), init.data(), false);
   }
   static Result<Array> open_object(const std::string& shm_object) {
     auto s = detail::DataSegment::open(shm_object, detail::SyncKind::array, sizeof(T), 0);
@@ -197,69 +209,49 @@ class Array {
     return Array(std::move(*s));
   }
 
-  std::size_t size() const noexcept { return seg_.count(); }
+  std::size_t size() const noexcept { return this->seg_.count(); }
 
   // invalid_argument if i >= size().
   Result<T> get(std::size_t i, Deadline d = Deadline::never()) const {
     if (i >= size()) return Error(Errc::invalid_argument, "Array index out of range");
-    auto g = seg_.lock_recovering(d);
-    if (!g) return std::move(g).error();
-    T out;
-    std::memcpy(&out, ptr() + i, sizeof(T));
-    return out;
+    return this->locked(
+        [&] {
+          T out;
+          std::memcpy(&out, ptr() + i, sizeof(T));
+          return out;
+        },
+        d);
   }
   Status set(std::size_t i, const T& v, Deadline d = Deadline::never()) {
     if (i >= size()) return Error(Errc::invalid_argument, "Array index out of range");
-    auto g = seg_.lock_recovering(d);
-    if (!g) return std::move(g).error();
-    std::memcpy(ptr() + i, &v, sizeof(T));
-    return {};
+    return this->locked([&] { std::memcpy(ptr() + i, &v, sizeof(T)); }, d);
   }
   // A consistent copy of all elements.
   Result<std::vector<T>> snapshot(Deadline d = Deadline::never()) const {
-    auto g = seg_.lock_recovering(d);
-    if (!g) return std::move(g).error();
-    return std::vector<T>(ptr(), ptr() + size());
+    return this->locked([&] { return std::vector<T>(ptr(), ptr() + size()); }, d);
   }
   Result<LockedArray<T>> lock(Deadline d = Deadline::never()) {
-    auto g = LockGuard::acquire(seg_.mutex(), d);
+    auto g = this->guard(d);
     if (!g) return std::move(g).error();
     return LockedArray<T>(std::move(*g), raw());
   }
   // f(std::span<T>) under the lock; Result<R> (Status for void).
   template <class F, class R = std::invoke_result_t<F&, std::span<T>>>
   Result<R> with_lock(F&& f, Deadline d = Deadline::never()) {
-    auto g = seg_.lock_recovering(d);
-    if (!g) return std::move(g).error();
-    if constexpr (std::is_void_v<R>) {
-      std::invoke(f, raw());
-      return {};
-    } else {
-      return std::invoke(f, raw());
-    }
+    return this->locked([&]() -> R { return std::invoke(f, raw()); }, d);
   }
   // Unsynchronized access.
   std::span<T> raw() const noexcept { return {ptr(), size()}; }
 
-  bool valid() const noexcept { return seg_.segment().valid(); }
-  const std::string& shm_object() const noexcept { return seg_.segment().shm_object(); }
-  template <class Archive>
-  void save(Archive& ar) const {
-    ar(shm_object());
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    std::string n;
-    ar(n);
-    auto opened = open_object(n);
-    if (!opened) throw ::ferry::Exception(std::move(opened).error());
-    *this = std::move(*opened);
-  }
-
  private:
-  explicit Array(detail::DataSegment s) noexcept : seg_(std::move(s)) {}
-  T* ptr() const noexcept { return static_cast<T*>(seg_.data()); }
-  detail::DataSegment seg_;
+  explicit Array(detail::DataSegment s) noexcept : Base(std::move(s)) {}
+  static Result<Array> make(std::string_view name, std::size_t n, const T* init, bool repeat) {
+    auto s = detail::DataSegment::create(name, detail::SyncKind::array, sizeof(T), alignof(T), n,
+                                         init, repeat);
+    if (!s) return std::move(s).error();
+    return Array(std::move(*s));
+  }
+  T* ptr() const noexcept { return static_cast<T*>(this->seg_.data()); }
 };
 
 }  // namespace ferry::ipc

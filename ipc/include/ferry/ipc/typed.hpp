@@ -2,6 +2,9 @@
 //
 //   ferry::Channel<T>  any endpoint (pipe:, shm://, ipc://, tcp://)
 //   ferry::Pipe<T>     a duplex pair between a parent and the children it spawns
+//   ferry::Queue<T>    many producers and consumers on one host, in shared memory
+//                      (its contract is in queue.hpp; the rest of this comment is about the
+//                      other two)
 //
 // A handle serializes as its endpoint string, so it can be passed to a task as an argument;
 // the receiving process opens it (as the connecting side) when it is loaded.
@@ -23,6 +26,7 @@
 
 #include "ferry/ipc/factory.hpp"
 #include "ferry/ipc/pipe_channel.hpp"
+#include "ferry/ipc/queue.hpp"
 #include "ferry/shared/codec.hpp"
 
 namespace ferry {
