@@ -44,9 +44,10 @@ struct Shop {
   }
 };
 
-// A little irregular pause, so producers and customers get ahead of each other now and then.
-void pause_for(std::int64_t item, std::int64_t salt) {
-  std::this_thread::sleep_for(std::chrono::milliseconds((item * salt) % 4));
+// Irregular pauses; customers are slower than producers, so the shelves fill up and the
+// producers have to wait for a free one.
+void pause_for(std::int64_t ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
 }
 
 std::int64_t shop_produce(std::string base, std::int32_t id, std::int64_t first,
@@ -63,7 +64,7 @@ std::int64_t shop_produce(std::string base, std::int32_t id, std::int64_t first,
       s.note(id, st[kStock]);
     }
     s.full.release().value();  // one more filled slot
-    pause_for(item, 7);
+    pause_for(item % 2);
   }
   return count;
 }
@@ -86,7 +87,7 @@ std::int64_t shop_consume(std::string base, std::int32_t id, std::int64_t count)
     }
     s.empty.release().value();  // one more free slot
     sum += item;
-    pause_for(item, 5);
+    pause_for(2 + item % 3);
   }
   return sum;
 }
@@ -107,7 +108,8 @@ int semaphore(const Options& opt) {
   sayf("%u producer(s) and %u customer(s) share a shop with %zu shelves. A Semaphore counts the",
        producers, customers, kCapacity);
   say("free shelves (producers wait on it), another the filled ones (customers wait on it);");
-  say("a Lock guards the shelves themselves. Each line: who, +/-, stock, and the stock as dots.");
+  say("a Lock guards the shelves themselves. Customers are slower, so the shelves fill up and");
+  say("producers wait. Each line: who, +/-, the stock, and the stock as dots.");
 
   const std::string base = unique_name("semaphore");
   // Signalling semaphores: units are released by another process than the one that took them.
