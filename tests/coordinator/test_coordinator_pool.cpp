@@ -120,7 +120,7 @@ TEST_SUITE("coordinator.pool") {
     leaks.verify();
   }
 
-  TEST_CASE("imap_unordered yields every item once; map_reduce and as_completed agree") {
+  TEST_CASE("imap_unordered yields every item once, and map_reduce and as_completed agree") {
     ft::LeakCheck leaks;
     {
       ferry::Pool pool({.workers = 2});
@@ -206,7 +206,7 @@ TEST_SUITE("coordinator.pool") {
     leaks.verify();
   }
 
-  TEST_CASE("the poison task fails with WorkerDied after its retries; the others complete") {
+  TEST_CASE("the poison task fails with WorkerDied after its retries while the others complete") {
     ft::LeakCheck leaks;
     {
       ferry::Pool pool({.workers = 2, .max_retries = 3});
@@ -296,7 +296,7 @@ TEST_SUITE("coordinator.pool") {
     leaks.verify();
   }
 
-  TEST_CASE("try_submit refuses when the in-flight window is full; submit waits") {
+  TEST_CASE("try_submit refuses when the in-flight window is full and submit waits") {
     ferry::Pool pool({.workers = 1, .max_in_flight = 2});
     auto a = pool.submit(ferry::builtin::sleep_ms, 200);
     auto b = pool.submit(ferry::builtin::sleep_ms, 1);
