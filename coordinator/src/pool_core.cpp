@@ -32,11 +32,12 @@ std::shared_ptr<TaskState> CompletionQueue::pop() {
   return t;
 }
 
-bool TaskState::complete(Bytes v, std::optional<FailureInfo> f) {
+bool TaskState::complete(Bytes v, std::optional<FailureInfo> f, std::atomic<std::uint64_t>* count) {
   std::shared_ptr<CompletionQueue> q;
   {
     std::lock_guard lk(m);
     if (done.load(std::memory_order_relaxed)) return false;
+    if (count) count->fetch_add(1);
     value = std::move(v);
     failure = std::move(f);
     done.store(true, std::memory_order_release);
@@ -244,14 +245,14 @@ void PoolCore::on_frame(WorkerLink& link, Frame& f) {
   if (f.header.kind == MessageKind::result) {
     auto r = decode_value<msg::TaskResult>(f.payload);
     if (r) {
-      if (t->complete(std::move(r->value), std::nullopt)) ++counters_.succeeded;
+      t->complete(std::move(r->value), std::nullopt, &counters_.succeeded);
       return;
     }
     auto fail = failure_for(*t, FailureKind::remote_error,
                             "undecodable result message: " + r.error().message());
     fail.type = "ferry::DecodeError";
     fail.pid = link.pid;
-    if (t->complete({}, std::move(fail))) ++counters_.failed;
+    t->complete({}, std::move(fail), &counters_.failed);
     return;
   }
   auto e = decode_value<msg::TaskError>(f.payload);
@@ -262,7 +263,7 @@ void PoolCore::on_frame(WorkerLink& link, Frame& f) {
     fail.host = e->host;
     fail.stack = e->stack;
   }
-  if (t->complete({}, std::move(fail))) ++counters_.failed;
+  t->complete({}, std::move(fail), &counters_.failed);
 }
 
 bool PoolCore::cancel(const std::shared_ptr<TaskState>& t) {
@@ -283,11 +284,8 @@ bool PoolCore::cancel(const std::shared_ptr<TaskState>& t) {
       // Queued behind another task on a worker: its result, if it comes, is dropped.
     }
   }
-  if (!t->complete({}, failure_for(*t, FailureKind::cancelled, "cancelled by the caller"))) {
-    return false;
-  }
-  ++counters_.cancelled;
-  return true;
+  return t->complete({}, failure_for(*t, FailureKind::cancelled, "cancelled by the caller"),
+                     &counters_.cancelled);
 }
 
 bool PoolCore::wait_ready(std::chrono::milliseconds timeout) {

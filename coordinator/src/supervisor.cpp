@@ -273,7 +273,7 @@ void PoolCore::handle_exit(WorkerLink& link) {
   flush(jobs);
   for (auto& [t, f] : failed) {
     const bool cancelled = f.kind == FailureKind::cancelled;
-    if (t->complete({}, std::move(f))) ++(cancelled ? counters_.cancelled : counters_.failed);
+    t->complete({}, std::move(f), cancelled ? &counters_.cancelled : &counters_.failed);
   }
 }
 
@@ -360,9 +360,8 @@ void PoolCore::terminate_all() {
     state_cv_.notify_all();
   }
   for (auto& t : left) {
-    if (t->complete({}, failure_for(*t, FailureKind::cancelled, "the pool shut down"))) {
-      ++counters_.cancelled;
-    }
+    t->complete({}, failure_for(*t, FailureKind::cancelled, "the pool shut down"),
+                &counters_.cancelled);
   }
 }
 

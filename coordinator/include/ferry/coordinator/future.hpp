@@ -66,8 +66,9 @@ struct TaskState : std::enable_shared_from_this<TaskState> {
   std::optional<FailureInfo> failure;
   std::shared_ptr<CompletionQueue> sink;
 
-  // First completion wins; later ones (a late duplicate) are dropped. True if this one won.
-  bool complete(Bytes v, std::optional<FailureInfo> f);
+  // First completion wins; later ones (a late duplicate) are dropped. True if this one won;
+  // then *count (if given) is incremented before any waiter wakes.
+  bool complete(Bytes v, std::optional<FailureInfo> f, std::atomic<std::uint64_t>* count = nullptr);
   // Announces completion to q now if done, else when it completes.
   void notify_into(std::shared_ptr<CompletionQueue> q);
   void wait();
