@@ -98,11 +98,13 @@ DeadlockReport deadlock_opposite(std::string base, std::int32_t me, std::int32_t
   r.pid = static_cast<std::int32_t>(::getpid());
   t.pids.set(static_cast<std::size_t>(me), r.pid).value();
 
-  t.locks[static_cast<std::size_t>(first)].acquire_for(2s).value();
+  t.locks[static_cast<std::size_t>(first)].acquire_for(10s).value();
   t.holder.set(static_cast<std::size_t>(first), me).value();
-  took_first.wait_for(2s).value();
-
+  // Say what it is about to wait for before anyone can time out, so the table is complete
+  // whenever either looks at it (however late the other is scheduled).
   t.waits.set(static_cast<std::size_t>(me), second).value();
+  took_first.wait_for(10s).value();
+
   const Status st = t.locks[static_cast<std::size_t>(second)].acquire_for(300ms);
   r.second = st ? "ok" : st.error().message();
   if (st) {  // (the other let go first: no deadlock this time)
@@ -121,7 +123,7 @@ DeadlockReport deadlock_opposite(std::string base, std::int32_t me, std::int32_t
         lock_letter(other_waits));
   }
   // Both have looked at the table before either changes it.
-  looked.wait_for(2s).value();
+  looked.wait_for(10s).value();
   t.waits.set(static_cast<std::size_t>(me), -1).value();
   t.holder.set(static_cast<std::size_t>(first), -1).value();
   t.locks[static_cast<std::size_t>(first)].release().value();
@@ -132,7 +134,7 @@ DeadlockReport deadlock_opposite(std::string base, std::int32_t me, std::int32_t
 std::int32_t deadlock_ordered(std::string base, std::int32_t me) {
   Table t = Table::open(base);
   for (std::size_t i : {0u, 1u})
-    t.locks[i].acquire_for(2s).value();
+    t.locks[i].acquire_for(10s).value();
   std::this_thread::sleep_for(20ms);
   t.locks[1].release().value();
   t.locks[0].release().value();
