@@ -453,4 +453,14 @@ TEST_SUITE("coordinator.pool") {
       CHECK_THROWS_AS(f.get(), ferry::Cancelled);
     leaks.verify();
   }
+
+  TEST_CASE("imap_unordered and map_reduce take a const range") {
+    ferry::Pool pool({.workers = 1});
+    const std::vector<std::int64_t> xs{1, 2, 3};
+    std::int64_t sum = 0;
+    for (auto& [i, v] : pool.imap_unordered(square, xs))
+      sum += v;
+    CHECK(sum == 14);
+    CHECK(pool.map_reduce(square, xs, std::int64_t{0}, std::plus<>{}) == 14);
+  }
 }

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <thread>
 
 #include "ferry/ipc/factory.hpp"
@@ -93,6 +94,16 @@ FERRY_TEST_PEER(pipe_send_last_and_exit) {
 
 FERRY_TEST_PEER(pipe_typed_echo) {
   auto ch = Channel<std::vector<std::string>>::open("pipe:3,4", ipc::Role::connect);
+  if (!ch) return 1;
+  auto v = ch->recv();
+  if (!v) return 2;
+  v->push_back("back");
+  return ch->send(*v) ? 0 : 3;
+}
+
+// args[0]: a typed Pipe's child end, inherited at the numbers it names.
+FERRY_TEST_PEER(pipe_typed_child_end) {
+  auto ch = Channel<std::vector<std::string>>::open(args.at(0), ipc::Role::connect);
   if (!ch) return 1;
   auto v = ch->recv();
   if (!v) return 2;
@@ -380,6 +391,34 @@ TEST_SUITE("ipc.pipe") {
       auto back = ch.recv_for(10s);
       REQUIRE(back);
       CHECK(*back == std::vector<std::string>{"a", "bc", "back"});
+      auto st = child.wait_for(10s);
+      REQUIRE(st);
+      CHECK(st->code == 0);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a typed Pipe's child end survives a spawner that maps its own channel to 3 and 4") {
+    testing::LeakCheck leaks;
+    {
+      auto pipe = Pipe<std::vector<std::string>>::create();
+      REQUIRE(pipe);
+      int r = -1, w = -1;
+      REQUIRE(std::sscanf(pipe->child_end.c_str(), "pipe:%d,%d", &r, &w) == 2);
+      CHECK(r >= Pipe<int>::kChildFdFloor);
+      CHECK(w >= Pipe<int>::kChildFdFloor);
+      // What a Pool's pipe transport does for each worker: its own channel at 3 and 4.
+      auto own = PipeChannel::make_pair();
+      REQUIRE(own);
+      testing::SpawnOptions so;
+      so.fds = {std::pair{own->second.read_fd, 3}, std::pair{own->second.write_fd, 4}};
+      auto child = testing::spawn_peer("pipe_typed_child_end", {pipe->child_end}, so);
+      own->second.close();
+      pipe->close_child_end();
+      REQUIRE(pipe->parent.send({"a"}));
+      auto back = pipe->parent.recv_for(10s);
+      REQUIRE(back);
+      CHECK(*back == std::vector<std::string>{"a", "back"});
       auto st = child.wait_for(10s);
       REQUIRE(st);
       CHECK(st->code == 0);

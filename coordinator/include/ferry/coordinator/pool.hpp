@@ -388,11 +388,12 @@ template <class R, class P, std::ranges::input_range Items>
 ImapUnordered<R> Pool::imap_unordered(R (*fn)(P), Items&& items, std::size_t chunksize,
                                       std::size_t window) {
   auto to_tuple = [](auto&& x) { return std::tuple<std::decay_t<P>>(x); };
-  using Range = std::remove_cvref_t<Items>;
-  // The range is kept alive by the generator (moved in, or viewed if an lvalue).
-  auto holder = std::make_shared<
-      std::conditional_t<std::is_lvalue_reference_v<Items>, std::ranges::ref_view<Range>, Range>>(
-      std::forward<Items>(items));
+  // The range is kept alive by the generator (moved in, or viewed if an lvalue; a const one
+  // stays const in the view).
+  using Held = std::conditional_t<std::is_lvalue_reference_v<Items>,
+                                  std::ranges::ref_view<std::remove_reference_t<Items>>,
+                                  std::remove_cvref_t<Items>>;
+  auto holder = std::make_shared<Held>(std::forward<Items>(items));
   auto chunker = std::make_shared<
       detail::Chunker<std::remove_reference_t<decltype(*holder)>, decltype(to_tuple)>>(
       *holder, to_tuple, chunksize);

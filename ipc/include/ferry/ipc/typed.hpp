@@ -16,8 +16,10 @@
 #pragma once
 
 #include <fcntl.h>
+#include <unistd.h>
 
 #include <cereal/types/string.hpp>
+#include <cerrno>
 #include <memory>
 #include <string>
 #include <utility>
@@ -107,17 +109,30 @@ class Channel {
 // A duplex pipe between a parent and a child it spawns (multiprocessing.Pipe).
 template <class T>
 struct Pipe {
+  static constexpr int kChildFdFloor = 64;
+
   Channel<T> parent;      // used in this process
   std::string child_end;  // endpoint for the child: "pipe:R,W", descriptors inherited
 
   // Makes the pair. The child's descriptors are left inheritable so that a child started
   // with posix_spawn/exec sees them at the same numbers; close_child_end() after spawning.
+  // They are moved to kChildFdFloor or above: spawners dup2 their own descriptors onto low
+  // fixed numbers (a Pool's pipe transport gives each worker its channel at 3 and 4), which
+  // would silently replace a child end that happened to sit there.
   static Result<Pipe> create(ipc::ChannelOptions opt = {}) {
     auto pair = ipc::PipeChannel::make_pair(opt);
     if (!pair) return std::move(pair).error();
     auto& [mine, ends] = *pair;
-    ::fcntl(ends.read_fd, F_SETFD, 0);
-    ::fcntl(ends.write_fd, F_SETFD, 0);
+    for (int* fd : {&ends.read_fd, &ends.write_fd}) {
+      const int high = ::fcntl(*fd, F_DUPFD, kChildFdFloor);  // the copy is not close-on-exec
+      if (high < 0) {
+        const int err = errno;
+        ends.close();
+        return system_error("fcntl(F_DUPFD)", err);
+      }
+      ::close(*fd);
+      *fd = high;
+    }
     Pipe p;
     p.parent = Channel<T>(std::move(mine));
     p.child_end = "pipe:" + std::to_string(ends.read_fd) + "," + std::to_string(ends.write_fd);
