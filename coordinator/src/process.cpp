@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -39,7 +40,9 @@ class PosixProcess final : public Process {
   pid_t pid() const noexcept override { return pid_; }
   int pidfd() const noexcept override { return pidfd_; }
   Status kill(int sig) noexcept override {
-    if (status_) return {};
+    // kill() (e.g. a cancel, under the pool's lock) races with the supervisor's try_reap():
+    // read the atomic flag, not status_. A signal after the reap is harmless anyway (ESRCH).
+    if (reaped_.load(std::memory_order_acquire)) return {};
     // A pidfd signal cannot hit a recycled pid.
     if (::syscall(SYS_pidfd_send_signal, pidfd_, sig, nullptr, 0) == 0 || errno == ESRCH) return {};
     return Error{Errc::system_error, "kill(" + std::to_string(pid_) + ")", errno};
@@ -56,6 +59,7 @@ class PosixProcess final : public Process {
     if (WIFEXITED(ws)) info.code = WEXITSTATUS(ws);
     if (WIFSIGNALED(ws)) info.signal = WTERMSIG(ws);
     status_ = info;
+    reaped_.store(true, std::memory_order_release);
     return status_;
   }
 
@@ -63,6 +67,7 @@ class PosixProcess final : public Process {
   pid_t pid_;
   int pidfd_;
   std::optional<ExitInfo> status_;
+  std::atomic<bool> reaped_{false};  // status_ is set (readable from any thread)
 };
 
 std::vector<std::string> merged_environment(const std::vector<std::string>& extra) {
