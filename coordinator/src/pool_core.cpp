@@ -253,18 +253,26 @@ void PoolCore::pump_locked(std::vector<SendJob>& jobs) {
       ++want_spawn_;
       wake_supervisor();
     }
-    jobs.push_back(SendJob{best, task_frame(*task)});
+    queue_send_locked(jobs, best, task_frame(*task));
   }
+}
+
+void queue_send_locked(std::vector<SendJob>& jobs, WorkerLink* l, Frame f) {
+  const bool held = std::any_of(jobs.begin(), jobs.end(), [&](const SendJob& j) {
+    return j.link == l && j.order.owns_lock();
+  });
+  jobs.push_back(
+      SendJob{l, std::move(f),
+              held ? std::unique_lock<std::mutex>() : std::unique_lock<std::mutex>(l->send_mu)});
 }
 
 void PoolCore::flush(std::vector<SendJob>& jobs) {
   // Jobs were queued in per-link order under mu_; one sender per link at a time keeps it.
   for (auto& j : jobs) {
-    std::lock_guard lk(j.link->send_mu);
     // A failed send means the worker is gone; its death handling re-queues the task.
     (void)send_to(*j.link, j.frame, Deadline::never());
   }
-  jobs.clear();
+  jobs.clear();  // releases the links' send locks
 }
 
 void PoolCore::finish_locked(TaskState& t) {
@@ -301,7 +309,7 @@ void PoolCore::on_frame(WorkerLink& link, Frame& f) {
     finish_locked(*t);
     if (link.state == WorkerLink::State::draining && link.inflight.empty() && !link.shutdown_sent) {
       link.shutdown_sent = true;
-      jobs.push_back(SendJob{&link, make_frame(MessageKind::shutdown, msg::Shutdown{true})});
+      queue_send_locked(jobs, &link, make_frame(MessageKind::shutdown, msg::Shutdown{true}));
     }
     pump_locked(jobs);
   }

@@ -68,10 +68,16 @@ struct WorkerLink {
   std::chrono::steady_clock::time_point spawned_at{};
 };
 
+// A frame to send once mu_ is released. The first job for a link holds that link's send_mu,
+// taken while mu_ was still held, so frames reach each worker in the order they were queued.
 struct SendJob {
   WorkerLink* link;
   Frame frame;
+  std::unique_lock<std::mutex> order;
 };
+
+// Queues f for l (mu_ held): takes l's send_mu unless an earlier job in jobs holds it.
+void queue_send_locked(std::vector<SendJob>& jobs, WorkerLink* l, Frame f);
 
 class PoolCore : public std::enable_shared_from_this<PoolCore> {
  public:
