@@ -33,7 +33,8 @@ TEST_SUITE("coordinator.pool.scale") {
     {
       ferry::Pool pool({.workers = 2});
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-      constexpr int kTasks = 200'000;  // instrumented builds are ~5x slower; same property
+      constexpr int kTasks = 30'000;  // instrumented Debug builds are far slower; the plain
+                                      // build asserts the property at a million
 #else
       constexpr int kTasks = 1'000'000;
 #endif
