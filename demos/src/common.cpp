@@ -69,6 +69,10 @@ PoolOptions lesson_pool(const Options& opt, unsigned at_least) {
         at_least, workers, asked);
   }
   p.prefetch = 1;
+  // Drained workers exit within milliseconds; the longer grace only matters when an exit is
+  // slow (a sanitizer build's leak check on a busy machine), and a worker killed then would
+  // leave its leak checker behind as an orphan.
+  p.shutdown_grace = std::chrono::seconds(5);
   p.on_output = [](const WorkerLine& l) {
     sayf("    w%u %s %.*s", l.worker, l.stream == 2 ? "!" : "|", static_cast<int>(l.line.size()),
          l.line.data());

@@ -31,7 +31,8 @@ unsigned cpu_count();
 // The pool a lesson runs on: --workers, --transport and the retry/timeout options, at least
 // `at_least` workers (a lesson that needs that many processes at once says so when it raises
 // --workers), worker output shown indented under the narrative, and one task queued per
-// worker at a time, so tasks that wait on each other are never queued behind one another.
+// worker at a time, so tasks that wait on each other are never queued behind one another;
+// workers get 5 s to exit after the drain before they are killed.
 PoolOptions lesson_pool(const Options& opt, unsigned at_least = 1);
 // Waits until every worker has registered (throws if they cannot start).
 void await_workers(Pool& pool);
