@@ -60,7 +60,8 @@ Result<ChannelPtr> open_channel(std::string_view endpoint, Role role, ChannelOpt
           zo.curve_client = std::move(*k);
         }
       }
-      auto c = role == Role::bind ? ZmqChannel::bind(*ep, opt, zo) : ZmqChannel::connect(*ep, opt, zo);
+      auto c =
+          role == Role::bind ? ZmqChannel::bind(*ep, opt, zo) : ZmqChannel::connect(*ep, opt, zo);
       if (!c) return std::move(c).error();
       return ChannelPtr(std::move(*c));
     }

@@ -19,8 +19,8 @@
 // its two descriptors and closes them in its destructor.
 #pragma once
 
-#include <atomic>
 #include <sys/uio.h>
+#include <atomic>
 
 #include <span>
 #include <utility>

@@ -30,7 +30,7 @@ struct Hello {
 struct Welcome {
   std::uint32_t worker_id = 0;
   std::string session;
-  std::uint32_t heartbeat_ms = 0;  // the coordinator pings this often (0: local, no pings)
+  std::uint32_t heartbeat_ms = 0;          // the coordinator pings this often (0: local, no pings)
   std::uint32_t heartbeat_timeout_ms = 0;  // silence for this long means the link is lost
   // Per-worker initializer, run once before the first task (kNoFunction: none).
   std::uint32_t init_function = kNoFunction;

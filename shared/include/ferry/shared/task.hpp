@@ -279,7 +279,8 @@ Result<std::vector<ItemText>> format_batch(ByteView in) {
     std::vector<R> values;
     if (auto st = decode_prefix(in, values); !st) return std::move(st).error();
     out.reserve(values.size());
-    for (auto& v : values) out.push_back({true, format_value(v)});
+    for (auto& v : values)
+      out.push_back({true, format_value(v)});
     return out;
   }
   std::vector<std::pair<bool, Bytes>> mixed;
