@@ -7,6 +7,7 @@
 #include <climits>
 #include <cstring>
 #include <new>
+#include <thread>
 #include <utility>
 
 #include "ferry/ipc/sync_base.hpp"
@@ -154,7 +155,8 @@ Status init_mutex(RobustMutex& m) {
   pthread_mutexattr_t a;
   int rc = ::pthread_mutexattr_init(&a);
   if (rc != 0) return system_error("pthread_mutexattr_init", rc);
-  // ERRORCHECK: relocking by the owner is an error value instead of a self-deadlock.
+  // ERRORCHECK: glibc tells us at once when the owner relocks; lock_mutex() turns that into
+  // Python's answers for the try and timed forms and an error (never a hang) for the blocking one.
   rc = ::pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
   if (rc == 0) rc = ::pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
   if (rc == 0) rc = ::pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
@@ -232,7 +234,18 @@ Status lock_mutex(RobustMutex& m, Deadline d) noexcept {
                    "lock is unrecoverable: an owner took it over from a dead one and released "
                    "it without make_consistent()");
     case EDEADLK:
-      return Error(Errc::invalid_argument, "the lock is already held by the calling thread");
+      // The caller holds it, and only the caller could release it: the try form would block,
+      // the timed form waits out its deadline as any unavailable lock does (Python's
+      // acquire(timeout=...) returns False the same way), the blocking form would wait forever.
+      if (d.is_now()) return Errc::would_block;
+      if (!d.is_never()) {
+        while (!d.expired())
+          std::this_thread::sleep_for(d.remaining());
+        return Errc::timeout;
+      }
+      return Error(Errc::invalid_argument,
+                   "the lock is already held by the calling thread: a blocking acquire would "
+                   "wait forever");
     default:
       return system_error("pthread_mutex_lock", rc);
   }

@@ -758,8 +758,14 @@ TEST_SUITE("ipc.sync") {
       auto opened = Lock::open("named");
       REQUIRE(opened);
       CHECK(opened->acquire());
-      // Same thread, two handles: an error value, not a self-deadlock.
-      CHECK(l->try_acquire().code() == Errc::invalid_argument);
+      // Same thread, two handles: not re-entered. Try and timed forms answer as for any
+      // unavailable lock (the timed one after its deadline); the blocking form, which would
+      // wait forever, is an error at once.
+      CHECK(l->try_acquire().code() == Errc::would_block);
+      const auto t0 = std::chrono::steady_clock::now();
+      CHECK(l->acquire_for(std::chrono::milliseconds(80)).code() == Errc::timeout);
+      CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(80));
+      CHECK(l->acquire().code() == Errc::invalid_argument);
       CHECK(opened->release());
       CHECK(Value<std::int32_t>::create("v32", 1));  // destroyed at once: name removed
       CHECK(Value<std::int32_t>::open("v32").code() == Errc::not_found);

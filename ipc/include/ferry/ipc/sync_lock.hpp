@@ -15,8 +15,10 @@
 // it (release() from another thread returns invalid_argument). RLock may be re-acquired by
 // its owning thread; each acquire needs a release. The depth lives in the segment; the owner
 // is the tid the kernel keeps in the robust mutex's futex word (cleared when the owner dies,
-// so a recycled tid is never mistaken for the dead owner). A thread relocking a Lock it holds
-// gets invalid_argument (error-checking mutex), not a self-deadlock.
+// so a recycled tid is never mistaken for the dead owner). A Lock is not re-entrant: a thread
+// asking again for a Lock it holds gets what Python's multiprocessing.Lock gives — would_block
+// from the try form, timeout once the timed form's deadline has passed — and invalid_argument
+// at once from the blocking form, which would otherwise wait forever.
 #pragma once
 
 #include <chrono>
