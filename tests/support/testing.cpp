@@ -386,7 +386,15 @@ LeakCheck::LeakCheck() : fds_(open_fds()), shm_(shm_segments_of_session()) {}
 
 void LeakCheck::verify() const {
   const auto kids = child_pids();
-  CHECK_MESSAGE(kids.empty(), "child processes left behind: " << kids.size());
+  std::string which;  // "pid (name) state" of each, to tell who it was
+  for (const pid_t k : kids) {
+    std::ifstream in("/proc/" + std::to_string(k) + "/stat");
+    std::string stat;
+    std::getline(in, stat);
+    const auto close = stat.rfind(')');
+    which += " " + (close == std::string::npos ? std::to_string(k) : stat.substr(0, close + 3));
+  }
+  CHECK_MESSAGE(kids.empty(), "child processes left behind: " << kids.size() << ":" << which);
   const auto shm = shm_segments_of_session();
   for (const auto& s : shm) {
     CHECK_MESSAGE(shm_.count(s) == 1, "shared-memory segment left behind: /dev/shm/" << s);
