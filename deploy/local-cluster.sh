@@ -71,6 +71,7 @@ if ! [[ "$workers" =~ ^[0-9]+$ ]] || [ "$workers" -lt 1 ] || [ "$workers" -gt 20
 fi
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, veth pairs, a bridge)"
 command -v ip >/dev/null || die "iproute2's ip not found (apt-get install iproute2)"
+command -v unshare >/dev/null || die "util-linux's unshare not found (apt-get install util-linux)"
 
 if [ $check -eq 0 ]; then
   if [ -n "$bin" ]; then
@@ -177,11 +178,23 @@ for i in "${!hosts[@]}"; do
   echo "  ${hosts[$i]}  $subnet.$((i + 1))" >&2
 done
 
-# Runs in the background inside a host; remembers the pid for the cleanup.
-start_in() {
-  local ns=$1 log=$2
+# Runs the rest of the arguments inside namespace NS as host NAME: in a UTS namespace of its
+# own whose host name is NAME, so workers report (and the coordinator shows) which host they
+# are on. Call it in the background (`in_host ... &`): every step execs the next, from the
+# subshell on, so $! is the command's own pid and signals sent to it reach the command.
+in_host() {
+  local ns=$1 name=$2
   shift 2
-  ip netns exec "$ns" "$@" >"$log" 2>&1 &
+  # shellcheck disable=SC2016 # $0 and $@ belong to the inner shell
+  exec ip netns exec "$ns" unshare --uts sh -c 'echo "$0" >/proc/sys/kernel/hostname && exec "$@"' \
+    "$name" "$@"
+}
+
+# Runs in the background inside a host, as that host; remembers the pid for the cleanup.
+start_in() {
+  local ns=$1 log=$2 name=$3
+  shift 3
+  in_host "$ns" "$name" "$@" >"$log" 2>&1 &
   started+=($!)
 }
 
@@ -217,7 +230,7 @@ if [ $check -eq 1 ]; then
 else
   # Workers first: they keep trying to connect until the coordinator listens.
   for ((i = 1; i <= workers; i++)); do
-    start_in "${hosts[$i]}" "$logs/worker$i.log" "$worker_exe" \
+    start_in "${hosts[$i]}" "$logs/worker$i.log" "host$i" "$worker_exe" \
       --connect "tcp://$coordinator_addr:$port" --slots "$slots" --name "worker$i" \
       "${worker_security[@]}"
   done
@@ -225,7 +238,7 @@ else
   # script's stdout, summary on its stderr, and this script's stdin for `map --stdin`. It runs
   # in the background so that a signal to this script is handled at once: the cleanup sends it
   # SIGTERM, which it treats as Ctrl-C.
-  ip netns exec "${hosts[0]}" "$coordinator_exe" --listen "tcp://$coordinator_addr:$port" \
+  in_host "${hosts[0]}" coordinator "$coordinator_exe" --listen "tcp://$coordinator_addr:$port" \
     "${security[@]}" --workers 0 --wait-workers "$workers" --wait-timeout "$wait_s" "$@" <&0 &
   coordinator_pid=$!
   started+=("$coordinator_pid")
