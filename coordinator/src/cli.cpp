@@ -25,6 +25,23 @@ PoolOptions pool_options(const Options& opt) {
   return p;
 }
 
+unsigned workers_to_await(const Options& opt) noexcept {
+  if (opt.wait_workers > 0) return opt.wait_workers;
+  return opt.workers == 0 ? 1u : 0u;
+}
+
+bool await_joined_workers(Pool& pool, const Options& opt) {
+  const unsigned want = workers_to_await(opt);
+  if (want == 0) return true;
+  std::cerr << "ferry: listening on " << pool.listen_endpoint() << "; waiting for " << want
+            << " worker(s) to join (up to " << opt.wait_timeout_s << " s)\n";
+  const auto limit = std::chrono::milliseconds(static_cast<long>(opt.wait_timeout_s * 1000));
+  if (pool.wait_workers(want, limit)) return true;
+  std::cerr << "ferry: no job run: fewer than " << want << " worker(s) joined within "
+            << opt.wait_timeout_s << " s\n";
+  return false;
+}
+
 namespace {
 
 int run_demo(const Demo& d, const Options& opt) {

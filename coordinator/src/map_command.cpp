@@ -171,17 +171,9 @@ int map_command(const MapArgs& args, const Options& opt) {
     return cli::kExitUsage;
   }
   Pool& pool = *made;
-  const unsigned want = opt.wait_workers ? opt.wait_workers : (opt.workers == 0 ? 1u : 0u);
-  if (want > 0) {
-    std::cerr << "ferry: listening on " << pool.listen_endpoint() << "; waiting for " << want
-              << " worker(s) to join (up to " << opt.wait_timeout_s << " s)\n";
-    const auto limit = std::chrono::milliseconds(static_cast<long>(opt.wait_timeout_s * 1000));
-    if (!pool.wait_workers(want, limit)) {
-      std::cerr << "ferry: no job run: fewer than " << want << " worker(s) joined within "
-                << opt.wait_timeout_s << " s\n";
-      pool.shutdown(ShutdownMode::cancel);
-      return cli::kExitFailed;
-    }
+  if (!await_joined_workers(pool, opt)) {
+    pool.shutdown(ShutdownMode::cancel);
+    return cli::kExitFailed;
   }
   std::size_t chunksize = args.chunksize;
   if (chunksize == 0) {

@@ -154,7 +154,7 @@ void PoolCore::spawn_worker() {
   {
     std::lock_guard lk(mu_);
     ++stats_.workers_spawned;
-    stats_.workers.push_back(WorkerStats{id, raw->pid, 0, true});
+    stats_.workers.push_back(WorkerStats{id, raw->pid, 0, true, false, {}, {}});
     links_.push_back(std::move(link));
   }
   raw->reader = std::thread([this, raw] { reader_loop(*raw); });

@@ -57,16 +57,21 @@ unsigned requested_workers(const Options& opt) {
   return opt.workers == 0 ? cpu_count() : opt.workers;
 }
 
-PoolOptions lesson_pool(const Options& opt, unsigned at_least) {
+PoolOptions lesson_pool(const Options& opt, unsigned at_least, bool accept_remote) {
   PoolOptions p = coordinator::pool_options(opt);
-  const unsigned asked = requested_workers(opt);
-  const unsigned workers = std::max(asked, at_least);
-  p.workers = workers;
-  if (workers != asked) {
-    sayf(
-        "(this lesson needs %u processes at once, so its pool has %u workers although "
-        "--workers is %u)",
-        at_least, workers, asked);
+  if (accept_remote && !opt.listen.empty()) {
+    p.workers = opt.workers;  // as given: 0 = remote workers only
+  } else {
+    p.listen.clear();
+    const unsigned asked = requested_workers(opt);
+    const unsigned workers = std::max(asked, at_least);
+    p.workers = workers;
+    if (workers != asked) {
+      sayf(
+          "(this lesson needs %u processes at once, so its pool has %u workers although "
+          "--workers is %u)",
+          at_least, workers, asked);
+    }
   }
   p.prefetch = 1;
   // Drained workers exit within milliseconds; the longer grace only matters when an exit is

@@ -32,8 +32,11 @@ unsigned cpu_count();
 // `at_least` workers (a lesson that needs that many processes at once says so when it raises
 // --workers), worker output shown indented under the narrative, and one task queued per
 // worker at a time, so tasks that wait on each other are never queued behind one another;
-// workers get 5 s to exit after the drain before they are killed.
-PoolOptions lesson_pool(const Options& opt, unsigned at_least = 1);
+// workers get 5 s to exit after the drain before they are killed. Lessons share memory
+// between the coordinator and its workers, so their pools take no remote workers; only the
+// distributed lesson does (accept_remote: --listen is honoured and --workers 0 then means no
+// local workers, as for `map`).
+PoolOptions lesson_pool(const Options& opt, unsigned at_least = 1, bool accept_remote = false);
 // Waits until every worker has registered (throws if they cannot start).
 void await_workers(Pool& pool);
 

@@ -15,14 +15,17 @@ namespace {
 // ---- rlock (Python: rlock_ex.py / reentrant_lock.py)
 
 struct RlockReport {
-  std::string lock_again;  // what re-acquiring the held Lock returned
+  std::string lock_again;  // what the timed re-acquire of the held Lock returned
   double lock_again_ms = 0;
+  std::string lock_blocking;  // what the blocking re-acquire returned
+  double lock_blocking_ms = 0;
   bool rlock_again = false;
   std::uint32_t depth_at_top = 0;
   std::uint32_t depth_after = 0;  // after one release per acquire
   template <class A>
   void serialize(A& ar) {
-    ar(lock_again, lock_again_ms, rlock_again, depth_at_top, depth_after);
+    ar(lock_again, lock_again_ms, lock_blocking, lock_blocking_ms, rlock_again, depth_at_top,
+       depth_after);
   }
 };
 
@@ -35,11 +38,17 @@ RlockReport rlock_owner(std::string base) {
   RlockReport r;
 
   lock.acquire().value();
-  const auto t0 = Clock::now();
-  const Status again = lock.acquire_for(300ms);
+  say("    (worker) got the Lock for the first time; asking for it again blocks this process");
+  auto t0 = Clock::now();
+  const Status again = lock.acquire_for(1s);
   r.lock_again_ms = ms_since(t0);
   r.lock_again = again ? "ok" : again.error().message();
   if (again) lock.release().value();  // (cannot happen: a Lock is not re-entrant)
+  t0 = Clock::now();
+  const Status forever = lock.acquire();
+  r.lock_blocking_ms = ms_since(t0);
+  r.lock_blocking = forever ? "ok" : forever.error().message();
+  if (forever) lock.release().value();
   event("lock-held").set();
   event("lock-checked").wait_for(5s).value();
   lock.release().value();
@@ -158,8 +167,10 @@ int rlock(const Options& opt) {
   auto rlock_held = make_event("rlock-held");
   auto rlock_checked = make_event("rlock-checked");
 
-  say("A worker takes a Lock, then asks for it again; then the same with an RLock. Python's");
-  say("lock.acquire(timeout=3) would block itself for 3 s and return False; an RLock re-enters.");
+  say("A worker takes a Lock, then asks for it again; then the same with an RLock. As with");
+  say("Python's lock.acquire(timeout=3), which returns False 3 s later, the Lock is not");
+  say("re-entered: the timed acquire blocks its own holder until it times out. An RLock "
+      "re-enters.");
   Pool pool(lesson_pool(opt));
   auto f = pool.submit(rlock_owner, base);
 
@@ -176,18 +187,25 @@ int rlock(const Options& opt) {
   if (after) rlock.release().value();
 
   auto text = [](const Status& st) { return st ? std::string("ok") : st.error().message(); };
-  say("  worker: got the Lock; asked for it again with acquire_for(300 ms)");
+  say("  worker: got the Lock; asked for it again with acquire_for(1 s)");
   sayf("          -> %s after %.0f ms", r.lock_again.c_str(), r.lock_again_ms);
+  say("  worker: asked again with a blocking acquire(), which could never succeed");
+  sayf("          -> %s after %.0f ms", r.lock_blocking.c_str(), r.lock_blocking_ms);
   sayf("  main:   acquire_for(100 ms) on the Lock the worker holds -> %s", text(outside).c_str());
   say("  worker: released the Lock; got the RLock (depth 1), asked for it again");
   sayf("          -> %s, depth %u", r.rlock_again ? "ok" : "failed", r.depth_at_top);
   sayf("  main:   try_acquire() on the RLock the worker holds -> %s", text(try_r).c_str());
   sayf("  worker: released the RLock twice (depth %u)", r.depth_after);
   sayf("  main:   acquire_for(1 s) on the RLock -> %s", text(after).c_str());
-  say("ferry's Lock is error-checking: asking again for a lock you hold is answered at once");
-  say("(InvalidArgument) instead of blocking until the timeout; either way it is not re-entered.");
-  v.check(r.lock_again != "ok", strf("re-acquiring a held Lock did not succeed (%s, %.0f ms)",
-                                     r.lock_again.c_str(), r.lock_again_ms));
+  say("Python's blocking lock.acquire() would hang that process for ever; ferry answers the");
+  say("blocking form with an error at once, since only the caller could ever release the lock.");
+  v.check(
+      r.lock_again == "Timeout" && r.lock_again_ms >= 990,
+      strf("the owner's timed re-acquire of its Lock timed out after the full 1 s (%s, %.0f ms)",
+           r.lock_again.c_str(), r.lock_again_ms));
+  v.check(r.lock_blocking.rfind("InvalidArgument", 0) == 0 && r.lock_blocking_ms < 500,
+          strf("the owner's blocking re-acquire was refused at once (%.0f ms), not a hang",
+               r.lock_blocking_ms));
   v.check(outside.code() == Errc::timeout, "another process timed out on the held Lock");
   v.check(r.rlock_again && r.depth_at_top == 2, "the RLock was re-entered by its owner (depth 2)");
   v.check(try_r.code() == Errc::would_block, "another process could not take the held RLock");

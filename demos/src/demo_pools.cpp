@@ -246,14 +246,32 @@ int distributed(const Options& opt) {
     }
   }
 
-  Pool pool(lesson_pool(opt));
+  const bool listening = !opt.listen.empty();
+  Pool pool(lesson_pool(opt, 1, true));
   await_workers(pool);
-  sayf("1) Word count as map-reduce: %zu lines of generated text in %zu chunks, counted on %u",
-       kLines, chunks.size(), pool.size());
-  say("   workers (map), the partial counts merged in the main process (reduce). Each chunk");
-  say("   travels in the task's argument and each count comes back as its result: nothing");
-  say("   assumes the workers share this machine's memory or files, so remote workers joining");
-  say("   over --listen would run the same code.");
+  if (listening) {
+    sayf("Listening on %s for remote workers (ferry-worker --connect %s).",
+         pool.listen_endpoint().c_str(), pool.listen_endpoint().c_str());
+    if (!coordinator::await_joined_workers(pool, opt)) {
+      v.check(false, "the workers asked for (--wait-workers) joined");
+      return v.exit_code();
+    }
+  }
+  const auto remote_workers = [&] {
+    unsigned n = 0;
+    for (const auto& w : pool.stats().workers)
+      n += w.remote && w.alive ? 1u : 0u;
+    return n;
+  };
+  const unsigned joined = remote_workers();
+  sayf("1) Word count as map-reduce: %zu lines of generated text in %zu chunks, counted (map) on",
+       kLines, chunks.size());
+  sayf("   %u worker slots, %u of the workers remote; the partial counts are merged in the main",
+       pool.size(), joined);
+  say("   process (reduce). Each chunk travels in the task's argument and each count comes back");
+  say("   as its result: nothing assumes the workers share this machine's memory or files, which");
+  say(listening ? "   is why workers on other hosts run the same code."
+                : "   is why remote workers joining over --listen would run the same code.");
   const auto t0 = Clock::now();
   const Counts total = pool.map_reduce(
       count_words, chunks, Counts{},
@@ -290,14 +308,25 @@ int distributed(const Options& opt) {
   v.check(std::abs(pi - std::numbers::pi) < 0.01, "the estimate is within 0.01 of pi");
 
   const PoolStats st = pool.stats();
-  std::string per;
-  unsigned busy = 0;
+  say("   worker  where                         pid      tasks");
+  unsigned busy = 0, remote_busy = 0, remote_seen = 0;
   for (const auto& w : st.workers) {
-    per += strf("%sw%u: %llu", per.empty() ? "" : ", ", w.id,
-                static_cast<unsigned long long>(w.tasks));
+    const std::string where =
+        w.remote ? "remote " + w.host + (w.name.empty() ? "" : " (" + w.name + ")") : "local";
+    sayf("   w%-6u %-29s %-8d %5llu", w.id, where.c_str(), w.pid,
+         static_cast<unsigned long long>(w.tasks));
     busy += w.tasks > 0 ? 1u : 0u;
+    remote_seen += w.remote ? 1u : 0u;
+    remote_busy += w.remote && w.tasks > 0 ? 1u : 0u;
   }
-  sayf("   tasks per worker: %s (%u of %u workers took part)", per.c_str(), busy, pool.size());
+  sayf("   %u of %zu workers took part, %u of them remote", busy, st.workers.size(), remote_busy);
+  if (listening) {
+    v.check(remote_seen == 0 || remote_busy == remote_seen,
+            strf("every remote worker that joined took part (%u of %u)", remote_busy, remote_seen));
+  } else {
+    say("   (add --listen tcp://HOST:PORT, and ferry-worker --connect on other hosts, to spread");
+    say("   this over machines; deploy/local-cluster.sh does so across network namespaces)");
+  }
   return v.exit_code();
 }
 

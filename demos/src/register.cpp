@@ -17,7 +17,7 @@ constexpr Entry kTour[] = {
     {"race", "processes increment a shared Value: updates get lost without a Lock, never with one",
      race},
     {"lock", "mess vs neat: lines written a character at a time interleave without a Lock", lock},
-    {"rlock", "a Lock re-acquired by its owner is refused; an RLock re-enters", rlock},
+    {"rlock", "a Lock re-acquired by its owner times out; an RLock re-enters", rlock},
     {"deadlock",
      "two processes take two locks in opposite order: timed acquires find the cycle; ordered "
      "locks succeed",

@@ -1,6 +1,8 @@
 // One integration test per demo of the tour: `ferry-coordinator -w 2 demo NAME` exits 0 and
 // the numbers it prints show the lesson's invariant; nothing is left behind.
 #include <doctest/doctest.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <set>
@@ -55,11 +57,19 @@ TEST_SUITE("demos.tour") {
   }
 
   TEST_CASE(
-      "rlock: a held Lock is refused to its owner and times out for others, an RLock re-enters") {
+      "rlock: a Lock re-acquired by its owner times out (blocking: refused), an RLock re-enters") {
     ft::LeakCheck leaks;
     const auto r = run_demo("rlock");
-    CHECK(count_of(r.out, "-> InvalidArgument: the lock is already held by the calling thread") ==
-          1);
+    const auto timed = matches(r.out, R"(-> Timeout after (\d+) ms)");
+    REQUIRE(timed.size() == 1);
+    CHECK(std::stoi(timed[0][0]) >= 990);  // the whole second, like Python's acquire(timeout=)
+    const auto refused =
+        r.out.find("-> InvalidArgument: the lock is already held by the calling thread");
+    REQUIRE(refused != std::string::npos);
+    const auto blocking =
+        numbers(r.out.substr(refused, r.out.find('\n', refused) - refused), R"(after (\d+) ms)");
+    REQUIRE(blocking.size() == 1);
+    CHECK(blocking[0] < 500);  // at once, not a hang
     CHECK(count_of(r.out, "on the Lock the worker holds -> Timeout") == 1);
     CHECK(count_of(r.out, "-> ok, depth 2") == 1);
     CHECK(count_of(r.out, "on the RLock the worker holds -> WouldBlock") == 1);
@@ -269,6 +279,58 @@ TEST_SUITE("demos.tour") {
     CHECK(numbers(r.out, R"((\d+) words in)") == std::vector<long long>{48000});
     CHECK(count_of(r.out, "[ok] the merged counts equal a count of the whole text") == 1);
     CHECK(count_of(r.out, "pi ~ 3.14342") == 1);  // seeded: the same every run
+    CHECK(count_of(r.out, "2 of 2 workers took part, 0 of them remote") == 1);
+    leaks.verify();
+  }
+
+  TEST_CASE("distributed --listen: remote ferry-workers join before it starts and take part") {
+    ft::LeakCheck leaks;
+    char dir_template[] = "/tmp/ferry-demo-XXXXXX";
+    REQUIRE(::mkdtemp(dir_template) != nullptr);
+    const std::string dir = dir_template;
+    const std::string endpoint = "ipc://" + dir + "/coordinator.sock";
+    {
+      // Started first, as on a cluster: they keep trying until the coordinator listens.
+      auto alpha = ft::spawn(FERRY_WORKER_EXE, {"--connect", endpoint, "--name", "alpha"});
+      auto beta =
+          ft::spawn(FERRY_WORKER_EXE, {"--connect", endpoint, "--slots", "2", "--name", "beta"});
+      const auto r = run_demo("distributed", {"-w", "1", "--listen", endpoint, "--wait-workers",
+                                              "3", "--wait-timeout", "30"});
+      CHECK(count_of(r.err, "waiting for 3 worker(s) to join") == 1);
+      CHECK(count_of(r.out, "[ok] the merged counts equal a count of the whole text") == 1);
+      CHECK(count_of(r.out, "pi ~ 3.14342") == 1);
+      // 1 local slot, then 1 + 2 of the remote workers
+      CHECK(count_of(r.out, "4 worker slots, 2 of the workers remote") == 1);
+      const auto rows =
+          matches(r.out, R"(\n   w\d+ +(local|remote \S+ \((alpha|beta)\)) +\d+ +(\d+))");
+      REQUIRE(rows.size() == 3);
+      for (const auto& row : rows)
+        CHECK_MESSAGE(std::stoi(row[2]) > 0, row[0]);
+      CHECK(count_of(r.out, "3 of 3 workers took part, 2 of them remote") == 1);
+      CHECK(count_of(r.out, "[ok] every remote worker that joined took part (2 of 2)") == 1);
+      // Told to shut down when the demo ends, the remote workers exit 0 by themselves.
+      for (auto* w : {&alpha, &beta}) {
+        const auto st = w->wait_for(std::chrono::seconds(20));
+        REQUIRE(st.has_value());
+        CHECK(st->code == 0);
+      }
+    }
+    CHECK(::rmdir(dir.c_str()) == 0);  // the socket file went with the coordinator
+    leaks.verify();
+  }
+
+  TEST_CASE("distributed --listen: too few workers joining is an error, and nothing runs") {
+    ft::LeakCheck leaks;
+    ::setenv(ferry::kSessionEnv, ferry::SessionId::current().str().c_str(), 1);
+    const auto r = ft::run(FERRY_COORDINATOR_EXE,
+                           {"-w", "1", "--listen", "tcp://127.0.0.1:0", "--wait-workers", "2",
+                            "--wait-timeout", "0.5", "demo", "distributed"},
+                           std::chrono::seconds(60));
+    INFO(r.out << r.err);
+    CHECK(r.status.code == 1);
+    CHECK(count_of(r.err, "no job run: fewer than 2 worker(s) joined within 0.5 s") == 1);
+    CHECK(count_of(r.out, "[FAIL] the workers asked for (--wait-workers) joined") == 1);
+    CHECK(count_of(r.out, "words in") == 0);
     leaks.verify();
   }
 }

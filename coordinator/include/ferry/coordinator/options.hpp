@@ -29,4 +29,11 @@ struct Options {
 // The pool options these command-line options ask for (workers, transport, retries, timeout).
 PoolOptions pool_options(const Options& opt);
 
+// How many workers (local and remote) a command waits for before it starts: --wait-workers,
+// else 1 when --workers 0 leaves the work to remote workers alone, else none.
+unsigned workers_to_await(const Options& opt) noexcept;
+// Waits (up to --wait-timeout) until that many workers have registered, saying on stderr where
+// it listens and, on failure, that nothing was run. True when they joined (or none is awaited).
+bool await_joined_workers(Pool& pool, const Options& opt);
+
 }  // namespace ferry::coordinator

@@ -97,6 +97,9 @@ struct WorkerStats {
   std::int32_t pid = 0;
   std::uint64_t tasks = 0;  // tasks (or chunks) it completed
   bool alive = false;
+  bool remote = false;  // joined over --listen (PoolOptions::listen) rather than spawned here
+  std::string host;     // remote: the host name it reported; empty for local workers
+  std::string name;     // remote: its --name, if it gave one
 };
 
 struct PoolStats {
