@@ -15,6 +15,12 @@ namespace {
 
 // ---- race (Python: race.py and lock_ex.py)
 
+void spin_for(std::chrono::nanoseconds d) {
+  const auto until = Clock::now() + d;
+  while (Clock::now() < until) {
+  }
+}
+
 // Adds 1 to the shared counter n times. Each addition is a separate read and write: without a
 // lock, two processes that read the same old value both write old + 1, and one addition is
 // lost. (atomic_ref keeps each read and each write whole; it does not make the pair atomic.)
@@ -38,9 +44,11 @@ std::int64_t race_add(std::string counter, std::string lock, std::string ready,
     std::optional<ipc::LockGuard> g;
     if (l) g = l->guard().value();
     const std::int64_t seen = x.load(std::memory_order_relaxed);
-    // Between the read and the write the process may lose the CPU (Python's interpreter
-    // switches threads between bytecodes the same way); yielding here makes that happen.
-    std::this_thread::yield();
+    // A little work between the read and the write (a few microseconds, as an interpreter
+    // spends between bytecodes): adders running at once overlap there, and one preempted there
+    // writes a stale value when it resumes. Busy, not a yield: a yield hands the CPU to any
+    // other runnable process, which on a loaded machine turned 10,000 additions into seconds.
+    spin_for(2us);
     x.store(seen + 1, std::memory_order_relaxed);
   }
   return n;
