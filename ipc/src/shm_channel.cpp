@@ -184,6 +184,11 @@ Status ShmChannel::send_until(const Frame& f, Deadline d) {
   return impl_->tx.send(f.header, f.payload, d, *impl_);
 }
 
+Status ShmChannel::send_batch(std::span<const Frame> frames, Deadline d) {
+  impl_->maybe_unlink();
+  return impl_->tx.send_batch(frames, d, *impl_);
+}
+
 Status ShmChannel::recv_until(Frame& out, Deadline d) {
   impl_->maybe_unlink();
   auto st = impl_->rx.recv(out, d, *impl_);

@@ -101,6 +101,40 @@ TEST_SUITE("ipc.shm.threads") {
     CHECK(good == kCount);
   }
 
+  TEST_CASE("send_batch publishes frames in order, even a batch much larger than the ring") {
+    // The batch holds ~20x the ring: the producer must publish what it has before it waits
+    // for room, or both ends would wait for each other.
+    constexpr std::uint64_t kCount = 3000;
+    HeapRing hr(16 << 10);
+    FlagProbe probe;
+    RingOptions opt;
+    RingProducer tx(hr.ring, opt);
+    RingConsumer rx(hr.ring, opt);
+    std::vector<Frame> batch(kCount);
+    for (std::uint64_t i = 0; i < kCount; ++i) {
+      batch[i].header.request_id = i;
+      batch[i].payload = payload(i, i % 200);
+    }
+    std::thread producer([&] {
+      CHECK(tx.send_batch(batch, Deadline::after(60s), probe));
+      probe.flag.store(true, std::memory_order_release);
+      wake_ring(*hr.ring);
+    });
+    std::uint64_t good = 0, i = 0;
+    Frame f;
+    for (;; ++i) {
+      auto st = rx.recv(f, Deadline::after(60s), probe);
+      if (!st) {
+        CHECK(st.code() == Errc::channel_closed);
+        break;
+      }
+      if (f.request_id() == i && matches(i, f.payload, i % 200)) ++good;
+    }
+    producer.join();
+    CHECK(i == kCount);
+    CHECK(good == kCount);
+  }
+
   TEST_CASE("a timed-out chunked send is aborted and the receiver skips it") {
     HeapRing hr(16 << 10);
     FlagProbe probe;

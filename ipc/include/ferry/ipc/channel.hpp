@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -40,6 +41,15 @@ class Channel {
   virtual Status recv_until(Frame& out, Deadline d) = 0;
   // The endpoint string that opens the other end (for handing to a child or a task).
   virtual std::string endpoint() const = 0;
+  // Sends the frames in order, as send_until each, but lets the transport gather them (one
+  // writev on pipes, one publish and wake-up on shm). Stops at the first error; the frames
+  // before it were sent.
+  virtual Status send_batch(std::span<const Frame> frames, Deadline d) {
+    for (const Frame& f : frames) {
+      if (auto st = send_until(f, d); !st) return st;
+    }
+    return {};
+  }
   // A descriptor that polls readable when recv may make progress (-1 if none).
   virtual int wait_fd() const noexcept { return -1; }
 

@@ -54,7 +54,7 @@ class PipeChannel final : public Channel {
   int wait_fd() const noexcept override { return read_fd_; }
 
   // Sends all frames with as few writev calls as possible (same semantics as send_until).
-  Status send_batch(std::span<const Frame> frames, Deadline d);
+  Status send_batch(std::span<const Frame> frames, Deadline d) override;
   // True when a frame is already buffered (recv would not need a syscall).
   bool has_buffered_frame() const noexcept;
 

@@ -50,7 +50,8 @@ namespace ferry::ipc {
 struct ShmOptions {
   std::size_t ring_bytes = std::size_t{1} << 20;  // per direction; power of two, 4 KiB..1 GiB
   std::size_t max_frame = kDefaultMaxFrame;       // larger incoming frames: FrameTooLarge
-  std::chrono::nanoseconds spin = std::chrono::microseconds(50);  // before sleeping
+  // Longest spin before sleeping; each ring end shortens it while spinning does not pay off.
+  std::chrono::nanoseconds spin = std::chrono::microseconds(50);
   bool unlink_when_attached = true;  // creator unlinks the name once the peer has mapped it
 };
 
@@ -67,6 +68,8 @@ class ShmChannel final : public Channel {
 
   Status send_until(const Frame& f, Deadline d) override;
   Status recv_until(Frame& out, Deadline d) override;
+  // One publish and at most one wake-up of the peer for all the frames.
+  Status send_batch(std::span<const Frame> frames, Deadline d) override;
   std::string endpoint() const override;  // "shm://ferry.<session>.<name>"
 
   // Creator: waits until the opener has attached (and unlinks the name, see above).

@@ -18,9 +18,10 @@
 // consumer publishes tail lazily (every capacity/8 bytes, when it has caught up, or before it
 // waits), which batches the cache-line transfers when the consumer is behind.
 //
-// Waiting: spin (with pause) for RingOptions::spin, then sleep on the futex word (shared, not
-// FUTEX_PRIVATE) with the deadline's remaining time, waking every liveness_period to ask the
-// PeerProbe whether the peer died. The other side issues FUTEX_WAKE only when the sleeper flag
+// Waiting: spin (with pause) for up to RingOptions::spin (adaptive: shorter while spinning has
+// not been paying off), then sleep on the futex word (shared, not FUTEX_PRIVATE) with the
+// deadline's remaining time, waking every liveness_period to ask the PeerProbe whether the
+// peer died. The other side issues FUTEX_WAKE only when the sleeper flag
 // is set, so a busy stream makes no syscalls.
 //
 // Threading: one thread uses a RingProducer and one thread a RingConsumer at a time; they may
@@ -95,6 +96,10 @@ class RingProducer {
   // max_frame, nothing sent), QueueFull (try form, not enough room for the whole frame),
   // Timeout, ChannelClosed.
   Status send(const FrameHeader& h, ByteView payload, Deadline d, PeerProbe& peer);
+  // Sends the frames in order as send() does, publishing them together: one store of head and
+  // at most one wake-up instead of one per frame (earlier ones are published if the ring fills
+  // up). Stops at the first error; the frames before it are sent.
+  Status send_batch(std::span<const Frame> frames, Deadline d, PeerProbe& peer);
 
   // Zero-copy: room for a frame of `size` payload bytes inside the ring; write into the span,
   // then publish(). size <= max_loan(), else InvalidArgument. Only one loan at a time.
@@ -107,6 +112,7 @@ class RingProducer {
  private:
   std::uint8_t* try_reserve(std::size_t body, std::uint32_t kind) noexcept;
   void commit() noexcept;
+  void publish_head() noexcept;
   Status wait_space(std::size_t body, Deadline d, PeerProbe& peer);
   Status write_record(std::uint32_t kind, const std::uint8_t* hdr, std::size_t hdr_len,
                       const std::uint8_t* part, std::size_t len, Deadline d, PeerProbe& peer);
@@ -115,12 +121,15 @@ class RingProducer {
   RingControl* ring_ = nullptr;
   std::uint8_t* data_ = nullptr;
   std::uint64_t cap_ = 0;
-  std::uint64_t head_ = 0;        // our head, published on commit
-  std::uint64_t tail_cache_ = 0;  // last tail we read
-  std::uint64_t pending_ = 0;     // bytes of the reserved, unpublished record(s)
+  std::uint64_t head_ = 0;            // our head, published on commit
+  std::uint64_t published_head_ = 0;  // head as last stored for the consumer
+  bool holding_ = false;              // in send_batch: commit() does not publish
+  std::uint64_t tail_cache_ = 0;      // last tail we read
+  std::uint64_t pending_ = 0;         // bytes of the reserved, unpublished record(s)
   std::uint8_t* loan_body_ = nullptr;
   std::size_t loan_size_ = 0;
   RingOptions opt_;
+  std::chrono::nanoseconds spin_{};  // adaptive spin budget (see wait_on)
 };
 
 class RingConsumer {
@@ -159,6 +168,7 @@ class RingConsumer {
   std::uint64_t published_ = 0;   // tail as last stored for the producer
   std::uint64_t head_cache_ = 0;  // last head we read
   RingOptions opt_;
+  std::chrono::nanoseconds spin_{};  // adaptive spin budget (see wait_on)
   // A chunked frame in progress (kept across a Timeout).
   bool in_frame_ = false;
   std::size_t got_ = 0;
