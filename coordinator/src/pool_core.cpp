@@ -268,45 +268,72 @@ void queue_send_locked(std::vector<SendJob>& jobs, WorkerLink* l, Frame f) {
 
 void PoolCore::flush(std::vector<SendJob>& jobs) {
   // Jobs were queued in per-link order under mu_; one sender per link at a time keeps it.
-  for (auto& j : jobs) {
+  // A link's jobs go out as one batch: one writev (pipe) or one publish and wake-up (shm).
+  // The link's first job holds its send_mu (taken under mu_), released once the batch is out.
+  std::vector<Frame> batch;
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    WorkerLink* l = jobs[i].link;
+    if (l == nullptr) continue;  // sent with an earlier job's batch
+    batch.clear();
+    for (std::size_t j = i; j < jobs.size(); ++j) {
+      if (jobs[j].link != l) continue;
+      batch.push_back(std::move(jobs[j].frame));
+      jobs[j].link = nullptr;
+    }
     // A failed send means the worker is gone; its death handling re-queues the task.
-    (void)send_to(*j.link, j.frame, Deadline::never());
+    if (batch.size() == 1 || l->remote) {
+      for (auto& f : batch)
+        (void)send_to(*l, f, Deadline::never());
+    } else {
+      (void)l->ch->send_batch(batch, Deadline::never());
+    }
+    if (jobs[i].order.owns_lock()) jobs[i].order.unlock();
   }
-  jobs.clear();  // releases the links' send locks
+  jobs.clear();
 }
 
 void PoolCore::finish_locked(TaskState& t) {
   if (t.released) return;
   t.released = true;
   --in_system_;
-  space_cv_.notify_one();
+  // Blocked submitters are woken once a slice of the window is free, not on every completion:
+  // each wake-up is a futex call and a trip through mu_ for the submitter and for us.
+  if (window_ - in_system_ >= std::max<std::size_t>(1, window_ / 16)) space_cv_.notify_one();
   if (in_system_ == 0) state_cv_.notify_all();
 }
 
 void PoolCore::on_frame(WorkerLink& link, Frame& f) {
-  if (f.header.kind != MessageKind::result && f.header.kind != MessageKind::error) return;
+  on_frames(link, std::span<Frame>(&f, 1));
+}
+
+void PoolCore::on_frames(WorkerLink& link, std::span<Frame> frames) {
+  // Every result that had arrived is taken under one lock and one pump, so their follow-up
+  // tasks go to the worker as one batch (one wake-up) rather than one send each.
   std::vector<SendJob> jobs;
-  std::shared_ptr<TaskState> t;
+  std::vector<std::pair<std::shared_ptr<TaskState>, Frame*>> done;
+  done.reserve(frames.size());
   {
     std::lock_guard lk(mu_);
-    auto it = std::find_if(link.inflight.begin(), link.inflight.end(),
-                           [&](const auto& x) { return x->id == f.header.request_id; });
-    if (it == link.inflight.end()) return;  // late duplicate of a re-queued task: dropped
-    t = std::move(*it);
-    const double us =
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t->started)
-            .count();
-    avg_service_us_ = avg_service_us_ < 0 ? us : 0.8 * avg_service_us_ + 0.2 * us;
-    link.inflight_bytes -= t->wire_bytes;
-    const auto at = static_cast<std::size_t>(it - link.inflight.begin());
-    link.inflight.erase(it);
-    ++link.completed;
-    mark_running_locked(link, at);
-    for (auto& w : stats_.workers) {
-      if (w.id == link.id) ++w.tasks;
+    const auto now = std::chrono::steady_clock::now();
+    for (Frame& f : frames) {
+      if (f.header.kind != MessageKind::result && f.header.kind != MessageKind::error) continue;
+      auto it = std::find_if(link.inflight.begin(), link.inflight.end(),
+                             [&](const auto& x) { return x->id == f.header.request_id; });
+      if (it == link.inflight.end()) continue;  // late duplicate of a re-queued task: dropped
+      auto t = std::move(*it);
+      const double us = std::chrono::duration<double, std::micro>(now - t->started).count();
+      avg_service_us_ = avg_service_us_ < 0 ? us : 0.8 * avg_service_us_ + 0.2 * us;
+      link.inflight_bytes -= t->wire_bytes;
+      const auto at = static_cast<std::size_t>(it - link.inflight.begin());
+      link.inflight.erase(it);
+      ++link.completed;
+      mark_running_locked(link, at);
+      if (link.stats_index < stats_.workers.size()) ++stats_.workers[link.stats_index].tasks;
+      startup_failures_ = 0;
+      finish_locked(*t);
+      done.emplace_back(std::move(t), &f);
     }
-    startup_failures_ = 0;
-    finish_locked(*t);
+    if (done.empty()) return;
     if (link.state == WorkerLink::State::draining && link.inflight.empty() && !link.shutdown_sent) {
       link.shutdown_sent = true;
       queue_send_locked(jobs, &link, make_frame(MessageKind::shutdown, msg::Shutdown{true}));
@@ -314,28 +341,33 @@ void PoolCore::on_frame(WorkerLink& link, Frame& f) {
     pump_locked(jobs);
   }
   flush(jobs);
+  for (auto& [t, f] : done)
+    complete_from(link, *t, *f);
+}
+
+void PoolCore::complete_from(const WorkerLink& link, TaskState& t, Frame& f) {
   if (f.header.kind == MessageKind::result) {
     auto r = decode_value<msg::TaskResult>(f.payload);
     if (r) {
-      t->complete(std::move(r->value), std::nullopt, &counters_.succeeded);
+      t.complete(std::move(r->value), std::nullopt, &counters_.succeeded);
       return;
     }
-    auto fail = failure_for(*t, FailureKind::remote_error,
+    auto fail = failure_for(t, FailureKind::remote_error,
                             "undecodable result message: " + r.error().message());
     fail.type = "ferry::DecodeError";
     fail.pid = link.pid;
-    t->complete({}, std::move(fail), &counters_.failed);
+    t.complete({}, std::move(fail), &counters_.failed);
     return;
   }
   auto e = decode_value<msg::TaskError>(f.payload);
-  auto fail = failure_for(*t, FailureKind::remote_error, e ? e->what : e.error().message());
+  auto fail = failure_for(t, FailureKind::remote_error, e ? e->what : e.error().message());
   fail.type = e ? e->type : "ferry::DecodeError";
   fail.pid = e ? e->pid : link.pid;
   if (e) {
     fail.host = e->host;
     fail.stack = e->stack;
   }
-  t->complete({}, std::move(fail), &counters_.failed);
+  t.complete({}, std::move(fail), &counters_.failed);
 }
 
 void PoolCore::mark_running_locked(WorkerLink& l, std::size_t erased_at) {

@@ -23,6 +23,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -65,6 +66,7 @@ struct WorkerLink {
   bool expected_exit = false;  // recycled or pool shutdown
   std::string kill_reason;     // why we killed it, if we did
   std::int32_t pid = 0;
+  std::size_t stats_index = SIZE_MAX;  // its entry in PoolCore::stats_.workers
   std::chrono::steady_clock::time_point spawned_at{};
 };
 
@@ -96,6 +98,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   // Called by a link's reader thread.
   void on_hello(WorkerLink& link, const msg::Hello& hello);
   void on_frame(WorkerLink& link, Frame& f);
+  void on_frames(WorkerLink& link, std::span<Frame> frames);  // results, in arrival order
   void reader_loop(WorkerLink& link);
   bool wait_workers(unsigned n, std::chrono::milliseconds timeout);
   unsigned capacity() const;
@@ -113,6 +116,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::optional<msg::Welcome> admit(WorkerLink& link, const msg::Hello& hello);  // or refuses
   void mark_running_locked(WorkerLink& l, std::size_t erased_at);
   void finish_locked(TaskState& t);  // window accounting of a task that completed
+  void complete_from(const WorkerLink& link, TaskState& t, Frame& f);  // no lock held
   FailureInfo failure_for(const TaskState& t, FailureKind k, std::string message) const;
 
   // Supervision (supervisor thread).

@@ -115,6 +115,7 @@ void PoolCore::on_remote_frame(const ipc::PeerId& from, Frame& f) {
     {
       std::lock_guard lk(mu_);
       raw->state = WorkerLink::State::ready;
+      raw->stats_index = stats_.workers.size();
       stats_.workers.push_back(WorkerStats{raw->id, raw->pid, 0, true, true, raw->host, raw->name});
       state_cv_.notify_all();
       pump_locked(jobs);

@@ -154,6 +154,7 @@ void PoolCore::spawn_worker() {
   {
     std::lock_guard lk(mu_);
     ++stats_.workers_spawned;
+    raw->stats_index = stats_.workers.size();
     stats_.workers.push_back(WorkerStats{id, raw->pid, 0, true, false, {}, {}});
     links_.push_back(std::move(link));
   }

@@ -73,24 +73,29 @@ void PoolCore::on_hello(WorkerLink& link, const msg::Hello& hello) {
 }
 
 void PoolCore::reader_loop(WorkerLink& link) {
-  Frame f;
+  // Up to this many frames that have already arrived are handled together (on_frames).
+  constexpr std::size_t kBatch = 64;
+  std::vector<Frame> fs(kBatch);
   bool greeted = false;
+  // True when the reader should go on after a failed receive.
+  auto keep_going = [&](const Status& st) {
+    const auto c = st.code();
+    if (c == Errc::timeout || c == Errc::would_block) return !link.stop.load();
+    if (c != Errc::channel_closed) {
+      // The stream can no longer be trusted: stop the worker; its exit is handled as a death.
+      std::lock_guard lk(mu_);
+      if (link.kill_reason.empty()) {
+        link.kill_reason = "sent a malformed frame: " + st.error().message();
+      }
+      (void)link.proc->kill(SIGKILL);
+    }
+    return false;
+  };
   for (;;) {
+    Frame& f = fs[0];
     auto st = link.ch->recv_for(f, std::chrono::milliseconds(100));
     if (!st) {
-      const auto c = st.error().code;
-      if (c == Errc::timeout || c == Errc::would_block) {
-        if (link.stop.load()) return;
-        continue;
-      }
-      if (c != Errc::channel_closed) {
-        // The stream can no longer be trusted: stop the worker; its exit is handled as a death.
-        std::lock_guard lk(mu_);
-        if (link.kill_reason.empty()) {
-          link.kill_reason = "sent a malformed frame: " + st.error().message();
-        }
-        (void)link.proc->kill(SIGKILL);
-      }
+      if (keep_going(st)) continue;
       return;
     }
     if (!greeted) {
@@ -106,7 +111,13 @@ void PoolCore::reader_loop(WorkerLink& link) {
       on_hello(link, *h);
       continue;
     }
-    on_frame(link, f);
+    std::size_t n = 1;
+    Status more;
+    while (n < fs.size() && (more = link.ch->try_recv(fs[n]))) {
+      ++n;
+    }
+    on_frames(link, std::span<Frame>(fs.data(), n));
+    if (!more && more.code() != Errc::would_block && !keep_going(more)) return;
   }
 }
 

@@ -318,6 +318,10 @@ std::vector<R> Pool::map_tuples(AnyFn fn, Items&& items, std::size_t chunksize, 
   }
   static_assert(!std::is_void_v<R>, "map of a void task: use submit and wait");
   std::vector<R> out;
+  std::size_t total = 0;  // every item's slot up front: no regrowth copies of the output
+  for (auto& c : chunks)
+    total += c->items;
+  out.reserve(total);
   for (auto& c : chunks) {
     c->wait();
     detail::for_each_batch_item<R>(*c, [&](std::size_t, R&& v) { out.push_back(std::move(v)); });
