@@ -110,6 +110,7 @@ subnet="10.$((128 + ($$ >> 8) % 96)).$(($$ & 255))"
 coordinator_addr="$subnet.1"
 logs=$(mktemp -d /tmp/ferry-local-cluster.XXXXXX)
 started=()
+worker_pids=()
 coordinator_pid=""
 failed=0
 
@@ -123,6 +124,15 @@ remove_ns() {
   ip netns del "$ns" || echo "local-cluster: could not delete namespace $ns" >&2
 }
 
+# Whether process PID is running (exited and not yet reaped does not count).
+# shellcheck disable=SC2317 # reached from cleanup, through the EXIT trap
+running() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
+
 # shellcheck disable=SC2317 # reached through the EXIT trap
 cleanup() {
   local rc=$?
@@ -133,6 +143,18 @@ cleanup() {
     kill -TERM "$coordinator_pid" 2>/dev/null || true
     wait "$coordinator_pid" 2>/dev/null || true
   fi
+  # The coordinator tells its workers to stop as it ends; they exit by themselves, which may
+  # take a moment (a sanitizer build checks for leaks at exit, in a helper process that a
+  # signal would orphan). Give them up to 5 s before asking.
+  local pid any
+  for _ in $(seq 50); do
+    any=0
+    for pid in "${worker_pids[@]}"; do
+      if running "$pid"; then any=1; fi
+    done
+    [ "$any" -eq 1 ] || break
+    sleep 0.1
+  done
   [ ${#started[@]} -eq 0 ] || kill -TERM "${started[@]}" 2>/dev/null || true
   for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
   for ns in "${hosts[@]}" "$bridge_ns"; do remove_ns "$ns"; done
@@ -233,6 +255,7 @@ else
     start_in "${hosts[$i]}" "$logs/worker$i.log" "host$i" "$worker_exe" \
       --connect "tcp://$coordinator_addr:$port" --slots "$slots" --name "worker$i" \
       "${worker_security[@]}"
+    worker_pids+=("${started[-1]}")
   done
   # The coordinator, with no local workers so every task crosses the network; results on this
   # script's stdout, summary on its stderr, and this script's stdin for `map --stdin`. It runs
