@@ -1,9 +1,12 @@
 #include "ferry/ipc/curve.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <set>
@@ -23,19 +26,29 @@ Result<std::string> read_key(const std::string& path) {
   return key;
 }
 
+// Creates path exclusively, already with its final mode: a secret is never readable by others,
+// not even between creating and chmod-ing it, and an existing file is never replaced.
 Status write_file(const std::string& path, const std::string& text, mode_t mode) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0) {
-    return Error{Errc::already_exists, path + " exists; keys are never overwritten"};
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) {
+    if (errno == EEXIST) {
+      return Error{Errc::already_exists, path + " exists; keys are never overwritten"};
+    }
+    return Error{Errc::system_error, "cannot create " + path, errno};
   }
-  {
-    std::ofstream out(path, std::ios::trunc);
-    if (!out) return Error{Errc::system_error, "cannot write " + path, errno};
-    out << text;
-    if (!out.flush()) return Error{Errc::system_error, "cannot write " + path, errno};
+  Status st;
+  if (::fchmod(fd, mode) != 0) st = Error{Errc::system_error, "chmod " + path, errno};
+  for (std::size_t done = 0; st && done < text.size();) {
+    const auto n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      st = Error{Errc::system_error, "cannot write " + path, errno};
+      break;
+    }
+    done += static_cast<std::size_t>(n);
   }
-  if (::chmod(path.c_str(), mode) != 0) return Error{Errc::system_error, "chmod " + path, errno};
-  return {};
+  if (::close(fd) != 0 && st) st = Error{Errc::system_error, "cannot write " + path, errno};
+  return st;
 }
 
 }  // namespace
@@ -49,6 +62,12 @@ Result<CurveKeyPair> make_curve_keypair() {
 }
 
 Status write_key_directory(const std::string& dir) {
+  // Missing parents are made as mkdir -p would; the key directory itself is owner-only.
+  std::error_code ec;
+  if (const auto parent = std::filesystem::path(dir).parent_path(); !parent.empty()) {
+    std::filesystem::create_directories(parent, ec);
+    if (ec) return Error{Errc::system_error, "mkdir " + parent.string() + ": " + ec.message()};
+  }
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return Error{Errc::system_error, "mkdir " + dir, errno};
   }

@@ -12,7 +12,12 @@
 namespace ferry {
 
 namespace {
-std::optional<std::uint64_t> start_ticks_of(std::int32_t pid) {
+struct ProcState {
+  char state = '?';  // R, S, D, Z (zombie: exited, not yet reaped), ...
+  std::uint64_t start_ticks = 0;
+};
+
+std::optional<ProcState> proc_state_of(std::int32_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string stat;
   if (!in || !std::getline(in, stat)) return std::nullopt;
@@ -20,13 +25,20 @@ std::optional<std::uint64_t> start_ticks_of(std::int32_t pid) {
   const auto close = stat.rfind(')');
   if (close == std::string::npos) return std::nullopt;
   std::istringstream rest(stat.substr(close + 2));
+  ProcState p;
   std::string field;
   // rest starts at field 3 (state); starttime is field 22.
-  for (int i = 3; i < 22; ++i)
+  rest >> p.state;
+  for (int i = 4; i < 22; ++i)
     rest >> field;
-  std::uint64_t ticks = 0;
-  if (!(rest >> ticks)) return std::nullopt;
-  return ticks;
+  if (!(rest >> p.start_ticks)) return std::nullopt;
+  return p;
+}
+
+std::optional<std::uint64_t> start_ticks_of(std::int32_t pid) {
+  auto p = proc_state_of(pid);
+  if (!p) return std::nullopt;
+  return p->start_ticks;
 }
 }  // namespace
 
@@ -68,8 +80,9 @@ std::string SessionId::str() const {
 }
 
 bool SessionId::alive() const {
-  auto now = of_pid(pid);
-  return now && now->start_ticks == start_ticks;
+  // A zombie has exited: nothing of it will use its segments again.
+  auto now = proc_state_of(pid);
+  return now && now->start_ticks == start_ticks && now->state != 'Z';
 }
 
 std::string shm_name(const SessionId& session, std::string_view name) {

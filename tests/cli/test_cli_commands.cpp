@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -140,6 +142,42 @@ TEST_SUITE("cli.commands") {
     ::shm_unlink(("/" + live).c_str());
     ::shm_unlink(("/" + dead).c_str());  // in case cleanup missed it
     leaks.verify();
+  }
+
+  TEST_CASE("keygen makes missing parents, writes owner-only keys, and never overwrites them") {
+    namespace fs = std::filesystem;
+    const fs::path top = fs::temp_directory_path() / ("ferry-keygen-" + std::to_string(::getpid()));
+    fs::remove_all(top);
+    const fs::path dir = top / "etc" / "ferry" / "keys";
+    auto r = run(FERRY_COORDINATOR_EXE, {"keygen", dir.string()});
+    INFO(r.out << r.err);
+    CHECK(r.status.code == 0);
+    CHECK(r.out.find("wrote CURVE keys to " + dir.string()) != std::string::npos);
+    CHECK((fs::status(dir).permissions() & fs::perms::all) == fs::perms::owner_all);
+    std::string secret_before;
+    for (const char* name : {"coordinator.secret", "worker.secret", "coordinator.pub", "worker.pub",
+                             "authorized_workers"}) {
+      CAPTURE(name);
+      REQUIRE(fs::exists(dir / name));
+      CHECK((fs::status(dir / name).permissions() & fs::perms::all) ==
+            (fs::perms::owner_read | fs::perms::owner_write));
+    }
+    {
+      std::ifstream in(dir / "coordinator.secret");
+      std::getline(in, secret_before);
+    }
+    CHECK(secret_before.size() == 40);
+    // Again into the same folder: refused, exit 1, naming the file; the keys are unchanged.
+    r = run(FERRY_COORDINATOR_EXE, {"keygen", dir.string()});
+    CHECK(r.status.code == 1);
+    CHECK(r.err.find("coordinator.secret exists; keys are never overwritten") != std::string::npos);
+    std::string secret_after;
+    {
+      std::ifstream in(dir / "coordinator.secret");
+      std::getline(in, secret_after);
+    }
+    CHECK(secret_after == secret_before);
+    fs::remove_all(top);
   }
 
   TEST_CASE("cleanup --help explains what is removed and what --all adds") {

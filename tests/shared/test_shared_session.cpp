@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,10 @@ using namespace ferry;
 
 FERRY_TEST_PEER(print_session) {
   std::printf("%s\n", SessionId::current().str().c_str());
+  return 0;
+}
+
+FERRY_TEST_PEER(exit_at_once) {
   return 0;
 }
 
@@ -43,6 +48,25 @@ TEST_SUITE("shared.session") {
     // run() does not set FERRY_SESSION: the child has its own session.
     CHECK(r.status.code == 0);
     CHECK(r.out != SessionId::current().str() + "\n");
+    leaks.verify();
+  }
+
+  TEST_CASE("a session whose process has exited is not alive, even before it is reaped") {
+    testing::LeakCheck leaks;
+    {
+      auto child = testing::spawn_peer("exit_at_once");
+      const auto id = SessionId::of_pid(child.pid());
+      REQUIRE(id);
+      // Wait for the exit but leave the child a zombie (WNOWAIT): its /proc entry remains.
+      siginfo_t info{};
+      REQUIRE(::waitid(P_PID, static_cast<id_t>(child.pid()), &info, WEXITED | WNOWAIT) == 0);
+      CHECK(SessionId::of_pid(child.pid()).has_value());  // still listed...
+      CHECK_FALSE(id->alive());                           // ...but no longer alive
+      const auto st = child.wait_for(std::chrono::seconds(5));
+      REQUIRE(st);
+      CHECK(st->code == 0);
+      CHECK_FALSE(id->alive());
+    }
     leaks.verify();
   }
 
