@@ -262,6 +262,7 @@ void Socket::drain(int fd) noexcept {
 void Socket::kick_other(Side side) noexcept {
   const int other = 1 - side;
   if (!waiting_[other].load()) return;
+  kicked_[other] = true;
   const std::uint64_t one = 1;
   [[maybe_unused]] const auto n = ::write(kick_[other], &one, sizeof one);
 }

@@ -88,7 +88,11 @@ class Socket {
       bool ready_now = false;
       {
         std::lock_guard lk(mu_);
-        drain(kick_[side]);
+        // Only a kick makes the eventfd readable: no read() per call on a busy stream.
+        if (kicked_[side]) {
+          kicked_[side] = false;
+          drain(kick_[side]);
+        }
         waiting_[side].store(false);
         wake_at = Clock::time_point::max();
         st = attempt();
@@ -100,7 +104,11 @@ class Socket {
           st = attempt();
         }
         wake = wake_at;
-        if (timer_fd_ >= 0) arm_timer(wake);
+        // No timerfd_settime per call while no probe is due (disarmed stays disarmed).
+        if (timer_fd_ >= 0 && !(wake == Clock::time_point::max() && armed_ == wake)) {
+          arm_timer(wake);
+          armed_ = wake;
+        }
         if (!not_ready(st) || d.is_now()) {
           kick_other(side);
           return st;
@@ -148,6 +156,8 @@ class Socket {
   int monitor_fd_ = -1;
   int kick_[2] = {-1, -1};
   std::atomic<bool> waiting_[2] = {false, false};
+  bool kicked_[2] = {false, false};  // under mu_: kick_[side] was written since its last drain
+  Clock::time_point armed_ = Clock::time_point::max();  // under mu_: the timer's setting
   int epoll_fd_ = -1;
   int timer_fd_ = -1;  // routers only: wakes wait_fd() users for due probes
   std::size_t max_frame_ = 0;
