@@ -20,6 +20,7 @@
 
 #include "ferry/ferry.hpp"
 #include "harness.hpp"
+#include "pool_workload.hpp"
 
 namespace ferry::bench {
 
@@ -67,25 +68,6 @@ void require_ready(Pool& pool, Transport t) {
   }
 }
 
-// Sum of squares 0..n-1, to check the work was really done.
-std::int64_t sum_of_squares(std::int64_t n) {
-  return (n - 1) * n * (2 * n - 1) / 6;
-}
-
-double submit_rate(Pool& pool, std::int64_t n) {
-  std::vector<Future<std::int64_t>> fs;
-  fs.reserve(static_cast<std::size_t>(n));
-  const auto t0 = Clock::now();
-  for (std::int64_t i = 0; i < n; ++i)
-    fs.push_back(pool.submit(builtin::square, i));
-  std::int64_t sum = 0;
-  for (auto& f : fs)
-    sum += f.get();
-  const double secs = seconds_since(t0);
-  if (sum != sum_of_squares(n)) throw std::runtime_error("submit: wrong results");
-  return static_cast<double>(n) / secs;
-}
-
 double map_rate(Pool& pool, std::int64_t n) {
   const auto t0 = Clock::now();
   auto v = pool.map(builtin::square, std::views::iota(std::int64_t{0}, n));
@@ -97,15 +79,7 @@ double map_rate(Pool& pool, std::int64_t n) {
 }
 
 double apply_p50_us(Pool& pool, int iters) {
-  std::vector<double> us;
-  us.reserve(static_cast<std::size_t>(iters));
-  for (int i = -iters / 10; i < iters; ++i) {  // first 10% warm up
-    const auto t0 = Clock::now();
-    const auto r = pool.apply(builtin::square, std::int64_t{i});
-    if (i >= 0) us.push_back(seconds_since(t0) * 1e6);
-    if (r != std::int64_t{i} * i) throw std::runtime_error("apply: wrong result");
-  }
-  return median(std::move(us));
+  return median(apply_rtt_us(pool, iters, "apply"));
 }
 
 double startup_ms(Transport t) {
@@ -164,7 +138,7 @@ void bench_transport(Report& report, Transport t, const Sizes& s) {
     (void)pool.map(builtin::square, std::views::iota(std::int64_t{0}, std::int64_t{10'000}));
     std::vector<double> submit, map, apply;
     for (int rep = 0; rep < s.reps; ++rep)
-      submit.push_back(submit_rate(pool, s.submit_tasks));
+      submit.push_back(submit_rate(pool, s.submit_tasks, "submit"));
     report.add(p + "submit_tasks_per_s", median(submit), "tasks/s");
     for (int rep = 0; rep < s.map_reps; ++rep)
       map.push_back(map_rate(pool, s.map_items));

@@ -27,6 +27,7 @@
 #include "ferry/ferry.hpp"
 #include "ferry/ipc/curve.hpp"
 #include "harness.hpp"
+#include "pool_workload.hpp"
 
 namespace ferry::bench {
 
@@ -171,49 +172,18 @@ class RemotePool {
   std::vector<Peer> workers_;
 };
 
-// Sum of squares 0..n-1, to check the work was really done.
-std::int64_t sum_of_squares(std::int64_t n) {
-  return (n - 1) * n * (2 * n - 1) / 6;
-}
-
-double submit_rate(Pool& pool, std::int64_t n) {
-  std::vector<Future<std::int64_t>> fs;
-  fs.reserve(static_cast<std::size_t>(n));
-  const auto t0 = Clock::now();
-  for (std::int64_t i = 0; i < n; ++i)
-    fs.push_back(pool.submit(builtin::square, i));
-  std::int64_t sum = 0;
-  for (auto& f : fs)
-    sum += f.get();
-  const double secs = seconds_since(t0);
-  if (sum != sum_of_squares(n)) throw std::runtime_error("remote submit: wrong results");
-  return static_cast<double>(n) / secs;
-}
-
-std::vector<double> apply_us(Pool& pool, int iters) {
-  std::vector<double> us;
-  us.reserve(static_cast<std::size_t>(iters));
-  for (int i = -iters / 10; i < iters; ++i) {  // first 10% warm up
-    const auto t0 = Clock::now();
-    const auto r = pool.apply(builtin::square, std::int64_t{i});
-    if (i >= 0) us.push_back(seconds_since(t0) * 1e6);
-    if (r != std::int64_t{i} * i) throw std::runtime_error("remote apply: wrong result");
-  }
-  return us;
-}
-
 void bench_tcp(Report& report, const std::string& worker, const std::string& keys,
                const std::string& prefix, const Sizes& s) {
   Events ev;
   RemotePool rp(worker, keys, ev);
   auto& pool = rp.pool();
-  (void)submit_rate(pool, 2'000);  // warm up: connections, allocations
+  (void)submit_rate(pool, 2'000, "remote submit");  // warm up: connections, allocations
   std::vector<double> rate, p50, p99;
   for (int rep = 0; rep < s.reps; ++rep)
-    rate.push_back(submit_rate(pool, s.submit_tasks));
+    rate.push_back(submit_rate(pool, s.submit_tasks, "remote submit"));
   report.add(prefix + "submit_tasks_per_s", median(rate), "tasks/s");
   for (int rep = 0; rep < s.reps; ++rep) {
-    auto us = apply_us(pool, s.apply_iters);
+    auto us = apply_rtt_us(pool, s.apply_iters, "remote apply");
     p50.push_back(percentile(us, 50));
     p99.push_back(percentile(std::move(us), 99));
   }

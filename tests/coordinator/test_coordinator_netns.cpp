@@ -13,7 +13,7 @@
 #include <deque>
 #include <filesystem>
 
-#include "ferry/ipc/curve.hpp"
+#include "curve_keys.hpp"
 #include "ferry/shared/session.hpp"
 #include "netns.hpp"
 #include "testing.hpp"
@@ -267,14 +267,9 @@ TEST_SUITE("coordinator.netns") {
   TEST_CASE("a worker whose key is not authorized gets no task") {
     if (skip_without_testbed()) return;
     ft::LeakCheck leaks;
-    const auto dir =
-        std::filesystem::temp_directory_path() / ("ferry-netns-keys-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir);
-    REQUIRE(static_cast<bool>(ferry::ipc::write_key_directory(dir.string())));
-    const auto stranger = dir / "stranger";
-    REQUIRE(static_cast<bool>(ferry::ipc::write_key_directory(stranger.string())));
-    std::filesystem::remove(stranger / "coordinator.pub");
-    std::filesystem::copy_file(dir / "coordinator.pub", stranger / "coordinator.pub");
+    const ft::TestKeys keys("ferry-netns-keys-");
+    const auto& dir = keys.dir;
+    const auto& stranger = keys.stranger;
     {
       ft::Testbed tb(3);
       const std::string ep = "tcp://0.0.0.0:5555";  // non-loopback: keys make it allowed
@@ -297,7 +292,6 @@ TEST_SUITE("coordinator.netns") {
       CHECK(b->code == 6);
       CHECK(good.wait_for(10s).has_value());
     }
-    std::filesystem::remove_all(dir);
     leaks.verify();
   }
 

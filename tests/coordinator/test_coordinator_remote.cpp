@@ -15,8 +15,8 @@
 #include <ranges>
 #include <zmq.hpp>
 
+#include "curve_keys.hpp"
 #include "ferry/ferry.hpp"
-#include "ferry/ipc/curve.hpp"
 #include "ferry/shared/messages.hpp"
 #include "testing.hpp"
 
@@ -166,15 +166,10 @@ TEST_SUITE("coordinator.remote") {
 
   TEST_CASE("CURVE: an authorized worker gets tasks and an unknown key gets none") {
     ft::LeakCheck leaks;
-    const auto dir =
-        std::filesystem::temp_directory_path() / ("ferry-keys-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir);
-    REQUIRE(static_cast<bool>(ferry::ipc::write_key_directory(dir.string())));
-    // A second worker pair, with the right coordinator key but not authorized.
-    const auto stranger = dir / "stranger";
-    REQUIRE(static_cast<bool>(ferry::ipc::write_key_directory(stranger.string())));
-    std::filesystem::remove(stranger / "coordinator.pub");
-    std::filesystem::copy_file(dir / "coordinator.pub", stranger / "coordinator.pub");
+    // The stranger: a second worker pair, with the right coordinator key but not authorized.
+    const ft::TestKeys keys("ferry-keys-");
+    const auto& dir = keys.dir;
+    const auto& stranger = keys.stranger;
     CHECK((std::filesystem::status(dir / "worker.secret").permissions() &
            std::filesystem::perms::group_all) == std::filesystem::perms::none);
     Events ev;
@@ -193,7 +188,6 @@ TEST_SUITE("coordinator.remote") {
       CHECK(ev.has("is not in authorized_workers"));
       CHECK(pool.stats().workers.size() == 1);  // the stranger never registered
     }
-    std::filesystem::remove_all(dir);
     leaks.verify();
   }
 
