@@ -92,12 +92,19 @@ if [ $check -eq 0 ]; then
   fi
 fi
 
-# This process's session id, "<pid>-<start ticks>" (field 22 of /proc/PID/stat).
-start_ticks() {
-  local stat rest fields
+# The fields of /proc/PID/stat from the third (state) on: the name before them may hold
+# spaces and ')'. Fails if PID does not exist.
+proc_fields() {
+  local stat
   stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  rest=${stat##*) }
-  read -ra fields <<<"$rest"
+  echo "${stat##*) }"
+}
+
+# Start time of PID in clock ticks (field 22), as in a session id "<pid>-<start ticks>".
+start_ticks() {
+  local fields
+  read -ra fields <<<"$(proc_fields "$1")" || return 1
+  [ ${#fields[@]} -gt 19 ] || return 1
   echo "${fields[19]}"
 }
 session="$$-$(start_ticks $$)"
@@ -127,10 +134,9 @@ remove_ns() {
 # Whether process PID is running (exited and not yet reaped does not count).
 # shellcheck disable=SC2317 # reached from cleanup, through the EXIT trap
 running() {
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  stat=${stat##*) }
-  [ "${stat%% *}" != Z ]
+  local fields
+  fields=$(proc_fields "$1") || return 1
+  [ "${fields%% *}" != Z ]
 }
 
 # shellcheck disable=SC2317 # reached through the EXIT trap

@@ -257,13 +257,9 @@ int distributed(const Options& opt) {
       return v.exit_code();
     }
   }
-  const auto remote_workers = [&] {
-    unsigned n = 0;
-    for (const auto& w : pool.stats().workers)
-      n += w.remote && w.alive ? 1u : 0u;
-    return n;
-  };
-  const unsigned joined = remote_workers();
+  unsigned joined = 0;  // remote workers present at the start
+  for (const auto& w : pool.stats().workers)
+    joined += w.remote && w.alive ? 1u : 0u;
   sayf("1) Word count as map-reduce: %zu lines of generated text in %zu chunks, counted (map) on",
        kLines, chunks.size());
   sayf("   %u worker slots, %u of the workers remote; the partial counts are merged in the main",

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -359,6 +360,31 @@ std::set<std::string> shm_segments_of_session() {
   return out;
 }
 
+namespace {
+
+// The start of /proc/PID/stat: "pid (name) state ppid". The name may hold spaces and ')', so
+// the fields resume after the last ')'.
+struct ProcStat {
+  std::string head;  // "pid (name) state"
+  int ppid = 0;
+};
+
+std::optional<ProcStat> proc_stat(const std::string& pid) {
+  std::ifstream in("/proc/" + pid + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return std::nullopt;
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(stat.substr(close + 2));
+  std::string state;
+  ProcStat p;
+  rest >> state >> p.ppid;
+  p.head = stat.substr(0, close + 2) + state;
+  return p;
+}
+
+}  // namespace
+
 std::vector<pid_t> child_pids() {
   std::vector<pid_t> kids;
   const pid_t self = ::getpid();
@@ -367,16 +393,8 @@ std::vector<pid_t> child_pids() {
   while (const dirent* e = ::readdir(d)) {
     const int pid = std::atoi(e->d_name);
     if (pid <= 0) continue;
-    std::ifstream in(std::string("/proc/") + e->d_name + "/stat");
-    std::string stat;
-    if (!std::getline(in, stat)) continue;
-    const auto close = stat.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(stat.substr(close + 2));
-    std::string state;
-    int ppid = 0;
-    rest >> state >> ppid;
-    if (ppid == self) kids.push_back(pid);
+    const auto st = proc_stat(e->d_name);
+    if (st && st->ppid == self) kids.push_back(pid);
   }
   ::closedir(d);
   return kids;
@@ -388,11 +406,8 @@ void LeakCheck::verify() const {
   const auto kids = child_pids();
   std::string which;  // "pid (name) state" of each, to tell who it was
   for (const pid_t k : kids) {
-    std::ifstream in("/proc/" + std::to_string(k) + "/stat");
-    std::string stat;
-    std::getline(in, stat);
-    const auto close = stat.rfind(')');
-    which += " " + (close == std::string::npos ? std::to_string(k) : stat.substr(0, close + 3));
+    const auto st = proc_stat(std::to_string(k));
+    which += " " + (st ? st->head : std::to_string(k));
   }
   CHECK_MESSAGE(kids.empty(), "child processes left behind: " << kids.size() << ":" << which);
   const auto shm = shm_segments_of_session();
