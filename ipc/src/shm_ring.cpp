@@ -55,9 +55,10 @@ Status wait_on(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& slee
   if (d.is_now()) return Errc::would_block;
   constexpr std::chrono::nanoseconds kMinSpin = std::chrono::microseconds(1);
   const auto floor = std::min(o.spin, kMinSpin);
+  const auto grow = [&] { spin = std::min(o.spin, std::max(2 * spin, floor)); };
   const auto t0 = Clock::now();
   if (shm_detail::spin_until(ready, spin, d)) {
-    spin = std::min(o.spin, std::max(2 * spin, floor));
+    grow();
     return {};
   }
   auto last_check = Clock::now() - o.liveness_period;
@@ -86,8 +87,11 @@ Status wait_on(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& slee
   }
   sleeping.store(0, std::memory_order_seq_cst);
   if (result) {
-    spin = Clock::now() - t0 <= o.spin ? std::min(o.spin, std::max(2 * spin, floor))
-                                       : std::max(spin / 2, floor);
+    if (Clock::now() - t0 <= o.spin) {
+      grow();
+    } else {
+      spin = std::max(spin / 2, floor);
+    }
   }
   return result;
 }
