@@ -250,6 +250,7 @@ void PoolCore::pump_locked(std::vector<SendJob>& jobs) {
       // has somewhere to go while it finishes.
       best->state = WorkerLink::State::draining;
       best->expected_exit = true;
+      ++stats_.workers_recycled;  // counted when decided, not when its exit is reaped (later)
       ++want_spawn_;
       wake_supervisor();
     }

@@ -228,7 +228,6 @@ void PoolCore::retire(WorkerLink& link, std::optional<coordinator::ExitInfo> inf
     const bool unexpected = !link.expected_exit && !stopping_;
     const bool by_cancel = link.kill_reason.rfind("cancelled", 0) == 0;
     if (unexpected && !by_cancel) ++stats_.worker_deaths;
-    if (link.expected_exit && !stopping_) ++stats_.workers_recycled;
     auto tasks = std::move(link.inflight);
     link.inflight_bytes = 0;
     std::vector<std::shared_ptr<TaskState>> requeue;

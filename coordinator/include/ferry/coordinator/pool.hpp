@@ -110,8 +110,8 @@ struct PoolStats {
   std::uint64_t retries = 0;
   std::uint64_t worker_deaths = 0;  // unexpected deaths (crash, kill, timeout)
   std::uint64_t workers_spawned = 0;
-  std::uint64_t workers_recycled = 0;
-  std::vector<WorkerStats> workers;  // every worker the pool had, in spawn order
+  std::uint64_t workers_recycled = 0;  // retired by max_tasks_per_worker (once its last task went)
+  std::vector<WorkerStats> workers;    // every worker the pool had, in spawn order
 };
 
 enum class ShutdownMode { drain, cancel };
