@@ -26,6 +26,30 @@ extern "C" void on_interrupt(int sig) {
   g_signal.store(sig);
 }
 
+// Ctrl-C and SIGTERM set g_signal while it lives; the previous handlers are back on every
+// way out of the command.
+class InterruptGuard {
+ public:
+  InterruptGuard() {
+    g_signal.store(0);
+    struct sigaction sa {};
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, &old_int_);
+    ::sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~InterruptGuard() {
+    ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  InterruptGuard(const InterruptGuard&) = delete;
+  InterruptGuard& operator=(const InterruptGuard&) = delete;
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
 // Reads the items lazily: a range, a list, or stdin lines.
 class ItemSource {
  public:
@@ -122,9 +146,10 @@ class Progress {
 };
 
 struct Chunk {
-  std::shared_ptr<detail::TaskState> state;
+  FutureBase result;
   std::vector<std::string> inputs;
   std::size_t first = 0;
+  bool printed = false;
 };
 
 }  // namespace
@@ -153,13 +178,7 @@ int map_command(const MapArgs& args, const Options& opt) {
   const auto t0 = Clock::now();
 
   // Ctrl-C (and SIGTERM) cancel the job; workers ignore SIGINT and are stopped by the pool.
-  struct sigaction sa {};
-  sa.sa_handler = on_interrupt;
-  sigemptyset(&sa.sa_mask);
-  struct sigaction old_int {
-  }, old_term{};
-  ::sigaction(SIGINT, &sa, &old_int);
-  ::sigaction(SIGTERM, &sa, &old_term);
+  InterruptGuard interrupts;
 
   PoolOptions po = pool_options(opt);
   po.shutdown_grace = std::chrono::milliseconds(500);
@@ -182,9 +201,7 @@ int map_command(const MapArgs& args, const Options& opt) {
   }
   // Chunks in flight: enough to keep every worker busy, few enough to print results steadily.
   const std::size_t window = std::size_t{8} * pool.size();
-  auto completions = std::make_shared<detail::CompletionQueue>();
   std::deque<Chunk> outstanding;
-  std::map<detail::TaskState*, Chunk*> by_state;
   bool more = true;
   std::size_t next_index = 0, done = 0, failed = 0;
   Progress bar(progress, source->total());
@@ -193,15 +210,12 @@ int map_command(const MapArgs& args, const Options& opt) {
   auto print_chunk = [&](Chunk& c) {
     std::vector<ItemText> items;
     std::string chunk_error;
-    {
-      std::lock_guard lk(c.state->m);
-      if (c.state->failure) {
-        chunk_error = describe(*c.state->failure);
-      } else if (auto r = task.format_batch(c.state->value)) {
-        items = std::move(*r);
-      } else {
-        chunk_error = "undecodable result: " + r.error().message();
-      }
+    if (auto failure = c.result.failure()) {
+      chunk_error = describe(*failure);
+    } else if (auto r = task.format_batch(c.result.encoded())) {
+      items = std::move(*r);
+    } else {
+      chunk_error = "undecodable result: " + r.error().message();
     }
     for (std::size_t i = 0; i < c.inputs.size(); ++i) {
       const bool ok = chunk_error.empty() && i < items.size() && items[i].ok;
@@ -250,36 +264,30 @@ int map_command(const MapArgs& args, const Options& opt) {
         return cli::kExitUsage;
       }
       next_index += c.inputs.size();
-      auto t = std::make_shared<detail::TaskState>();
-      t->function = *index;
-      t->batch = true;
-      t->items = static_cast<std::uint32_t>(c.inputs.size());
-      t->first_item = static_cast<std::int64_t>(c.first);
-      t->args = std::move(*encoded);
-      c.state = pool.enqueue(std::move(t), true);
+      c.result = pool.submit_encoded(task.name, std::move(*encoded),
+                                     static_cast<std::uint32_t>(c.inputs.size()),
+                                     static_cast<std::int64_t>(c.first));
       outstanding.push_back(std::move(c));
-      if (args.unordered) {
-        by_state[outstanding.back().state.get()] = &outstanding.back();
-        outstanding.back().state->notify_into(completions);
-      }
     }
+    if (outstanding.empty()) continue;
     const auto until = Clock::now() + std::chrono::milliseconds(50);
     if (!args.unordered) {
-      if (outstanding.empty()) continue;
-      if (!outstanding.front().state->wait_until(until)) continue;
+      if (!outstanding.front().result.wait_until(until)) continue;
       print_chunk(outstanding.front());
       outstanding.pop_front();
-    } else {
-      auto s = completions->pop_until(until);
-      if (!s) continue;
-      Chunk* c = by_state.at(s.get());
-      print_chunk(*c);
-      by_state.erase(s.get());
-      // Deque entries stay put until every earlier one has finished too.
-      c->inputs.clear();
-      c->state.reset();
-      while (!outstanding.empty() && !outstanding.front().state)
-        outstanding.pop_front();
+      continue;
+    }
+    // Unordered: whatever has finished, in any order; else a short wait on the oldest.
+    bool any = false;
+    for (auto& c : outstanding) {
+      if (c.printed || !c.result.ready()) continue;
+      print_chunk(c);
+      c.printed = any = true;
+    }
+    while (!outstanding.empty() && outstanding.front().printed)
+      outstanding.pop_front();
+    if (!any && !outstanding.empty()) {
+      (void)outstanding.front().result.wait_until(Clock::now() + std::chrono::milliseconds(2));
     }
   }
   std::cout.flush();
@@ -288,13 +296,9 @@ int map_command(const MapArgs& args, const Options& opt) {
     std::cerr << "ferry: interrupted: cancelling " << outstanding.size()
               << " chunk(s) in flight and stopping the workers\n";
     pool.shutdown(ShutdownMode::cancel);
-    ::sigaction(SIGINT, &old_int, nullptr);
-    ::sigaction(SIGTERM, &old_term, nullptr);
     return cli::kExitInterrupted;
   }
   pool.shutdown(ShutdownMode::drain);
-  ::sigaction(SIGINT, &old_int, nullptr);
-  ::sigaction(SIGTERM, &old_term, nullptr);
   bar.update(done, true);
 
   const auto st = pool.stats();

@@ -1,8 +1,6 @@
-// Dispatch, completion and retries; the Pool facade and futures' shared state.
+// The dispatcher: scheduler events from callers and I/O threads, its actions carried out.
 #include "pool_core.hpp"
 
-#include <signal.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +8,8 @@
 
 #include "ferry/shared/codec.hpp"
 #include "ferry/worker/runtime.hpp"
+#include "membership.hpp"
+#include "supervisor.hpp"
 
 namespace ferry {
 namespace detail {
@@ -86,50 +86,72 @@ bool cancel_task(const std::weak_ptr<PoolCore>& core, const std::shared_ptr<Task
 
 // --- the core -------------------------------------------------------------------------------
 
+namespace {
+
+SchedulerConfig scheduler_config(const PoolOptions& o, unsigned local) {
+  SchedulerConfig c;
+  c.local_workers = local;
+  c.window = o.max_in_flight ? o.max_in_flight : std::size_t{1024} * std::max(1u, local);
+  c.max_retries = o.max_retries;
+  c.prefetch = o.prefetch ? o.prefetch : 64;
+  c.task_timeout = o.task_timeout;
+  c.startup_timeout = o.startup_timeout;
+  c.max_tasks_per_worker = o.max_tasks_per_worker;
+  c.max_task_bytes = kDefaultMaxFrame - 64;  // room for the task message's own fields
+  return c;
+}
+
+unsigned local_count(const PoolOptions& o) {
+  return o.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+}  // namespace
+
 PoolCore::PoolCore(PoolOptions opt)
     : opt_(std::move(opt)),
-      launcher_(opt_.launcher ? opt_.launcher : std::make_shared<coordinator::PosixLauncher>()) {
-  local_workers_ = opt_.workers.value_or(std::max(1u, std::thread::hardware_concurrency()));
-  if (local_workers_ == 0 && opt_.listen.empty()) {
+      sched_cfg_(scheduler_config(opt_, local_count(opt_))),
+      launcher_(opt_.launcher ? opt_.launcher : std::make_shared<coordinator::PosixLauncher>()),
+      sched_(sched_cfg_) {
+  if (sched_cfg_.local_workers == 0 && opt_.listen.empty()) {
     throw Exception(
         Error{Errc::invalid_argument, "a pool needs local workers or a listen address"});
   }
-  window_ =
-      opt_.max_in_flight ? opt_.max_in_flight : std::size_t{1024} * std::max(1u, local_workers_);
-  prefetch_ = opt_.prefetch ? opt_.prefetch : 64;
   worker::register_builtin_tasks();
   auto& reg = TaskRegistry::instance();
   reg.freeze();
-  registry_hash_ = reg.hash();
+  admission_.registry_hash = reg.hash();
+  admission_.task_count = reg.entries().size();
+  admission_.heartbeat_interval = opt_.heartbeat_interval;
+  admission_.heartbeat_timeout = opt_.heartbeat_timeout;
   if (opt_.initializer) {
     auto idx = opt_.initializer->fn ? reg.index_of(opt_.initializer->fn)
                                     : reg.index_of(opt_.initializer->name);
     if (!idx) throw Exception(Error{idx.error().code, "initializer: " + idx.error().detail});
-    init_function_ = *idx;
+    admission_.init_function = *idx;
+    admission_.init_args = opt_.initializer->args;
   }
-  worker_exe_ = opt_.worker_program.empty() ? coordinator::self_executable() : opt_.worker_program;
-  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) throw Exception(system_error("eventfd", errno));
-  if (!opt_.listen.empty()) open_listener();
+  supervisor_ = std::make_unique<Supervisor>(*this, opt_, launcher_);
+  if (!opt_.listen.empty()) membership_ = std::make_unique<Membership>(*this, opt_);
 }
 
 PoolCore::~PoolCore() {
   shutdown(ShutdownMode::cancel);
-  if (wake_fd_ >= 0) ::close(wake_fd_);
-  router_stop_ = true;
-  if (router_thread_.joinable()) router_thread_.join();
 }
 
 void PoolCore::start() {
+  Work w;
   {
     std::lock_guard lk(mu_);
-    want_spawn_ = local_workers_;
+    started_ = true;
+    sched_.start();
+    collect_locked(w);
   }
-  supervisor_ = std::thread([this] { supervise(); });
-  if (router_) router_thread_ = std::thread([this] { router_loop(); });
+  supervisor_->start();
+  if (membership_) membership_->start();
+  carry_out(w);
 }
 
-void PoolCore::event(const std::string& line) {
+void PoolCore::event(const std::string& line) const {
   if (opt_.on_event) {
     opt_.on_event(line);
     return;
@@ -138,312 +160,421 @@ void PoolCore::event(const std::string& line) {
   [[maybe_unused]] auto n = ::write(2, s.data(), s.size());
 }
 
-Status PoolCore::send_to(WorkerLink& l, const Frame& f, Deadline d) {
-  if (!l.remote) return l.ch->send_until(f, d);
-  std::lock_guard lk(router_send_mu_);
-  return router_->send_until(l.peer, f, d);
-}
-
 unsigned PoolCore::capacity() const {
   std::lock_guard lk(mu_);
-  unsigned n = 0;
-  for (auto& l : links_)
-    n += l->state == WorkerLink::State::ready ? l->slots : 0;
-  return std::max({1u, n, local_workers_});
+  return std::max({1u, sched_.ready_slots(), sched_cfg_.local_workers});
+}
+
+std::string PoolCore::listen_endpoint() const {
+  return membership_ ? membership_->endpoint() : "";
 }
 
 bool PoolCore::wait_workers(unsigned n, std::chrono::milliseconds timeout) {
   std::unique_lock lk(mu_);
+  return state_cv_.wait_for(lk, timeout,
+                            [&] { return sched_.ready_workers() >= n || sched_.closed(); }) &&
+         !sched_.closed();
+}
+
+bool PoolCore::wait_ready(std::chrono::milliseconds timeout) {
+  std::unique_lock lk(mu_);
   return state_cv_.wait_for(lk, timeout, [&] {
-    unsigned ready = 0;
-    for (auto& l : links_)
-      ready += l->state == WorkerLink::State::ready ? 1u : 0u;
-    return ready >= n || closing_;
-  }) && !closing_;
+    return sched_.broken() || sched_.ready_workers(true) >= sched_.local_target();
+  }) && !sched_.broken();
 }
 
-void PoolCore::wake_supervisor() {
-  std::uint64_t one = 1;
-  [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
-}
-
-FailureInfo PoolCore::failure_for(const TaskState& t, FailureKind k, std::string message) const {
-  FailureInfo f;
-  f.kind = k;
-  f.task_id = t.id;
-  if (auto* e = TaskRegistry::instance().at(t.function)) f.task = e->name;
-  f.message = std::move(message);
-  f.item = t.batch ? t.first_item : -1;
-  f.attempt = t.runs;
-  f.max_attempts = 1 + opt_.max_retries;
-  return f;
+WorkerId PoolCore::next_worker_id() {
+  std::lock_guard lk(mu_);
+  return next_worker_id_++;
 }
 
 std::shared_ptr<TaskState> PoolCore::enqueue(std::shared_ptr<TaskState> t, bool block) {
-  std::vector<SendJob> jobs;
+  Work w;
   {
     std::unique_lock lk(mu_);
-    if (!block && in_system_ >= window_ && !closing_ && !broken_) return nullptr;
-    space_cv_.wait(lk, [&] { return in_system_ < window_ || closing_ || broken_; });
+    if (!block && !sched_.has_room()) return nullptr;
+    space_cv_.wait(lk, [&] { return sched_.has_room(); });
     t->id = next_task_id_++;
-    if (closing_ || broken_) {
-      lk.unlock();
-      t->released = true;
-      t->complete({}, failure_for(*t, FailureKind::rejected,
-                                  closing_ ? "the pool is shutting down"
-                                           : "no workers: " + broken_reason_));
-      return t;
-    }
-    ++in_system_;
-    ++stats_.submitted;
-    pending_.push_back(t);
-    pump_locked(jobs);
+    tasks_.emplace(t->id, t);
+    sched_.submit(t->id, t->args.size(), SchedClock::now());
+    collect_locked(w);
   }
-  flush(jobs);
+  carry_out(w);
   return t;
 }
 
-bool PoolCore::has_room_locked(const WorkerLink& l, std::size_t bytes) const {
-  if (l.state != WorkerLink::State::ready) return false;
-  if (opt_.max_tasks_per_worker && l.sent >= opt_.max_tasks_per_worker) return false;
-  if (l.inflight.size() < l.slots) return true;
-  return l.inflight.size() < l.slots - 1 + depth_locked() &&
-         l.inflight_bytes + bytes <= l.credit_bytes / 2;
+bool PoolCore::cancel(const std::shared_ptr<TaskState>& t) {
+  Work w;
+  {
+    std::lock_guard lk(mu_);
+    if (!sched_.cancel(t->id, SchedClock::now())) return false;
+    collect_locked(w);
+  }
+  carry_out(w);
+  return true;
 }
 
-std::size_t PoolCore::depth_locked() const {
-  if (avg_service_us_ < 0) return 2;  // unknown yet: one running, one waiting
-  // Queue about a millisecond of work per worker.
-  const double ahead = 1000.0 / std::max(avg_service_us_, 0.01);
-  return 1 + static_cast<std::size_t>(std::clamp(ahead, 0.0, double(prefetch_ - 1)));
+void PoolCore::shutdown(ShutdownMode mode) {
+  Work w;
+  {
+    std::unique_lock lk(mu_);
+    if (!started_ || stopped_) return;
+    stopped_ = true;
+    sched_.close();
+    collect_locked(w);
+    if (mode == ShutdownMode::drain) {
+      lk.unlock();
+      carry_out(w);
+      lk.lock();
+      state_cv_.wait(lk, [&] { return sched_.in_system() == 0 || sched_.broken(); });
+    }
+    sched_.stop(SchedClock::now());
+    collect_locked(w);
+  }
+  carry_out(w);
+  const bool graceful = mode == ShutdownMode::drain;
+  if (membership_) membership_->stop(graceful);
+  supervisor_->stop(graceful);
+  // Whatever is left can no longer run (workers that never registered held nothing).
+  {
+    std::lock_guard lk(mu_);
+    sched_.stop(SchedClock::now());
+    collect_locked(w);
+  }
+  carry_out(w);
 }
 
-Frame PoolCore::task_frame(const TaskState& t) const {
+PoolStats PoolCore::stats() const {
+  std::lock_guard lk(mu_);
+  PoolStats s = stats_;
+  const auto& c = sched_.counters();
+  s.submitted = c.submitted;
+  s.retries = c.retries;
+  s.worker_deaths = c.worker_deaths;
+  s.workers_recycled = c.workers_recycled;
+  s.succeeded = counters_.succeeded;
+  s.failed = counters_.failed;
+  s.cancelled = counters_.cancelled;
+  for (auto& ws : s.workers)
+    ws.alive = endpoints_.count(ws.id) != 0;
+  return s;
+}
+
+// --- I/O events -----------------------------------------------------------------------------
+
+void PoolCore::note_worker(const WorkerIdentity& who) {
+  std::lock_guard lk(mu_);
+  if (!who.remote) ++stats_.workers_spawned;
+  stats_index_[who.id] = stats_.workers.size();
+  stats_.workers.push_back(WorkerStats{who.id, who.pid, 0, true, who.remote, who.host, who.name});
+}
+
+void PoolCore::worker_started(const EndpointPtr& ep) {
+  note_worker(ep->who());
+  Work w;
+  {
+    std::lock_guard lk(mu_);
+    endpoints_[ep->id()] = ep;
+    sched_.worker_started(ep->id(), SchedClock::now());
+    collect_locked(w);
+  }
+  carry_out(w);
+  supervisor_->wake();  // a start-up deadline to watch
+}
+
+void PoolCore::spawn_failed(const std::string& why) {
+  Work w;
+  {
+    std::lock_guard lk(mu_);
+    sched_.spawn_failed(why, SchedClock::now());
+    collect_locked(w);
+  }
+  carry_out(w);
+}
+
+void PoolCore::worker_joined(const EndpointPtr& ep) {
+  if (ep->who().remote) note_worker(ep->who());
+  Work w;
+  {
+    std::lock_guard lk(mu_);
+    endpoints_[ep->id()] = ep;
+    sched_.worker_ready(ep->id(), !ep->who().remote, ep->who().slots, ep->credit_bytes(),
+                        SchedClock::now());
+    collect_locked(w);
+  }
+  carry_out(w);
+}
+
+void PoolCore::worker_refused(WorkerId id, const std::string& reason) {
+  Work w;
+  {
+    std::lock_guard lk(mu_);
+    sched_.set_broken_reason(reason);
+    sched_.kill_worker(id, EndCause::rejected);
+    collect_locked(w);
+  }
+  carry_out(w);
+}
+
+void PoolCore::bad_stream(WorkerId id, const std::string& why) {
+  event("worker w" + std::to_string(id) + " sent a malformed frame (" + why + "): stopping it");
+  Work w;
+  {
+    std::lock_guard lk(mu_);
+    sched_.kill_worker(id, EndCause::bad_frame);
+    collect_locked(w);
+  }
+  carry_out(w);
+}
+
+void PoolCore::worker_gone(WorkerId id, const EndInfo& end) {
+  Work w;
+  EndpointPtr ep;
+  {
+    std::lock_guard lk(mu_);
+    auto it = endpoints_.find(id);
+    if (it != endpoints_.end()) {
+      ep = std::move(it->second);
+      endpoints_.erase(it);
+    }
+    const auto recorded = sched_.kill_cause(id);
+    const auto inflight = sched_.inflight_of(id).size();
+    const bool was_ready = sched_.is_ready(id);
+    sched_.worker_gone(id, end.cause, SchedClock::now());
+    EndInfo eff = end;
+    if (recorded) eff.cause = *recorded;
+    collect_locked(w, eff, ep ? &ep->who() : nullptr);
+    const bool quiet = eff.cause == EndCause::shutdown || eff.cause == EndCause::recycled ||
+                       eff.cause == EndCause::rejected || sched_.closed();
+    if (ep && !quiet && (was_ready || ep->who().remote)) {
+      const auto& who = ep->who();
+      std::string line = "worker w" + std::to_string(id) + " (pid " + std::to_string(who.pid) +
+                         (who.host.empty() ? "" : " on " + who.host) + ") ";
+      line += end.exit ? "died: " + end.exit->describe() : "lost: " + end.detail;
+      if (recorded) line += " (" + std::string(to_string(*recorded)) + ")";
+      line += "; " + std::to_string(inflight) + " task(s) were on it";
+      w.notices.push_back(std::move(line));
+    }
+  }
+  carry_out(w);
+}
+
+void PoolCore::on_frames(WorkerId id, std::span<Frame> frames) {
+  // Every result that had arrived is taken under one lock and one pump, so their follow-up
+  // tasks go to the worker as one batch (one wake-up) rather than one send each.
+  Work w;
+  {
+    std::lock_guard lk(mu_);
+    const auto now = SchedClock::now();
+    for (Frame& f : frames) {
+      if (f.header.kind != MessageKind::result && f.header.kind != MessageKind::error) continue;
+      const TaskId tid = f.header.request_id;
+      if (!msg::validate_payload(FrameView{f.header, f.payload})) {
+        sched_.bad_result(id, tid, now);  // re-run once elsewhere
+        continue;
+      }
+      if (!sched_.result(id, tid, now)) continue;  // late duplicate or cancelled: dropped
+      auto it = tasks_.find(tid);
+      if (it == tasks_.end()) continue;
+      w.results.emplace_back(std::move(it->second), &f);
+      tasks_.erase(it);
+      if (auto s = stats_index_.find(id); s != stats_index_.end()) ++stats_.workers[s->second].tasks;
+    }
+    collect_locked(w);
+  }
+  carry_out(w);
+}
+
+void PoolCore::tick() {
+  Work w;
+  {
+    std::lock_guard lk(mu_);
+    sched_.tick(SchedClock::now());
+    collect_locked(w);
+  }
+  carry_out(w);
+}
+
+std::optional<TimePoint> PoolCore::next_deadline() const {
+  std::lock_guard lk(mu_);
+  return sched_.next_deadline();
+}
+
+// --- carrying out actions -------------------------------------------------------------------
+
+Frame PoolCore::task_frame(const TaskState& t, std::uint32_t attempt) const {
   msg::Task m;
-  m.attempt = t.runs;
+  m.attempt = attempt;
   m.function = t.function;
   m.batch = t.batch;
   m.args = t.args;
   return make_frame(MessageKind::task, m, t.id);
 }
 
-void PoolCore::pump_locked(std::vector<SendJob>& jobs) {
-  while (!pending_.empty()) {
-    auto& t = pending_.front();
-    const std::size_t bytes = t->args.size() + 64;
-    WorkerLink* best = nullptr;
-    for (auto& l : links_) {
-      if (!has_room_locked(*l, bytes)) continue;
-      if (!best || l->inflight.size() < best->inflight.size()) best = l.get();
+void PoolCore::queue_frame_locked(Work& w, const EndpointPtr& to, Frame f) {
+  for (auto& j : w.sends) {
+    if (j.to == to) {
+      j.frames.push_back(std::move(f));
+      return;
     }
-    if (!best) return;
-    auto task = std::move(pending_.front());
-    pending_.pop_front();
-    ++task->runs;
-    task->wire_bytes = bytes;
-    if (best->inflight.size() < best->slots) task->started = std::chrono::steady_clock::now();
-    best->inflight_bytes += bytes;
-    best->inflight.push_back(task);
-    ++best->sent;
-    if (opt_.max_tasks_per_worker && best->sent >= opt_.max_tasks_per_worker) {
-      // Recycle: this worker takes no more; its replacement starts now, so queued work
-      // has somewhere to go while it finishes.
-      best->state = WorkerLink::State::draining;
-      best->expected_exit = true;
-      ++stats_.workers_recycled;  // counted when decided, not when its exit is reaped (later)
-      ++want_spawn_;
-      wake_supervisor();
-    }
-    queue_send_locked(jobs, best, task_frame(*task));
   }
+  SendJob j{to, {}, std::unique_lock<std::mutex>(to->send_mu)};
+  j.frames.push_back(std::move(f));
+  w.sends.push_back(std::move(j));
 }
 
-void queue_send_locked(std::vector<SendJob>& jobs, WorkerLink* l, Frame f) {
-  const bool held = std::any_of(jobs.begin(), jobs.end(), [&](const SendJob& j) {
-    return j.link == l && j.order.owns_lock();
-  });
-  jobs.push_back(
-      SendJob{l, std::move(f),
-              held ? std::unique_lock<std::mutex>() : std::unique_lock<std::mutex>(l->send_mu)});
+void PoolCore::notify_locked(const Actions& a) {
+  // Blocked submitters are woken when room is freed; readiness and drain waiters when workers
+  // or the number of tasks in the system changed.
+  if (a.room_freed) space_cv_.notify_all();
+  if (a.workers_changed || sched_.in_system() == 0 || a.room_freed) state_cv_.notify_all();
 }
 
-void PoolCore::flush(std::vector<SendJob>& jobs) {
-  // Jobs were queued in per-link order under mu_; one sender per link at a time keeps it.
-  // A link's jobs go out as one batch: one writev (pipe) or one publish and wake-up (shm).
-  // The link's first job holds its send_mu (taken under mu_), released once the batch is out.
-  std::vector<Frame> batch;
-  for (std::size_t i = 0; i < jobs.size(); ++i) {
-    WorkerLink* l = jobs[i].link;
-    if (l == nullptr) continue;  // sent with an earlier job's batch
-    batch.clear();
-    for (std::size_t j = i; j < jobs.size(); ++j) {
-      if (jobs[j].link != l) continue;
-      batch.push_back(std::move(jobs[j].frame));
-      jobs[j].link = nullptr;
+void PoolCore::collect_locked(Work& w, const std::optional<EndInfo>& end,
+                              const WorkerIdentity* gone) {
+  Actions a = sched_.take();
+  for (const Dispatch& d : a.sends) {
+    auto ep = endpoints_.find(d.worker);
+    auto t = tasks_.find(d.task);
+    if (ep == endpoints_.end() || t == tasks_.end()) continue;  // its end is being reported
+    queue_frame_locked(w, ep->second, task_frame(*t->second, d.attempt));
+  }
+  for (WorkerId id : a.stops) {
+    if (auto ep = endpoints_.find(id); ep != endpoints_.end()) {
+      queue_frame_locked(w, ep->second, make_frame(MessageKind::shutdown, msg::Shutdown{true}));
     }
-    // A failed send means the worker is gone; its death handling re-queues the task.
-    if (batch.size() == 1 || l->remote) {
-      for (auto& f : batch)
-        (void)send_to(*l, f, Deadline::never());
+  }
+  for (const Failure& f : a.failures) {
+    auto t = tasks_.find(f.task);
+    if (t == tasks_.end()) continue;
+    const WorkerIdentity* who = gone && gone->id == f.worker ? gone : nullptr;
+    if (!who) {
+      if (auto ep = endpoints_.find(f.worker); ep != endpoints_.end()) who = &ep->second->who();
+    }
+    w.failures.emplace_back(t->second, failure_info(*t->second, f, who, end));
+    tasks_.erase(t);
+  }
+  for (const Kill& k : a.kills) {
+    if (auto ep = endpoints_.find(k.worker); ep != endpoints_.end()) {
+      w.kills.emplace_back(ep->second, k.cause);
+    }
+  }
+  w.spawns += a.spawns;
+  for (const Notice& n : a.notices) {
+    if (n.kind == Notice::Kind::shrunk) {
+      w.notices.push_back("running with " + std::to_string(n.running) + " of " +
+                          std::to_string(n.wanted) +
+                          " local worker(s): cannot start more: " + sched_.broken_reason());
     } else {
-      (void)l->ch->send_batch(batch, Deadline::never());
+      w.notices.push_back("no workers can be started: " + sched_.broken_reason() +
+                          "; queued tasks fail with Rejected");
     }
-    if (jobs[i].order.owns_lock()) jobs[i].order.unlock();
   }
-  jobs.clear();
+  notify_locked(a);
 }
 
-void PoolCore::finish_locked(TaskState& t) {
-  if (t.released) return;
-  t.released = true;
-  --in_system_;
-  // Blocked submitters are woken once a slice of the window is free, not on every completion:
-  // each wake-up is a futex call and a trip through mu_ for the submitter and for us.
-  if (window_ - in_system_ >= std::max<std::size_t>(1, window_ / 16)) space_cv_.notify_one();
-  if (in_system_ == 0) state_cv_.notify_all();
-}
-
-void PoolCore::on_frame(WorkerLink& link, Frame& f) {
-  on_frames(link, std::span<Frame>(&f, 1));
-}
-
-void PoolCore::on_frames(WorkerLink& link, std::span<Frame> frames) {
-  // Every result that had arrived is taken under one lock and one pump, so their follow-up
-  // tasks go to the worker as one batch (one wake-up) rather than one send each.
-  std::vector<SendJob> jobs;
-  std::vector<std::pair<std::shared_ptr<TaskState>, Frame*>> done;
-  done.reserve(frames.size());
-  {
-    std::lock_guard lk(mu_);
-    const auto now = std::chrono::steady_clock::now();
-    for (Frame& f : frames) {
-      if (f.header.kind != MessageKind::result && f.header.kind != MessageKind::error) continue;
-      auto it = std::find_if(link.inflight.begin(), link.inflight.end(),
-                             [&](const auto& x) { return x->id == f.header.request_id; });
-      if (it == link.inflight.end()) continue;  // late duplicate of a re-queued task: dropped
-      auto t = std::move(*it);
-      const double us = std::chrono::duration<double, std::micro>(now - t->started).count();
-      avg_service_us_ = avg_service_us_ < 0 ? us : 0.8 * avg_service_us_ + 0.2 * us;
-      link.inflight_bytes -= t->wire_bytes;
-      const auto at = static_cast<std::size_t>(it - link.inflight.begin());
-      link.inflight.erase(it);
-      ++link.completed;
-      mark_running_locked(link, at);
-      if (link.stats_index < stats_.workers.size()) ++stats_.workers[link.stats_index].tasks;
-      startup_failures_ = 0;
-      finish_locked(*t);
-      done.emplace_back(std::move(t), &f);
-    }
-    if (done.empty()) return;
-    if (link.state == WorkerLink::State::draining && link.inflight.empty() && !link.shutdown_sent) {
-      link.shutdown_sent = true;
-      queue_send_locked(jobs, &link, make_frame(MessageKind::shutdown, msg::Shutdown{true}));
-    }
-    pump_locked(jobs);
+void PoolCore::carry_out(Work& w) {
+  // A link's frames go out as one batch: one writev (pipe), one publish and wake-up (shm). A
+  // failed send means the worker is gone: its end is reported by whoever watches it.
+  for (auto& j : w.sends) {
+    (void)j.to->send(j.frames, ipc::Deadline::never());
+    j.order.unlock();
   }
-  flush(jobs);
-  for (auto& [t, f] : done)
-    complete_from(link, *t, *f);
+  w.sends.clear();
+  for (auto& line : w.notices)
+    event(line);
+  w.notices.clear();
+  for (auto& [ep, why] : w.kills)
+    ep->kill(why);
+  w.kills.clear();
+  if (w.spawns > 0) supervisor_->request_spawns(std::exchange(w.spawns, 0u));
+  for (auto& [t, f] : w.results)
+    complete_result(*t, *f);
+  w.results.clear();
+  for (auto& [t, f] : w.failures) {
+    const bool cancelled = f.kind == FailureKind::cancelled;
+    t->complete({}, std::move(f), cancelled ? &counters_.cancelled : &counters_.failed);
+  }
+  w.failures.clear();
 }
 
-void PoolCore::complete_from(const WorkerLink& link, TaskState& t, Frame& f) {
+void PoolCore::complete_result(TaskState& t, Frame& f) {
   if (f.header.kind == MessageKind::result) {
     auto r = decode_value<msg::TaskResult>(f.payload);
     if (r) {
       t.complete(std::move(r->value), std::nullopt, &counters_.succeeded);
       return;
     }
-    auto fail = failure_for(t, FailureKind::remote_error,
-                            "undecodable result message: " + r.error().message());
-    fail.type = "ferry::DecodeError";
-    fail.pid = link.pid;
-    t.complete({}, std::move(fail), &counters_.failed);
-    return;
   }
   auto e = decode_value<msg::TaskError>(f.payload);
-  auto fail = failure_for(t, FailureKind::remote_error, e ? e->what : e.error().message());
+  auto fail = simple_failure(t, FailureKind::remote_error, e ? e->what : e.error().message());
   fail.type = e ? e->type : "ferry::DecodeError";
-  fail.pid = e ? e->pid : link.pid;
   if (e) {
+    fail.pid = e->pid;
     fail.host = e->host;
     fail.stack = e->stack;
+    fail.attempt = e->attempt;
   }
   t.complete({}, std::move(fail), &counters_.failed);
 }
 
-void PoolCore::mark_running_locked(WorkerLink& l, std::size_t erased_at) {
-  // The worker runs its queue in order, `slots` at a time: the task that just moved into the
-  // running window started now.
-  if (erased_at < l.slots && l.inflight.size() >= l.slots) {
-    l.inflight[l.slots - 1]->started = std::chrono::steady_clock::now();
-  }
+FailureInfo PoolCore::simple_failure(const TaskState& t, FailureKind k, std::string message) const {
+  FailureInfo f;
+  f.kind = k;
+  f.task_id = t.id;
+  if (auto* e = TaskRegistry::instance().at(t.function)) f.task = e->name;
+  f.message = std::move(message);
+  f.item = t.batch ? t.first_item : -1;
+  f.max_attempts = 1 + opt_.max_retries;
+  return f;
 }
 
-bool PoolCore::cancel(const std::shared_ptr<TaskState>& t) {
-  {
-    std::lock_guard lk(mu_);
-    if (t->done.load()) return false;
-    t->cancel_requested = true;
-    if (auto it = std::find(pending_.begin(), pending_.end(), t); it != pending_.end()) {
-      pending_.erase(it);
-      finish_locked(*t);
-    } else {
-      for (auto& l : links_) {
-        auto pos = std::find(l->inflight.begin(), l->inflight.end(), t);
-        if (pos == l->inflight.end() || l->remote ||
-            static_cast<std::size_t>(pos - l->inflight.begin()) >= l->slots) {
-          continue;  // not running here (a remote worker is not stopped: its result is dropped)
-        }
-        // Running: the only way to stop it is to stop its worker (replaced on exit).
-        if (l->kill_reason.empty()) l->kill_reason = "cancelled task " + std::to_string(t->id);
-        (void)l->proc->kill(SIGKILL);
-      }
-      // Queued behind another task on a worker: its result, if it comes, is dropped.
-    }
+FailureInfo PoolCore::failure_info(const TaskState& t, const Failure& fl, const WorkerIdentity* who,
+                                   const std::optional<EndInfo>& end) const {
+  FailureInfo f;
+  switch (fl.cause) {
+    case FailCause::worker_died:
+      f = simple_failure(t, FailureKind::worker_died,
+                         end && !end->exit ? end->detail : std::string(to_string(fl.worker_end)));
+      break;
+    case FailCause::timeout:
+      f = simple_failure(t, FailureKind::timeout,
+                         "ran longer than the task timeout of " +
+                             std::to_string(opt_.task_timeout.count()) + " ms");
+      break;
+    case FailCause::cancelled:
+      f = simple_failure(t, FailureKind::cancelled, "cancelled by the caller");
+      break;
+    case FailCause::shutdown:
+      f = simple_failure(t, FailureKind::cancelled,
+                         sched_.closed() && !sched_.broken() ? "the pool shut down"
+                                                             : "the pool is shutting down");
+      break;
+    case FailCause::no_workers:
+      f = simple_failure(t, FailureKind::rejected, "no workers: " + sched_.broken_reason());
+      break;
+    case FailCause::too_large:
+      f = simple_failure(t, FailureKind::rejected,
+                         "FrameTooLarge: its arguments take " + std::to_string(t.args.size()) +
+                             " bytes, over the frame limit of " +
+                             std::to_string(sched_cfg_.max_task_bytes) + " bytes");
+      break;
+    case FailCause::bad_result:
+      f = simple_failure(t, FailureKind::remote_error,
+                         "its result message could not be decoded (twice, on two workers)");
+      f.type = "ferry::DecodeError";
+      break;
   }
-  return t->complete({}, failure_for(*t, FailureKind::cancelled, "cancelled by the caller"),
-                     &counters_.cancelled);
-}
-
-bool PoolCore::wait_ready(std::chrono::milliseconds timeout) {
-  std::unique_lock lk(mu_);
-  return state_cv_.wait_for(lk, timeout, [&] {
-    if (broken_) return true;
-    unsigned ready = 0;
-    for (auto& l : links_)
-      ready += l->state == WorkerLink::State::ready && !l->remote ? 1u : 0u;
-    return ready >= local_workers_;
-  }) && !broken_;
-}
-
-void PoolCore::shutdown(ShutdownMode mode) {
-  {
-    std::unique_lock lk(mu_);
-    if (!supervisor_.joinable()) return;
-    closing_ = true;
-    space_cv_.notify_all();
-    if (mode == ShutdownMode::drain) {
-      state_cv_.wait(lk, [&] { return in_system_ == 0 || broken_; });
-    }
-    stopping_ = true;
-    cancel_on_stop_ = mode == ShutdownMode::cancel;
+  f.attempt = fl.attempt;
+  if (who) {
+    f.pid = who->pid;
+    f.host = who->host;
   }
-  wake_supervisor();
-  supervisor_.join();
-}
-
-PoolStats PoolCore::stats() const {
-  std::lock_guard lk(mu_);
-  PoolStats s = stats_;
-  s.succeeded = counters_.succeeded;
-  s.failed = counters_.failed;
-  s.cancelled = counters_.cancelled;
-  for (auto& w : s.workers) {
-    w.alive = std::any_of(links_.begin(), links_.end(), [&](const auto& l) {
-      return l->id == w.id && l->state != WorkerLink::State::dead;
-    });
+  if (end && end->exit) {
+    f.signal = end->exit->signal;
+    f.exit_code = end->exit->code;
   }
-  return s;
+  return f;
 }
 
 }  // namespace detail
@@ -504,6 +635,21 @@ std::size_t Pool::window() const noexcept {
 
 std::shared_ptr<detail::TaskState> Pool::enqueue(std::shared_ptr<detail::TaskState> t, bool block) {
   return core_->enqueue(std::move(t), block);
+}
+
+FutureBase Pool::submit_encoded(std::string_view task, Bytes args, std::uint32_t items,
+                                std::int64_t first_item) {
+  auto index = TaskRegistry::instance().index_of(task);
+  if (!index) throw Exception(index.error());
+  auto t = std::make_shared<detail::TaskState>();
+  t->function = *index;
+  t->args = std::move(args);
+  if (items > 0) {
+    t->batch = true;
+    t->items = items;
+    t->first_item = first_item;
+  }
+  return FutureBase(enqueue(std::move(t), true), core_);
 }
 
 std::uint32_t Pool::index_of(std::string_view name) const {

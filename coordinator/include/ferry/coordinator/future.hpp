@@ -21,63 +21,12 @@
 #include <type_traits>
 #include <utility>
 
+#include "ferry/coordinator/detail/task_state.hpp"
 #include "ferry/coordinator/errors.hpp"
 #include "ferry/shared/codec.hpp"
 
 namespace ferry {
 namespace detail {
-
-class PoolCore;
-struct TaskState;
-
-// Where finished tasks are announced, in completion order (as_completed, imap_unordered).
-class CompletionQueue {
- public:
-  void push(std::shared_ptr<TaskState> t);
-  std::shared_ptr<TaskState> pop();  // waits
-  // Null if nothing finished before t.
-  std::shared_ptr<TaskState> pop_until(std::chrono::steady_clock::time_point t);
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::deque<std::shared_ptr<TaskState>> done_;
-};
-
-struct TaskState : std::enable_shared_from_this<TaskState> {
-  std::uint64_t id = 0;
-  std::uint32_t function = 0;
-  bool batch = false;
-  std::uint32_t items = 1;  // batch: number of items in the chunk
-  std::int64_t first_item = -1;
-  Bytes args;
-
-  // Scheduling state, owned by the pool (guarded by its mutex).
-  std::uint32_t runs = 0;
-  bool cancel_requested = false;
-  bool timeout_kill = false;
-  std::chrono::steady_clock::time_point started{};
-  std::size_t wire_bytes = 0;  // size of its task frame (flow control)
-  bool released = false;       // its slot in the window was given back
-
-  // Completion (guarded by m). done is also readable without the lock.
-  std::mutex m;
-  std::condition_variable cv;
-  std::atomic<bool> done{false};
-  Bytes value;
-  std::optional<FailureInfo> failure;
-  std::shared_ptr<CompletionQueue> sink;
-
-  // First completion wins; later ones (a late duplicate) are dropped. True if this one won;
-  // then *count (if given) is incremented before any waiter wakes.
-  bool complete(Bytes v, std::optional<FailureInfo> f, std::atomic<std::uint64_t>* count = nullptr);
-  // Announces completion to q now if done, else when it completes.
-  void notify_into(std::shared_ptr<CompletionQueue> q);
-  void wait();
-  bool wait_until(std::chrono::steady_clock::time_point t);
-};
-
-bool cancel_task(const std::weak_ptr<PoolCore>& core, const std::shared_ptr<TaskState>& t);
 
 template <class R>
 R decode_result(TaskState& s) {
@@ -100,11 +49,13 @@ R decode_result(TaskState& s) {
 
 }  // namespace detail
 
-template <class R>
-class Future {
+// What every Future is, whatever its result type: a handle to wait on, inspect and cancel a
+// task, and read its encoded result (for callers that decode by themselves, such as a command
+// line mapping a task it knows only by name). Futures of different types mix as FutureBase.
+class FutureBase {
  public:
-  Future() = default;
-  Future(std::shared_ptr<detail::TaskState> s, std::weak_ptr<detail::PoolCore> core)
+  FutureBase() = default;
+  FutureBase(std::shared_ptr<detail::TaskState> s, std::weak_ptr<detail::PoolCore> core)
       : s_(std::move(s)), core_(std::move(core)) {}
 
   bool valid() const noexcept { return s_ != nullptr; }
@@ -116,25 +67,40 @@ class Future {
     return s_->wait_until(std::chrono::steady_clock::now() +
                           std::chrono::duration_cast<std::chrono::steady_clock::duration>(d));
   }
-  // The value, or throws the task's TaskFailure.
-  R get() const {
-    s_->wait();
-    std::lock_guard lk(s_->m);
-    return detail::decode_result<R>(*s_);
-  }
+  bool wait_until(std::chrono::steady_clock::time_point t) const { return s_->wait_until(t); }
   // The failure, if it failed (after waiting).
   std::optional<FailureInfo> failure() const {
     s_->wait();
     std::lock_guard lk(s_->m);
     return s_->failure;
   }
+  // The result's encoding (cereal, as the task's result type), or throws its TaskFailure.
+  Bytes encoded() const {
+    s_->wait();
+    std::lock_guard lk(s_->m);
+    if (s_->failure) throw_failure(*s_->failure);
+    return s_->value;
+  }
+  // Removes it if queued, or stops the worker running it; false if it had finished already.
   bool cancel() const { return detail::cancel_task(core_, s_); }
 
   const std::shared_ptr<detail::TaskState>& state() const noexcept { return s_; }
 
- private:
+ protected:
   std::shared_ptr<detail::TaskState> s_;
   std::weak_ptr<detail::PoolCore> core_;
+};
+
+template <class R>
+class Future : public FutureBase {
+ public:
+  using FutureBase::FutureBase;
+  // The value, or throws the task's TaskFailure.
+  R get() const {
+    s_->wait();
+    std::lock_guard lk(s_->m);
+    return detail::decode_result<R>(*s_);
+  }
 };
 
 }  // namespace ferry

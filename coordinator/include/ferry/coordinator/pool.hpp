@@ -189,15 +189,25 @@ class Pool {
 
   void shutdown(ShutdownMode mode = ShutdownMode::drain);
 
-  // Internal entry points used by the templates and the command line (not for users).
+  // A task known only by name at run time, its arguments already encoded: the cereal
+  // encoding of the std::tuple of its parameters, or with items > 0 of a std::vector of such
+  // tuples (a chunk of `items` items numbered from first_item, whose result is a chunk
+  // result: TaskEntry::format_batch reads it). For command lines and language bindings.
+  // Throws ferry::Exception (invalid_argument) for an unknown task name.
+  FutureBase submit_encoded(std::string_view task, Bytes args, std::uint32_t items = 0,
+                            std::int64_t first_item = 0);
+  // About four chunks per worker for `items` items (as Python's Pool.map).
+  std::size_t auto_chunksize(std::size_t items) const noexcept;
+  // Tasks in the system at once (PoolOptions::max_in_flight, or its default).
+  std::size_t window() const noexcept;
+
+ private:
+  template <class R>
+  friend class ImapUnordered;
   std::shared_ptr<detail::TaskState> enqueue(std::shared_ptr<detail::TaskState> t, bool block);
   std::uint32_t index_of(std::string_view name) const;
   std::uint32_t index_of(AnyFn fn) const;
-  std::size_t auto_chunksize(std::size_t items) const noexcept;
-  std::size_t window() const noexcept;
-  const std::shared_ptr<detail::PoolCore>& core() const noexcept { return core_; }
 
- private:
   template <class R, class... P, class... A>
   std::shared_ptr<detail::TaskState> make_task(R (*fn)(P...), A&&... args) {
     auto t = std::make_shared<detail::TaskState>();

@@ -1,0 +1,257 @@
+// Remote workers: the listen router, admission, heartbeats, departures.
+#include "membership.hpp"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+
+#include "ferry/ipc/curve.hpp"
+#include "ferry/ipc/endpoint.hpp"
+#include "pool_core.hpp"
+
+namespace ferry::detail {
+namespace {
+
+using std::chrono::milliseconds;
+
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost" || host == "::1" || host == "[::1]") return true;
+  in_addr a{};
+  return ::inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+std::string ms_text(SchedClock::duration d) {
+  return std::to_string(std::chrono::duration_cast<milliseconds>(d).count()) + " ms";
+}
+
+}  // namespace
+
+Membership::Membership(PoolCore& core, const PoolOptions& opt) : core_(core), opt_(opt) {
+  auto ep = ipc::Endpoint::parse(opt_.listen);
+  if (!ep) throw Exception(Error{ep.error().code, "--listen: " + ep.error().detail});
+  if (ep->scheme == ipc::Scheme::zmq_tcp && opt_.keys.empty() && !opt_.insecure) {
+    const std::string& a = ep->address;  // "tcp://HOST:PORT"
+    const auto host_begin = a.find("://") + 3;
+    const std::string host = a.substr(host_begin, a.rfind(':') - host_begin);
+    if (!is_loopback_host(host)) {
+      throw Exception(Error{
+          Errc::invalid_argument,
+          "refusing to listen on " + opt_.listen +
+              " without --keys: anyone who can reach that port could submit work to this "
+              "pool's workers and read its results. Make keys with `ferry-coordinator keygen "
+              "DIR` and pass --keys DIR (workers too), or add --insecure on a network you trust"});
+    }
+  }
+  ipc::ZmqOptions zo;
+  zo.heartbeat_interval = opt_.heartbeat_interval;
+  zo.heartbeat_timeout = opt_.heartbeat_timeout;
+  if (!opt_.keys.empty()) {
+    auto server = ipc::load_curve_server(opt_.keys);
+    if (!server) throw Exception(Error{server.error().code, "--keys: " + server.error().detail});
+    // Runs on zmq's authentication thread during the handshake, before any frame is read.
+    server->authorize = [this, allowed = std::move(server->authorize)](std::string_view key) {
+      if (allowed(key)) return true;
+      log_limited("key " + std::string(key), "rejected a connection: its CURVE key " +
+                                                 std::string(key) +
+                                                 " is not in authorized_workers");
+      return false;
+    };
+    zo.curve_server = std::move(*server);
+  }
+  auto r = ipc::ZmqRouter::bind(*ep, {}, zo);
+  if (!r) {
+    throw Exception(Error{r.error().code, "--listen " + opt_.listen + ": " + r.error().detail});
+  }
+  router_ = std::make_unique<ipc::ZmqRouter>(std::move(*r));
+}
+
+Membership::~Membership() {
+  stop(false);
+}
+
+void Membership::start() {
+  thread_ = std::thread([this] { run(); });
+}
+
+std::string Membership::endpoint() const {
+  return router_->endpoint();
+}
+
+Status Membership::send(const ipc::PeerId& to, std::span<const Frame> frames, ipc::Deadline d) {
+  std::lock_guard lk(send_mu_);
+  for (const Frame& f : frames) {
+    if (auto st = router_->send_until(to, f, d); !st) return st;
+  }
+  return {};
+}
+
+void Membership::log_limited(const std::string& key, const std::string& line) {
+  const auto now = SchedClock::now();
+  {
+    std::lock_guard lk(mu_);
+    auto [it, fresh] = last_logged_.try_emplace(key, now);
+    if (!fresh) {
+      if (now - it->second < std::chrono::minutes(1)) return;
+      it->second = now;
+    }
+  }
+  core_.event(line);
+}
+
+void Membership::drop(const ipc::PeerId& peer, EndCause cause, const std::string& detail) {
+  std::shared_ptr<RemoteWorker> w;
+  {
+    std::lock_guard lk(mu_);
+    auto it = peers_.find(peer);
+    if (it == peers_.end()) return;
+    w = std::move(it->second.worker);
+    peers_.erase(it);
+  }
+  EndInfo end;
+  end.cause = cause;
+  end.detail = detail;
+  core_.worker_gone(w->id(), end);
+}
+
+void Membership::ban(const ipc::PeerId& peer, const std::string& why) {
+  {
+    std::lock_guard lk(mu_);
+    banned_.insert(peer);
+  }
+  log_limited("garbage", "dropping a peer that " + why);
+  drop(peer, EndCause::bad_frame, why);
+}
+
+void Membership::evict(WorkerId id, const ipc::PeerId& peer, EndCause why) {
+  {
+    std::lock_guard lk(mu_);
+    auto it = peers_.find(peer);
+    if (it == peers_.end() || it->second.worker->id() != id) return;
+  }
+  // A thread cannot be killed: the worker is told to restart, and its tasks move.
+  const Frame bye = make_frame(MessageKind::shutdown, msg::Shutdown{false});
+  (void)send(peer, std::span<const Frame>(&bye, 1), ipc::Deadline::now());
+  drop(peer, why, std::string(to_string(why)) + "; worker told to restart");
+}
+
+void Membership::on_hello(const ipc::PeerId& from, const Frame& f) {
+  auto hello = decode_value<msg::Hello>(f.payload);
+  if (!hello) return ban(from, "sent a bad hello: " + hello.error().message());
+  drop(from, EndCause::lost, "registered again");  // same socket, new session
+  WorkerIdentity who;
+  who.id = core_.next_worker_id();
+  who.remote = true;
+  who.slots = std::clamp<std::uint32_t>(hello->slots, 1, 1024);
+  who.pid = hello->pid;
+  who.host = hello->host;
+  who.name = hello->name;
+  auto a = admit(core_.admission(), *hello, who.id, true);
+  if (!a.welcome) {
+    const Frame r = make_frame(MessageKind::reject, msg::Reject{a.reason});
+    (void)send(from, std::span<const Frame>(&r, 1), ipc::Deadline::after(milliseconds(500)));
+    log_limited("refused " + who.host,
+                "rejected worker (pid " + std::to_string(who.pid) +
+                    (who.host.empty() ? "" : " on " + who.host) + "): " + a.reason);
+    return;
+  }
+  auto w = std::make_shared<RemoteWorker>(who, from, *this);
+  {
+    std::lock_guard lk(w->send_mu);
+    const Frame welcome = make_frame(MessageKind::welcome, *a.welcome);
+    if (!send(from, std::span<const Frame>(&welcome, 1),
+              ipc::Deadline::after(std::chrono::seconds(1)))) {
+      return;
+    }
+  }
+  {
+    std::lock_guard lk(mu_);
+    const auto now = SchedClock::now();
+    peers_[from] = Peer{w, now, now};
+  }
+  core_.event("worker w" + std::to_string(who.id) + " joined from " + who.host + " (pid " +
+              std::to_string(who.pid) + ", " + std::to_string(who.slots) + " slot(s)" +
+              (who.name.empty() ? "" : ", " + who.name) + ")");
+  core_.worker_joined(w);
+}
+
+void Membership::on_frame(const ipc::PeerId& from, Frame& f) {
+  WorkerId id = 0;
+  {
+    std::lock_guard lk(mu_);
+    if (banned_.count(from)) return;
+    if (auto it = peers_.find(from); it != peers_.end()) {
+      it->second.last_heard = SchedClock::now();
+      id = it->second.worker->id();
+    }
+  }
+  if (f.header.kind == MessageKind::hello) return on_hello(from, f);
+  if (id == 0) {
+    // A worker we declared lost (or never met) is still talking: ask it to register again.
+    const Frame r = make_frame(MessageKind::reject, msg::Reject{"unknown worker: register again"});
+    (void)send(from, std::span<const Frame>(&r, 1), ipc::Deadline::now());
+    return;
+  }
+  if (f.header.kind == MessageKind::heartbeat) return;
+  core_.on_frames(id, std::span<Frame>(&f, 1));
+}
+
+void Membership::housekeeping() {
+  const auto now = SchedClock::now();
+  std::vector<std::pair<ipc::PeerId, std::string>> lost;
+  std::vector<ipc::PeerId> ping;
+  {
+    std::lock_guard lk(mu_);
+    for (auto& [peer, p] : peers_) {
+      if (now - p.last_heard > opt_.heartbeat_timeout) {
+        lost.emplace_back(peer, "no message for " + ms_text(now - p.last_heard) +
+                                    " (heartbeat timeout " + ms_text(opt_.heartbeat_timeout) +
+                                    ")");
+      } else if (now - p.last_ping >= opt_.heartbeat_interval) {
+        p.last_ping = now;
+        ping.push_back(peer);
+      }
+    }
+  }
+  const Frame hb = make_frame(MessageKind::heartbeat, msg::Heartbeat{});
+  for (auto& peer : ping)
+    (void)send(peer, std::span<const Frame>(&hb, 1), ipc::Deadline::now());
+  for (auto& [peer, why] : lost)
+    drop(peer, EndCause::lost, why);
+}
+
+void Membership::run() {
+  Frame f;
+  ipc::PeerId from;
+  while (!stop_.load()) {
+    auto st = router_->recv_for(from, f, milliseconds(50));
+    if (st) {
+      on_frame(from, f);
+    } else if (st.error().code == Errc::channel_closed) {
+      drop(from, EndCause::lost, "disconnected");
+    } else if (st.error().code != Errc::timeout && st.error().code != Errc::would_block) {
+      // Garbage from a peer: it is dropped (ignored from now on), the pool goes on.
+      ban(from, "sent a malformed frame: " + st.error().message());
+    }
+    housekeeping();
+  }
+}
+
+void Membership::stop(bool graceful) {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  std::vector<ipc::PeerId> peers;
+  {
+    std::lock_guard lk(mu_);
+    for (auto& [peer, p] : peers_)
+      peers.push_back(peer);
+  }
+  // Told to stop (the frames are flushed when the router closes) and reported gone at once:
+  // there is no process of ours to wait for.
+  const Frame bye = make_frame(MessageKind::shutdown, msg::Shutdown{graceful});
+  for (auto& peer : peers) {
+    (void)send(peer, std::span<const Frame>(&bye, 1), ipc::Deadline::after(milliseconds(100)));
+    drop(peer, EndCause::shutdown, "the pool shut down");
+  }
+}
+
+}  // namespace ferry::detail

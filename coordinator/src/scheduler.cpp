@@ -1,0 +1,490 @@
+#include "scheduler.hpp"
+
+#include <algorithm>
+
+namespace ferry::detail {
+
+std::string_view to_string(EndCause c) noexcept {
+  switch (c) {
+    case EndCause::exited:
+      return "exited";
+    case EndCause::lost:
+      return "lost";
+    case EndCause::rejected:
+      return "rejected";
+    case EndCause::bad_frame:
+      return "sent a malformed frame";
+    case EndCause::startup_timeout:
+      return "did not register within the start-up timeout";
+    case EndCause::task_timeout:
+      return "a task ran past the task timeout";
+    case EndCause::cancelled:
+      return "its running task was cancelled";
+    case EndCause::recycled:
+      return "recycled (max_tasks_per_worker)";
+    case EndCause::shutdown:
+      return "the pool shut down";
+  }
+  return "?";
+}
+
+std::string_view to_string(FailCause c) noexcept {
+  switch (c) {
+    case FailCause::worker_died:
+      return "worker died";
+    case FailCause::timeout:
+      return "timeout";
+    case FailCause::cancelled:
+      return "cancelled";
+    case FailCause::shutdown:
+      return "shutdown";
+    case FailCause::no_workers:
+      return "no workers";
+    case FailCause::too_large:
+      return "too large";
+    case FailCause::bad_result:
+      return "bad result";
+  }
+  return "?";
+}
+
+Scheduler::Scheduler(SchedulerConfig c) : cfg_(c), local_target_(c.local_workers) {
+  cfg_.prefetch = std::max(1u, cfg_.prefetch);
+  cfg_.window = std::max<std::size_t>(1, cfg_.window);
+  cfg_.startup_failure_limit = std::max(1u, cfg_.startup_failure_limit);
+}
+
+void Scheduler::start() {
+  replenish();
+}
+
+bool Scheduler::has_room() const noexcept {
+  return in_system_ < cfg_.window || closed_ || broken_;
+}
+
+void Scheduler::submit(TaskId id, std::size_t bytes, TimePoint now) {
+  auto [it, fresh] = tasks_.try_emplace(id);
+  if (!fresh) return;  // ids are unique: a repeat is ignored
+  Task& t = it->second;
+  t.bytes = bytes;
+  ++counters_.submitted;
+  ++in_system_;
+  if (closed_ || stopping_) return fail(id, t, FailCause::shutdown);
+  if (broken_) return fail(id, t, FailCause::no_workers);
+  if (bytes > cfg_.max_task_bytes) return fail(id, t, FailCause::too_large);
+  pending_.push_back(id);
+  pump(now);
+}
+
+bool Scheduler::cancel(TaskId id, TimePoint now) {
+  auto it = tasks_.find(id);
+  if (it == tasks_.end() || it->second.done) return false;
+  Task& t = it->second;
+  if (t.at == 0) {
+    pending_.erase(std::find(pending_.begin(), pending_.end(), id));
+  } else {
+    Worker& w = workers_.at(t.at);
+    auto pos = std::find(w.inflight.begin(), w.inflight.end(), id);
+    const bool running = static_cast<std::size_t>(pos - w.inflight.begin()) < w.slots;
+    // A running task is stopped by stopping its process (replaced when it exits); a remote
+    // worker cannot be stopped that way, nor a queued task: its result is dropped.
+    if (running && w.local && !w.kill) {
+      w.kill = EndCause::cancelled;
+      w.kill_sent = true;
+      out_.kills.push_back({t.at, EndCause::cancelled});
+    }
+  }
+  fail(id, t, FailCause::cancelled, t.at);
+  pump(now);
+  return true;
+}
+
+void Scheduler::worker_started(WorkerId w, TimePoint now) {
+  if (spawning_ > 0) --spawning_;
+  Worker& x = workers_[w];
+  x.state = WState::starting;
+  x.local = true;
+  x.since = now;
+}
+
+void Scheduler::spawn_failed(std::string why, TimePoint now) {
+  (void)now;
+  if (spawning_ > 0) --spawning_;
+  broken_reason_ = std::move(why);
+  const unsigned alive = static_cast<unsigned>(workers_.size());
+  if (alive == 0) {
+    broken_ = true;
+    out_.notices.push_back({Notice::Kind::broken, 0, cfg_.local_workers});
+    fail_pending(FailCause::no_workers);
+    out_.workers_changed = true;
+    out_.room_freed = true;
+    return;
+  }
+  // Run with the workers there are; say so once.
+  if (local_target_ > 0) --local_target_;
+  if (!shrunk_noticed_) {
+    shrunk_noticed_ = true;
+    out_.notices.push_back({Notice::Kind::shrunk, alive, cfg_.local_workers});
+  }
+  out_.workers_changed = true;
+}
+
+void Scheduler::kill_worker(WorkerId w, EndCause why) {
+  auto it = workers_.find(w);
+  if (it == workers_.end() || it->second.kill) return;
+  it->second.kill = why;
+  // A refused worker exits by itself after telling why (its start-up timeout still applies).
+  if (why == EndCause::rejected) return;
+  it->second.kill_sent = true;
+  out_.kills.push_back({w, why});
+}
+
+void Scheduler::worker_ready(WorkerId w, bool local, unsigned slots, std::size_t credit,
+                             TimePoint now) {
+  Worker& x = workers_[w];
+  if (x.state != WState::starting) return;
+  x.state = WState::ready;
+  x.local = local;
+  x.slots = std::max(1u, slots);
+  x.credit = credit;
+  x.since = now;
+  out_.workers_changed = true;
+  pump(now);
+}
+
+bool Scheduler::result(WorkerId wid, TaskId id, TimePoint now) {
+  auto wit = workers_.find(wid);
+  if (wit == workers_.end()) return false;
+  Worker& w = wit->second;
+  auto pos = std::find(w.inflight.begin(), w.inflight.end(), id);
+  if (pos == w.inflight.end()) return false;
+  Task& t = tasks_.at(id);
+  const double us = std::chrono::duration<double, std::micro>(now - t.started).count();
+  avg_service_us_ = avg_service_us_ < 0 ? us : 0.8 * avg_service_us_ + 0.2 * us;
+  remove_inflight(w, wid, static_cast<std::size_t>(pos - w.inflight.begin()), now);
+  const bool counts = !t.done;
+  t.at = 0;
+  if (counts) {
+    startup_failures_ = 0;
+    finish(id, t);
+  }
+  forget_if_idle(id);
+  maybe_stop_draining(wid, w);
+  pump(now);
+  return counts;
+}
+
+void Scheduler::bad_result(WorkerId wid, TaskId id, TimePoint now) {
+  auto wit = workers_.find(wid);
+  if (wit == workers_.end()) return;
+  Worker& w = wit->second;
+  auto pos = std::find(w.inflight.begin(), w.inflight.end(), id);
+  if (pos == w.inflight.end()) return;
+  Task& t = tasks_.at(id);
+  remove_inflight(w, wid, static_cast<std::size_t>(pos - w.inflight.begin()), now);
+  t.at = 0;
+  if (!t.done) {
+    if (t.bad_result) {
+      fail(id, t, FailCause::bad_result, wid);
+    } else {
+      t.bad_result = true;
+      t.avoid = wid;
+      ++counters_.retries;
+      pending_.push_front(id);
+    }
+  }
+  forget_if_idle(id);
+  maybe_stop_draining(wid, w);
+  pump(now);
+}
+
+void Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) {
+  auto wit = workers_.find(wid);
+  if (wit == workers_.end()) return;
+  Worker w = std::move(wit->second);
+  workers_.erase(wit);
+  out_.workers_changed = true;
+  EndCause cause = w.kill.value_or(reported);
+  if (stopping_) cause = EndCause::shutdown;
+  if (w.state == WState::draining && w.stop_sent && cause == EndCause::exited) {
+    cause = EndCause::recycled;
+  }
+  const bool death = cause == EndCause::exited || cause == EndCause::lost ||
+                     cause == EndCause::bad_frame || cause == EndCause::startup_timeout ||
+                     cause == EndCause::task_timeout;
+  if (death) ++counters_.worker_deaths;
+
+  std::size_t running = 0;
+  for (std::size_t i = 0; i < w.inflight.size() && i < w.slots; ++i)
+    running += tasks_.at(w.inflight[i]).done ? 0u : 1u;
+  std::vector<TaskId> requeue;
+  for (std::size_t i = 0; i < w.inflight.size(); ++i) {
+    const TaskId id = w.inflight[i];
+    Task& t = tasks_.at(id);
+    t.at = 0;
+    if (t.done) {
+      forget_if_idle(id);
+      continue;
+    }
+    if (cause == EndCause::shutdown) {
+      fail(id, t, FailCause::shutdown, wid, cause);
+      forget_if_idle(id);
+      continue;
+    }
+    const bool was_running = i < w.slots;
+    bool charged = false;
+    if (was_running) {
+      if (cause == EndCause::task_timeout) {
+        charged = id == w.culprit;
+      } else if (death) {
+        charged = running == 1;  // alone on the worker: the death is its doing
+        if (running > 1) t.isolate = true;
+      }
+    }
+    if (!charged) {
+      requeue.push_back(id);
+      continue;
+    }
+    ++t.charges;
+    if (t.charges < 1 + cfg_.max_retries) {
+      ++counters_.retries;
+      requeue.push_back(id);
+      continue;
+    }
+    fail(id, t, cause == EndCause::task_timeout ? FailCause::timeout : FailCause::worker_died,
+         wid, cause);
+    forget_if_idle(id);
+  }
+  requeue_front(requeue);
+
+  if (w.local && !stopping_) {
+    if (w.state == WState::starting) startup_failure(now);
+    replenish();
+  }
+  if (broken_ && workers_.empty()) fail_pending(FailCause::no_workers);
+  pump(now);
+}
+
+void Scheduler::tick(TimePoint now) {
+  for (auto& [wid, w] : workers_) {
+    if (w.state == WState::starting) {
+      if (!w.kill_sent && now - w.since > cfg_.startup_timeout) {
+        if (!w.kill) w.kill = EndCause::startup_timeout;
+        w.kill_sent = true;
+        out_.kills.push_back({wid, *w.kill});
+      }
+      continue;
+    }
+    if (w.kill) continue;
+    if (cfg_.task_timeout.count() <= 0) continue;
+    for (std::size_t i = 0; i < w.inflight.size() && i < w.slots; ++i) {
+      const Task& t = tasks_.at(w.inflight[i]);
+      if (t.done || now - t.started <= cfg_.task_timeout) continue;
+      w.kill = EndCause::task_timeout;
+      w.kill_sent = true;
+      w.culprit = w.inflight[i];
+      out_.kills.push_back({wid, EndCause::task_timeout});
+      break;
+    }
+  }
+}
+
+std::optional<TimePoint> Scheduler::next_deadline() const {
+  std::optional<TimePoint> next;
+  auto consider = [&](TimePoint t) {
+    if (!next || t < *next) next = t;
+  };
+  for (const auto& [wid, w] : workers_) {
+    if (w.state == WState::starting) {
+      if (!w.kill_sent) consider(w.since + cfg_.startup_timeout);
+      continue;
+    }
+    if (w.kill) continue;
+    if (cfg_.task_timeout.count() <= 0) continue;
+    for (std::size_t i = 0; i < w.inflight.size() && i < w.slots; ++i) {
+      const Task& t = tasks_.at(w.inflight[i]);
+      if (!t.done) consider(t.started + cfg_.task_timeout);
+    }
+  }
+  return next;
+}
+
+void Scheduler::close() {
+  closed_ = true;
+  out_.room_freed = true;
+}
+
+void Scheduler::stop(TimePoint now) {
+  (void)now;
+  closed_ = stopping_ = true;
+  fail_pending(FailCause::shutdown);
+  out_.room_freed = true;
+  out_.workers_changed = true;
+}
+
+unsigned Scheduler::ready_workers(bool local_only) const {
+  unsigned n = 0;
+  for (const auto& [wid, w] : workers_)
+    n += w.state == WState::ready && (!local_only || w.local) ? 1u : 0u;
+  return n;
+}
+
+unsigned Scheduler::ready_slots() const {
+  unsigned n = 0;
+  for (const auto& [wid, w] : workers_)
+    n += w.state == WState::ready ? w.slots : 0u;
+  return n;
+}
+
+bool Scheduler::is_ready(WorkerId wid) const {
+  auto it = workers_.find(wid);
+  return it != workers_.end() && it->second.state != WState::starting;
+}
+
+std::vector<TaskId> Scheduler::inflight_of(WorkerId wid) const {
+  auto it = workers_.find(wid);
+  if (it == workers_.end()) return {};
+  return {it->second.inflight.begin(), it->second.inflight.end()};
+}
+
+std::optional<EndCause> Scheduler::kill_cause(WorkerId wid) const {
+  auto it = workers_.find(wid);
+  if (it == workers_.end()) return std::nullopt;
+  return it->second.kill;
+}
+
+// --- rules ----------------------------------------------------------------------------------
+
+bool Scheduler::anyone_starting() const {
+  return std::any_of(workers_.begin(), workers_.end(),
+                     [](const auto& p) { return p.second.state == WState::starting; });
+}
+
+std::size_t Scheduler::depth() const {
+  if (anyone_starting()) return 1;  // early tasks wait for the workers still registering
+  if (avg_service_us_ < 0) return std::min<std::size_t>(2, cfg_.prefetch);
+  // Queue about a millisecond of work per worker.
+  const double ahead = 1000.0 / std::max(avg_service_us_, 0.01);
+  return 1 + static_cast<std::size_t>(std::clamp(ahead, 0.0, double(cfg_.prefetch - 1)));
+}
+
+bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid) const {
+  if (w.state != WState::ready || w.kill) return false;
+  if (w.local && cfg_.max_tasks_per_worker && w.sent >= cfg_.max_tasks_per_worker) return false;
+  // An isolated task runs alone, and nothing joins a worker running one.
+  if (t.isolate) return w.inflight.empty();
+  if (!w.inflight.empty() && tasks_.at(w.inflight.front()).isolate) return false;
+  if (t.avoid == wid) {
+    const bool other = std::any_of(workers_.begin(), workers_.end(), [&](const auto& p) {
+      return p.first != wid && p.second.state == WState::ready;
+    });
+    if (other) return false;
+  }
+  if (w.inflight.size() < w.slots) return true;
+  return w.inflight.size() < w.slots - 1 + depth() && w.inflight_bytes + t.bytes <= w.credit / 2;
+}
+
+void Scheduler::pump(TimePoint now) {
+  while (!pending_.empty()) {
+    const TaskId id = pending_.front();
+    Task& t = tasks_.at(id);
+    Worker* best = nullptr;
+    WorkerId best_id = 0;
+    for (auto& [wid, w] : workers_) {
+      if (!has_room_for(w, t, wid)) continue;
+      if (!best || w.inflight.size() < best->inflight.size()) {
+        best = &w;
+        best_id = wid;
+      }
+    }
+    if (!best) return;
+    pending_.pop_front();
+    t.at = best_id;
+    if (best->inflight.size() < best->slots) t.started = now;
+    best->inflight.push_back(id);
+    best->inflight_bytes += t.bytes;
+    ++best->sent;
+    out_.sends.push_back({best_id, id, t.charges + 1});
+    if (best->local && cfg_.max_tasks_per_worker && best->sent >= cfg_.max_tasks_per_worker) {
+      // Retired: it takes no more; its replacement starts now, so queued work has somewhere
+      // to go while it finishes.
+      best->state = WState::draining;
+      ++counters_.workers_recycled;
+      replenish();
+    }
+  }
+}
+
+void Scheduler::remove_inflight(Worker& w, WorkerId wid, std::size_t at, TimePoint now) {
+  (void)wid;
+  const TaskId id = w.inflight[at];
+  w.inflight_bytes -= tasks_.at(id).bytes;
+  w.inflight.erase(w.inflight.begin() + static_cast<std::ptrdiff_t>(at));
+  // The worker runs its queue in order, `slots` at a time: the task that just moved into the
+  // running window started now.
+  if (at < w.slots && w.inflight.size() >= w.slots) {
+    tasks_.at(w.inflight[w.slots - 1]).started = now;
+  }
+}
+
+void Scheduler::maybe_stop_draining(WorkerId wid, Worker& w) {
+  if (w.state == WState::draining && w.inflight.empty() && !w.stop_sent) {
+    w.stop_sent = true;
+    out_.stops.push_back(wid);
+  }
+}
+
+void Scheduler::requeue_front(std::vector<TaskId>& ids) {
+  for (auto it = ids.rbegin(); it != ids.rend(); ++it)
+    pending_.push_front(*it);
+}
+
+void Scheduler::fail(TaskId id, Task& t, FailCause c, WorkerId w, EndCause e) {
+  out_.failures.push_back({id, c, t.charges, w, e});
+  finish(id, t);
+  forget_if_idle(id);
+}
+
+void Scheduler::finish(TaskId id, Task& t) {
+  (void)id;
+  if (t.done) return;
+  t.done = true;
+  --in_system_;
+  out_.room_freed = true;
+}
+
+void Scheduler::forget_if_idle(TaskId id) {
+  auto it = tasks_.find(id);
+  if (it != tasks_.end() && it->second.done && it->second.at == 0) tasks_.erase(it);
+}
+
+void Scheduler::startup_failure(TimePoint now) {
+  (void)now;
+  ++startup_failures_;
+  if (startup_failures_ >= cfg_.startup_failure_limit && !broken_) {
+    broken_ = true;
+    out_.notices.push_back({Notice::Kind::broken, static_cast<unsigned>(workers_.size()),
+                            cfg_.local_workers});
+    out_.room_freed = true;
+  }
+}
+
+void Scheduler::replenish() {
+  if (stopping_ || broken_) return;
+  unsigned have = spawning_;
+  for (const auto& [wid, w] : workers_)
+    have += w.local && w.state != WState::draining && !w.kill ? 1u : 0u;
+  if (have >= local_target_) return;
+  const unsigned more = local_target_ - have;
+  spawning_ += more;
+  out_.spawns += more;
+}
+
+void Scheduler::fail_pending(FailCause c) {
+  auto ids = std::move(pending_);
+  pending_.clear();
+  for (TaskId id : ids)
+    fail(id, tasks_.at(id), c);
+}
+
+}  // namespace ferry::detail

@@ -1,0 +1,257 @@
+// The pool's scheduling rules as a pure state machine (internal).
+//
+// Events go in (a task submitted, a worker ready, a result, a worker gone, a timeout tick, a
+// cancel); actions come out (send these tasks to that worker, end this task with that cause,
+// kill that worker, spawn N workers, tell that worker to exit). The Scheduler knows tasks and
+// workers only by id, their sizes and their positions; it owns no thread, socket, process or
+// clock (every event carries `now`), so every rule can be tested with random event sequences
+// and no processes (tests/coordinator/test_coordinator_scheduler.cpp).
+//
+// Rules, in one place:
+// - Window: at most `window` tasks are in the system (submitted, no outcome yet); the caller
+//   asks has_room() before submit().
+// - Placement: the oldest pending task goes to the ready worker with the fewest tasks in
+//   flight that has room: a free slot, or a queue shorter than the adaptive depth (about 1 ms
+//   of work, at most `prefetch`) within half its transport buffer. While any worker is still
+//   starting, nobody queues beyond its running slots (so early tasks do not all land on the
+//   first worker to register).
+// - A worker runs its queue in order, `slots` at a time: the first `slots` in flight run.
+// - Charging: a run counts against a task's attempts only when the task is to blame: it ran
+//   past the timeout, or its worker died (crashed, lost, sent garbage) while it was the only
+//   task running there. Tasks that had not started, or shared a dying multi-slot worker, are
+//   re-queued without charge; the latter run alone next time (isolation), so a crash is pinned
+//   on the task that causes it. A task is failed once charged 1 + max_retries times.
+// - A killed worker's cause is the one recorded when the kill was decided (cancel, timeout,
+//   start-up timeout, bad frame), never guessed from text.
+// - Replacements: a local worker that ends unexpectedly is replaced; one retired by
+//   max_tasks_per_worker is replaced when retired. Three local workers in a row that end before
+//   registering (or a spawn failure with no worker at all) break the pool: pending and new
+//   tasks fail with no_workers. A spawn failure with other workers alive shrinks the pool.
+//
+// Threading: none; the owner serialises calls (the pool holds its mutex around them).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace ferry::detail {
+
+using TaskId = std::uint64_t;
+using WorkerId = std::uint32_t;
+using SchedClock = std::chrono::steady_clock;
+using TimePoint = SchedClock::time_point;
+
+// Why a worker ended. Reported by the supervisor (local) or membership (remote); when the
+// scheduler itself asked for the kill, its recorded cause replaces the reported one.
+enum class EndCause : std::uint8_t {
+  exited,           // the process ended (crash, signal or exit) for reasons of its own
+  lost,             // remote: disconnected or silent past the heartbeat timeout
+  rejected,         // the handshake refused it (protocol or task set)
+  bad_frame,        // it sent a frame that could not be decoded: killed
+  startup_timeout,  // it did not register within the start-up timeout: killed
+  task_timeout,     // a task ran past the task timeout: killed
+  cancelled,        // the caller cancelled the task it was running: killed
+  recycled,         // max_tasks_per_worker reached: told to exit
+  shutdown,         // the pool is shutting down
+};
+std::string_view to_string(EndCause c) noexcept;
+
+// Why a task ended without a result.
+enum class FailCause : std::uint8_t {
+  worker_died,  // charged 1 + max_retries times for deaths of its workers
+  timeout,      // its last charged run passed the task timeout
+  cancelled,    // cancelled by the caller
+  shutdown,     // the pool shut down before it ran
+  no_workers,   // the pool cannot start workers (see broken_reason())
+  too_large,    // its arguments exceed the frame limit
+  bad_result,   // its result could not be decoded twice, on two workers
+};
+std::string_view to_string(FailCause c) noexcept;
+
+struct SchedulerConfig {
+  std::size_t window = 1024;  // tasks in the system at once
+  unsigned max_retries = 3;
+  unsigned prefetch = 64;  // most tasks queued at one worker (running ones included)
+  std::chrono::milliseconds task_timeout{0};  // 0: none
+  std::chrono::milliseconds startup_timeout{30000};
+  unsigned max_tasks_per_worker = 0;  // 0: unlimited (local workers only)
+  unsigned local_workers = 0;         // how many the pool keeps running
+  std::size_t max_task_bytes = SIZE_MAX;
+  unsigned startup_failure_limit = 3;
+};
+
+// Tasks to send, in order (the caller batches consecutive sends to one worker).
+struct Dispatch {
+  WorkerId worker = 0;
+  TaskId task = 0;
+  std::uint32_t attempt = 1;  // 1-based: charges so far + 1
+};
+// A task ended without a result.
+struct Failure {
+  TaskId task = 0;
+  FailCause cause = FailCause::worker_died;
+  std::uint32_t attempt = 0;  // the attempt that failed (charges), 0 if it never ran
+  WorkerId worker = 0;        // the worker of its last run, 0 if none
+  EndCause worker_end = EndCause::exited;  // how that worker ended (worker_died, timeout)
+};
+struct Kill {
+  WorkerId worker = 0;
+  EndCause cause = EndCause::exited;
+};
+// Something a person should be told once (the pool logs it).
+struct Notice {
+  enum class Kind : std::uint8_t { shrunk, broken } kind = Kind::shrunk;
+  unsigned running = 0, wanted = 0;
+};
+
+struct Actions {
+  std::vector<Dispatch> sends;
+  std::vector<Failure> failures;
+  std::vector<Kill> kills;
+  std::vector<WorkerId> stops;  // send a graceful shutdown (recycled, drained)
+  unsigned spawns = 0;
+  std::vector<Notice> notices;
+  bool workers_changed = false;  // readiness waiters should look again
+  bool room_freed = false;       // submitters waiting for the window should look again
+  bool empty() const noexcept {
+    return sends.empty() && failures.empty() && kills.empty() && stops.empty() && spawns == 0 &&
+           notices.empty() && !workers_changed && !room_freed;
+  }
+};
+
+struct SchedulerCounters {
+  std::uint64_t submitted = 0;
+  std::uint64_t retries = 0;
+  std::uint64_t worker_deaths = 0;  // ends other than rejected, recycled, cancelled, shutdown
+  std::uint64_t workers_recycled = 0;
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(SchedulerConfig c);
+
+  // Asks for the initial local workers (a spawns action).
+  void start();
+  // True while a submit would not exceed the window (or would fail at once: closed, broken).
+  bool has_room() const noexcept;
+  // A new task of `bytes` encoded bytes. Precondition: has_room(). It is pending, or failed
+  // at once (closed: shutdown; broken: no_workers; too large: too_large).
+  void submit(TaskId task, std::size_t bytes, TimePoint now);
+  // Caller's cancel; false if the task had no outcome pending (done, or unknown).
+  bool cancel(TaskId task, TimePoint now);
+
+  // A local worker process was started (it must register within the start-up timeout).
+  void worker_started(WorkerId w, TimePoint now);
+  // A local worker could not be started (resources); `why` is kept for messages.
+  void spawn_failed(std::string why, TimePoint now);
+  // The worker must go for `why` (rejected at the handshake, sent a malformed frame): a kill
+  // action, and the cause is remembered for when it is gone.
+  void kill_worker(WorkerId w, EndCause why);
+  // Admitted: it takes tasks. Remote workers are ready when they join (no started event).
+  void worker_ready(WorkerId w, bool local, unsigned slots, std::size_t credit_bytes,
+                    TimePoint now);
+  // A result (or the task's own exception) for task from w. False: stale (w no longer has
+  // it: a late duplicate, a cancelled task) and the caller drops it; true: the caller
+  // completes the task's future with it.
+  bool result(WorkerId w, TaskId task, TimePoint now);
+  // The result for task from w could not be decoded: re-run once on another worker.
+  void bad_result(WorkerId w, TaskId task, TimePoint now);
+  // The worker ended. Idempotent (a second report of the same end is ignored).
+  void worker_gone(WorkerId w, EndCause reported, TimePoint now);
+  // Time passed: kills for tasks past the timeout and workers past the start-up timeout.
+  void tick(TimePoint now);
+  // When tick() should next be called (nullopt: no deadline pending).
+  std::optional<TimePoint> next_deadline() const;
+
+  // No new tasks: later submits fail with shutdown.
+  void close();
+  // Stops: pending tasks fail (shutdown); tasks still in flight fail as their workers end.
+  void stop(TimePoint now);
+
+  Actions take() { return std::exchange(out_, Actions{}); }
+
+  // Queries.
+  std::size_t in_system() const noexcept { return in_system_; }
+  std::size_t pending() const noexcept { return pending_.size(); }
+  bool known(TaskId t) const noexcept { return tasks_.count(t) != 0; }
+  unsigned ready_workers(bool local_only = false) const;
+  unsigned ready_slots() const;
+  bool is_ready(WorkerId w) const;
+  bool broken() const noexcept { return broken_; }
+  unsigned local_target() const noexcept { return local_target_; }
+  bool closed() const noexcept { return closed_; }
+  const std::string& broken_reason() const noexcept { return broken_reason_; }
+  void set_broken_reason(std::string why) { broken_reason_ = std::move(why); }
+  const SchedulerCounters& counters() const noexcept { return counters_; }
+  const SchedulerConfig& config() const noexcept { return cfg_; }
+  // Tasks in flight on w, oldest first (for tests and the status page).
+  std::vector<TaskId> inflight_of(WorkerId w) const;
+  // The recorded kill cause of w, if the scheduler asked for one.
+  std::optional<EndCause> kill_cause(WorkerId w) const;
+
+ private:
+  struct Task {
+    std::size_t bytes = 0;
+    std::uint32_t charges = 0;
+    WorkerId at = 0;  // worker it is on (0: pending or done)
+    TimePoint started{};
+    bool done = false;  // outcome given (the entry lingers while a worker still holds it)
+    bool isolate = false;
+    bool bad_result = false;
+    WorkerId avoid = 0;  // a worker whose result for it could not be decoded
+  };
+  enum class WState : std::uint8_t { starting, ready, draining };
+  struct Worker {
+    WState state = WState::starting;
+    bool local = true;
+    unsigned slots = 1;
+    std::size_t credit = 0;
+    std::deque<TaskId> inflight;
+    std::size_t inflight_bytes = 0;
+    std::uint64_t sent = 0;
+    TimePoint since{};
+    std::optional<EndCause> kill;  // why it must go, once decided
+    bool kill_sent = false;        // a kill action was given
+    TaskId culprit = 0;  // the task a timeout kill is for
+    bool stop_sent = false;
+  };
+
+  void pump(TimePoint now);
+  bool has_room_for(const Worker& w, const Task& t, WorkerId wid) const;
+  std::size_t depth() const;
+  bool anyone_starting() const;
+  void fail(TaskId id, Task& t, FailCause c, WorkerId w = 0, EndCause e = EndCause::exited);
+  void finish(TaskId id, Task& t);  // the task's outcome is given: release its window slot
+  void forget_if_idle(TaskId id);   // drops a done task no worker holds any more
+  void remove_inflight(Worker& w, WorkerId wid, std::size_t at, TimePoint now);
+  void requeue_front(std::vector<TaskId>& ids);
+  void startup_failure(TimePoint now);
+  void maybe_stop_draining(WorkerId wid, Worker& w);
+  void fail_pending(FailCause c);
+  void replenish();  // spawns to keep local_target_ local workers
+
+  SchedulerConfig cfg_;
+  std::unordered_map<TaskId, Task> tasks_;
+  std::deque<TaskId> pending_;
+  std::map<WorkerId, Worker> workers_;
+  std::size_t in_system_ = 0;
+  unsigned startup_failures_ = 0;
+  unsigned local_target_ = 0;  // local workers the pool keeps (shrinks on spawn failures)
+  unsigned spawning_ = 0;      // spawns asked for, not yet started or failed
+  bool shrunk_noticed_ = false;
+  bool closed_ = false, stopping_ = false, broken_ = false;
+  std::string broken_reason_;
+  double avg_service_us_ = -1;  // EWMA of a task's service time; < 0 until measured
+  SchedulerCounters counters_;
+  Actions out_;
+};
+
+}  // namespace ferry::detail
