@@ -356,6 +356,7 @@ std::optional<EndCause> Scheduler::kill_cause(WorkerId wid) const {
 // --- rules ----------------------------------------------------------------------------------
 
 bool Scheduler::anyone_starting() const {
+  if (spawning_ > 0) return true;  // asked for, not even started yet
   return std::any_of(workers_.begin(), workers_.end(),
                      [](const auto& p) { return p.second.state == WState::starting; });
 }
@@ -375,10 +376,11 @@ bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid) const
   if (t.isolate) return w.inflight.empty();
   if (!w.inflight.empty() && tasks_.at(w.inflight.front()).isolate) return false;
   if (t.avoid == wid) {
-    const bool other = std::any_of(workers_.begin(), workers_.end(), [&](const auto& p) {
-      return p.first != wid && p.second.state == WState::ready;
-    });
-    if (other) return false;
+    // Elsewhere: another worker, when there is or may be one (a remote worker that sent an
+    // undecodable result never gets the task back; a lone local worker does).
+    const bool other = std::any_of(workers_.begin(), workers_.end(),
+                                   [&](const auto& p) { return p.first != wid; });
+    if (other || !w.local) return false;
   }
   if (w.inflight.size() < w.slots) return true;
   return w.inflight.size() < w.slots - 1 + depth() && w.inflight_bytes + t.bytes <= w.credit / 2;

@@ -17,6 +17,7 @@
 
 #include "curve_keys.hpp"
 #include "ferry/ferry.hpp"
+#include "ferry/ipc/factory.hpp"
 #include "ferry/shared/messages.hpp"
 #include "testing.hpp"
 
@@ -73,6 +74,39 @@ int free_port() {
 }
 
 }  // namespace
+
+// A remote worker that answers its first task with an undecodable result, then serves
+// honestly (it stays connected until the pool tells it to stop).
+FERRY_TEST_PEER(forging_worker) {
+  auto ch = ferry::ipc::open_channel(args.at(0), ferry::ipc::Role::connect);
+  if (!ch) return 3;
+  ferry::msg::Hello h;
+  h.pid = ::getpid();
+  h.host = "forger";
+  ferry::worker::register_builtin_tasks();
+  ferry::TaskRegistry::instance().freeze();
+  h.registry_hash = ferry::TaskRegistry::instance().hash();
+  if (!(*ch)->send(ferry::make_frame(ferry::MessageKind::hello, h))) return 3;
+  bool forged = false;
+  for (;;) {
+    ferry::Frame f;
+    if (!(*ch)->recv_for(f, 20s)) return 4;
+    if (f.header.kind == ferry::MessageKind::shutdown) return 0;
+    if (f.header.kind == ferry::MessageKind::heartbeat) {
+      (void)(*ch)->send(f);
+      continue;
+    }
+    if (f.header.kind != ferry::MessageKind::task) continue;
+    if (forged) continue;  // from now on it only listens: the retry must go elsewhere
+    forged = true;
+    ferry::Frame bad;
+    bad.header.kind = ferry::MessageKind::result;
+    bad.header.request_id = f.header.request_id;
+    bad.payload = {0xff, 0xff, 0xff, 0xff, 0x01};
+    bad.header.length = static_cast<std::uint32_t>(bad.payload.size());
+    (void)(*ch)->send(bad);
+  }
+}
 
 TEST_SUITE("coordinator.remote") {
   TEST_CASE("two remote workers with slots serve a map over tcp and exit when it shuts down") {
@@ -264,6 +298,29 @@ TEST_SUITE("coordinator.remote") {
       // The pool still works, with its one real worker.
       CHECK(pool.map(square, std::views::iota(0, 100), 10).back() == 99 * 99);
       CHECK(pool.stats().workers.size() <= 2);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("an undecodable result from a worker that was given the task is re-run elsewhere") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 0,
+                        .listen = "tcp://127.0.0.1:0",
+                        .heartbeat_interval = 200ms,
+                        .heartbeat_timeout = 5000ms,
+                        .on_event = [](std::string_view) {}});
+      auto forger = ft::spawn_peer("forging_worker", {pool.listen_endpoint()});
+      REQUIRE(pool.wait_workers(1, 20s));
+      auto f = pool.submit(square, 9);
+      // The forged answer must not fail it: it waits for another worker, which now joins.
+      CHECK_FALSE(f.wait_for(300ms));
+      auto honest = ft::spawn(FERRY_WORKER_EXE, {"--connect", pool.listen_endpoint()});
+      CHECK(f.get() == 81);
+      CHECK(pool.stats().retries == 1);
+      pool.shutdown();
+      ft::expect_exit(forger, 0);
+      ft::expect_exit(honest, 0);
     }
     leaks.verify();
   }
