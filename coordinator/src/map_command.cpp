@@ -185,9 +185,12 @@ int map_command(const MapArgs& args, const Options& opt) {
   std::optional<Pool> made;
   try {
     made.emplace(po);
-  } catch (const std::exception& e) {
+  } catch (const Exception& e) {
     std::cerr << "ferry-coordinator: " << e.what() << "\n";
-    return cli::kExitUsage;
+    return e.error().code == Errc::invalid_argument ? cli::kExitUsage : cli::kExitFailed;
+  } catch (const std::exception& e) {  // no thread, no memory
+    std::cerr << "ferry-coordinator: cannot start the pool: " << e.what() << "\n";
+    return cli::kExitFailed;
   }
   Pool& pool = *made;
   if (!await_joined_workers(pool, opt)) {

@@ -70,7 +70,13 @@ Membership::~Membership() {
 }
 
 void Membership::start() {
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    try {
+      run();
+    } catch (const std::exception& e) {
+      core_.event(std::string("remote workers: the listener failed: ") + e.what());
+    }
+  });
 }
 
 std::string Membership::endpoint() const {

@@ -327,6 +327,16 @@ void PoolCore::bad_stream(WorkerId id, const std::string& why) {
   carry_out(w);
 }
 
+void PoolCore::channel_lost(WorkerId id) {
+  Work w;
+  {
+    std::lock_guard lk(mu_);
+    sched_.kill_worker(id, EndCause::lost);
+    collect_locked(w);
+  }
+  carry_out(w);
+}
+
 void PoolCore::worker_gone(WorkerId id, const EndInfo& end) {
   Work w;
   EndpointPtr ep;

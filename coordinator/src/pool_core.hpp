@@ -70,6 +70,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void worker_refused(WorkerId w, const std::string& reason);
   void worker_gone(WorkerId w, const EndInfo& end);
   void bad_stream(WorkerId w, const std::string& why);  // malformed frame: it must go
+  void channel_lost(WorkerId w);  // its channel closed; if it has not exited, it must go
   // Results (and other frames) a worker sent, in arrival order.
   void on_frames(WorkerId w, std::span<Frame> frames);
   void tick();

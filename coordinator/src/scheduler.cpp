@@ -110,6 +110,7 @@ void Scheduler::worker_started(WorkerId w, TimePoint now) {
 void Scheduler::spawn_failed(std::string why, TimePoint now) {
   (void)now;
   if (spawning_ > 0) --spawning_;
+  if (broken_) return;  // said already
   broken_reason_ = std::move(why);
   const unsigned alive = static_cast<unsigned>(workers_.size());
   if (alive == 0) {

@@ -121,7 +121,15 @@ Supervisor::~Supervisor() {
 }
 
 void Supervisor::start() {
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    try {
+      run();
+    } catch (const std::exception& e) {
+      // Out of memory while watching: stop the workers rather than leave them unwatched.
+      core_.event(std::string("supervisor failed: ") + e.what() + "; stopping the workers");
+      terminate_all();
+    }
+  });
 }
 
 void Supervisor::request_spawns(unsigned n) {
@@ -192,17 +200,18 @@ void Supervisor::spawn_one() {
                                          opened->credit, pipes.out[0], pipes.err[0],
                                          opened->socket_path);
   w->spawned_at = SchedClock::now();
-  core_.worker_started(w);
-  workers_.push_back(w);
   try {
     w->start_reader(core_);
   } catch (const std::system_error& e) {
-    // No thread for its channel: the worker cannot be served. It is stopped and reaped as
-    // any other; the pool says why.
+    // No thread for its channel: the worker cannot be served. Its process is stopped and
+    // reaped here (Process's destructor) before the pool ever counts it.
     core_.spawn_failed("cannot start worker " + std::to_string(id) + ": no thread for it (" +
                        e.what() + ")");
-    w->kill(EndCause::exited);
+    return;
   }
+  core_.worker_started(w);
+  workers_.push_back(w);
+  w->release_reader();
 }
 
 void Supervisor::emit_line(const LocalWorker& w, int stream, std::string_view line) const {
@@ -268,8 +277,13 @@ void Supervisor::run() {
       if (stopping_) break;
       spawns = std::exchange(want_spawn_, 0u);
     }
-    while (spawns-- > 0)
-      spawn_one();
+    while (spawns-- > 0) {
+      try {
+        spawn_one();
+      } catch (const std::exception& e) {  // out of memory: as any other failure to start
+        core_.spawn_failed(std::string("cannot start a worker: ") + e.what());
+      }
+    }
 
     std::vector<pollfd> fds{{wake_fd_, POLLIN, 0}};
     std::vector<std::pair<std::shared_ptr<LocalWorker>, int>> who{{nullptr, 0}};

@@ -22,6 +22,7 @@ LocalWorker::LocalWorker(WorkerIdentity who, std::unique_ptr<coordinator::Proces
 
 LocalWorker::~LocalWorker() {
   stop_ = true;
+  release_reader();
   if (reader_.joinable()) {
     if (reader_.get_id() == std::this_thread::get_id()) {
       reader_.detach();
@@ -47,11 +48,25 @@ void LocalWorker::kill(EndCause) noexcept {
 }
 
 void LocalWorker::start_reader(PoolCore& core) {
-  reader_ = std::thread([this, &core] { reader_loop(core); });
+  reader_ = std::thread([this, &core] {
+    go_.wait(false);
+    try {
+      reader_loop(core);
+    } catch (const std::exception& e) {
+      // Out of memory, most likely: this worker cannot be served; it is replaced.
+      if (!stop_.load()) core.bad_stream(id(), std::string("its reader failed: ") + e.what());
+    }
+  });
+}
+
+void LocalWorker::release_reader() noexcept {
+  go_ = true;
+  go_.notify_one();
 }
 
 void LocalWorker::stop_reader() {
   stop_ = true;
+  release_reader();
   if (reader_.joinable()) reader_.join();
 }
 
@@ -65,7 +80,14 @@ void LocalWorker::reader_loop(PoolCore& core) {
   auto keep_going = [&](const Status& st) {
     const auto c = st.code();
     if (c == Errc::timeout || c == Errc::would_block) return !stop_.load();
-    if (c != Errc::channel_closed && !stop_.load()) core.bad_stream(id(), st.error().message());
+    if (stop_.load()) return false;
+    if (c != Errc::channel_closed) {
+      core.bad_stream(id(), st.error().message());
+    } else {
+      // Closed while the process lives on (a worker exits when its channel closes; one that
+      // does not can no longer be served): stopped, so its tasks move.
+      core.channel_lost(id());
+    }
     return false;
   };
   for (;;) {

@@ -73,9 +73,11 @@ class LocalWorker final : public WorkerEndpoint {
   void kill(EndCause why) noexcept override;
   std::size_t credit_bytes() const noexcept override { return credit_; }
 
-  // Starts the reader thread (hello, then every frame, handed to core). Throws
+  // Makes the reader thread (hello, then every frame, handed to core); it waits for
+  // release_reader(), so a worker the pool cannot serve is never announced. Throws
   // std::system_error if no thread can be made.
   void start_reader(PoolCore& core);
+  void release_reader() noexcept;
   // After the process exited: the reader drains what the worker sent before dying, then stops.
   void stop_reader();
   coordinator::Process& process() noexcept { return *proc_; }
@@ -94,6 +96,7 @@ class LocalWorker final : public WorkerEndpoint {
   std::string socket_path_;  // zmq ipc socket file, unlinked once the worker connected
   std::thread reader_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> go_{false};
 };
 
 class RemoteWorker final : public WorkerEndpoint {

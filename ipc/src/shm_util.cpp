@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -27,6 +28,9 @@ bool PeerWatch::dead(pid_t pid, std::uint64_t start_ticks) noexcept {
         known_dead_.store(true, std::memory_order_release);
         return true;
       }
+      // Out of descriptors: nothing can be concluded (/proc needs one too); ask again later,
+      // rather than declare a live peer dead.
+      if (errno == EMFILE || errno == ENFILE) return ::kill(pid, 0) != 0 && errno == ESRCH;
       // No pidfd (old kernel, seccomp): fall back to /proc.
       const bool gone = !os::process_alive(pid, start_ticks);
       if (gone) known_dead_.store(true, std::memory_order_release);

@@ -98,7 +98,7 @@ TEST_SUITE("coordinator.edges") {
           (void)f.get();
           ++ok;
         } catch (const ferry::TaskFailure& e) {
-          MESSAGE(e.what());
+          MESSAGE(std::string(e.what()));
         }
       }
       CHECK(ok == 186);
