@@ -100,14 +100,8 @@ int cleanup_command(bool include_live) {
   return cli::kExitOk;
 }
 
-}  // namespace
-
-int run_cli(int argc, char** argv, const DemoRegistry& demos) {
-  Options opt;
-  CLI::App app{"ferry-coordinator: run ferry tasks on a pool of worker processes",
-               "ferry-coordinator"};
-  app.set_version_flag("--version", "ferry-coordinator 0.1.0");
-  app.fallthrough();
+// The options every command shares (before the command on the command line).
+void add_global_options(CLI::App& app, Options& opt) {
   app.add_option("-w,--workers", opt.workers, "local worker processes (default: CPU count)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("-t,--transport", opt.transport, "local transport: pipe | shm | zmq")
@@ -135,6 +129,18 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
       ->check(CLI::PositiveNumber);
   app.add_option("--log-level", opt.log_level, "error | warn | info | debug")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv, const DemoRegistry& demos) {
+  Options opt;
+  CLI::App app{"ferry-coordinator: run ferry tasks on a pool of worker processes",
+               "ferry-coordinator"};
+  app.set_version_flag("--version", "ferry-coordinator 0.1.0");
+  app.fallthrough();
+  add_global_options(app, opt);
 
   std::string demo_name;
   auto* demo = app.add_subcommand("demo", "run the demo tour: demo list | demo NAME | demo all");

@@ -10,6 +10,8 @@
 #include <deque>
 #include <iostream>
 #include <map>
+#include <memory>
+#include <variant>
 #include <nlohmann/json.hpp>
 
 #include "ferry/coordinator/pool.hpp"
@@ -152,70 +154,99 @@ struct Chunk {
   bool printed = false;
 };
 
-}  // namespace
+// One `map` run: reads items, keeps a window of chunks in flight, prints results as they
+// come (in input order unless --unordered), then the summary.
+class MapRun {
+ public:
+  MapRun(const MapArgs& args, const Options& opt, const TaskEntry& task, ItemSource source)
+      : args_(args),
+        opt_(opt),
+        task_(task),
+        source_(std::move(source)),
+        progress_(opt.progress.value_or(::isatty(2) == 1)),
+        bar_(progress_, source_.total()) {}
 
-int map_command(const MapArgs& args, const Options& opt) {
-  auto& reg = TaskRegistry::instance();
-  reg.freeze();
-  auto index = reg.index_of(args.task);
-  if (!index) {
-    std::cerr << "ferry-coordinator: map: " << index.error().detail << "\n";
-    return cli::kExitUsage;
+  int run(Pool& pool) {
+    chunksize_ = args_.chunksize;
+    if (chunksize_ == 0) {
+      chunksize_ = source_.total()
+                       ? std::min<std::size_t>(pool.auto_chunksize(*source_.total()), 10000)
+                       : 64;
+    }
+    // Chunks in flight: enough to keep every worker busy, few enough to print steadily.
+    window_ = std::size_t{8} * pool.size();
+    while (more_ || !outstanding_.empty()) {
+      if (g_signal.load()) return interrupted(pool);
+      if (auto bad = feed(pool)) {
+        pool.shutdown(ShutdownMode::cancel);
+        return *bad;
+      }
+      if (!outstanding_.empty()) args_.unordered ? print_finished() : print_next_in_order();
+    }
+    std::cout.flush();
+    pool.shutdown(ShutdownMode::drain);
+    bar_.update(done_, true);
+    summary(pool.stats());
+    return failed_ == 0 ? cli::kExitOk : cli::kExitFailed;
   }
-  const TaskEntry& task = *reg.at(*index);
-  if (!task.parse_chunk) {
-    std::cerr << "ferry-coordinator: map: task '" << task.name
-              << "' does not take one number or string argument, so it cannot be mapped from "
-                 "the command line\n";
-    return cli::kExitUsage;
-  }
-  auto source = ItemSource::make(args);
-  if (!source) {
-    std::cerr << "ferry-coordinator: map: " << source.error().detail << "\n";
-    return cli::kExitUsage;
-  }
-  const bool progress = opt.progress.value_or(::isatty(2) == 1);
-  const auto t0 = Clock::now();
 
-  // Ctrl-C (and SIGTERM) cancel the job; workers ignore SIGINT and are stopped by the pool.
-  InterruptGuard interrupts;
+ private:
+  // Submits chunks while the window has room; an exit code if an item cannot be parsed.
+  std::optional<int> feed(Pool& pool) {
+    while (more_ && outstanding_.size() < window_) {
+      Chunk c;
+      c.first = next_index_;
+      std::string item;
+      while (c.inputs.size() < chunksize_ && source_.next(item))
+        c.inputs.push_back(item);
+      if (c.inputs.empty()) {
+        more_ = false;
+        break;
+      }
+      auto encoded = task_.parse_chunk(c.inputs);
+      if (!encoded) {
+        std::cerr << "ferry-coordinator: map: item " << c.first << ": "
+                  << encoded.error().detail << "\n";
+        return cli::kExitUsage;
+      }
+      next_index_ += c.inputs.size();
+      c.result = pool.submit_encoded(task_.name, std::move(*encoded),
+                                     static_cast<std::uint32_t>(c.inputs.size()),
+                                     static_cast<std::int64_t>(c.first));
+      outstanding_.push_back(std::move(c));
+    }
+    return std::nullopt;
+  }
 
-  PoolOptions po = pool_options(opt);
-  po.shutdown_grace = std::chrono::milliseconds(500);
-  std::optional<Pool> made;
-  try {
-    made.emplace(po);
-  } catch (const Exception& e) {
-    std::cerr << "ferry-coordinator: " << e.what() << "\n";
-    return e.error().code == Errc::invalid_argument ? cli::kExitUsage : cli::kExitFailed;
-  } catch (const std::exception& e) {  // no thread, no memory
-    std::cerr << "ferry-coordinator: cannot start the pool: " << e.what() << "\n";
-    return cli::kExitFailed;
+  void print_next_in_order() {
+    if (!outstanding_.front().result.wait_until(Clock::now() + std::chrono::milliseconds(50))) {
+      return;
+    }
+    print_chunk(outstanding_.front());
+    outstanding_.pop_front();
   }
-  Pool& pool = *made;
-  if (!await_joined_workers(pool, opt)) {
-    pool.shutdown(ShutdownMode::cancel);
-    return cli::kExitFailed;
-  }
-  std::size_t chunksize = args.chunksize;
-  if (chunksize == 0) {
-    chunksize =
-        source->total() ? std::min<std::size_t>(pool.auto_chunksize(*source->total()), 10000) : 64;
-  }
-  // Chunks in flight: enough to keep every worker busy, few enough to print results steadily.
-  const std::size_t window = std::size_t{8} * pool.size();
-  std::deque<Chunk> outstanding;
-  bool more = true;
-  std::size_t next_index = 0, done = 0, failed = 0;
-  Progress bar(progress, source->total());
-  nlohmann::json jline;
 
-  auto print_chunk = [&](Chunk& c) {
+  // Whatever has finished, in any order; else a short wait on the oldest.
+  void print_finished() {
+    bool any = false;
+    for (auto& c : outstanding_) {
+      if (c.printed || !c.result.ready()) continue;
+      print_chunk(c);
+      c.printed = any = true;
+    }
+    while (!outstanding_.empty() && outstanding_.front().printed)
+      outstanding_.pop_front();
+    if (!any && !outstanding_.empty()) {
+      (void)outstanding_.front().result.wait_until(Clock::now() + std::chrono::milliseconds(2));
+    }
+  }
+
+  void print_chunk(Chunk& c) {
     std::vector<ItemText> items;
     std::string chunk_error;
     if (auto failure = c.result.failure()) {
       chunk_error = describe(*failure);
-    } else if (auto r = task.format_batch(c.result.encoded())) {
+    } else if (auto r = task_.format_batch(c.result.encoded())) {
       items = std::move(*r);
     } else {
       chunk_error = "undecodable result: " + r.error().message();
@@ -225,102 +256,55 @@ int map_command(const MapArgs& args, const Options& opt) {
       const std::string text = !chunk_error.empty() ? chunk_error
                                : i < items.size()   ? items[i].text
                                                     : "missing result";
-      if (opt.json) {
-        jline = {{"index", c.first + i}, {"input", c.inputs[i]}, {"ok", ok}};
-        jline[ok ? "value" : "error"] = text;
-        std::cout << jline.dump() << "\n";
-      } else if (ok) {
-        std::cout << text << "\n";
-      } else {
-        if (progress) std::fputs("\r\033[K", stderr);
-        std::cerr << "ferry: " << task.name << "(" << c.inputs[i] << ") failed: " << text << "\n";
-      }
-      failed += ok ? 0 : 1;
+      print_item(c.first + i, c.inputs[i], ok, text);
     }
     // Results stream to whatever reads stdout (a pipe is block-buffered otherwise).
     std::cout.flush();
-    done += c.inputs.size();
-    bar.update(done);
-  };
+    done_ += c.inputs.size();
+    bar_.update(done_);
+  }
 
-  bool interrupted = false;
-  while (more || !outstanding.empty()) {
-    if (g_signal.load()) {
-      interrupted = true;
-      break;
-    }
-    while (more && outstanding.size() < window) {
-      Chunk c;
-      c.first = next_index;
-      std::string item;
-      while (c.inputs.size() < chunksize && source->next(item))
-        c.inputs.push_back(item);
-      if (c.inputs.empty()) {
-        more = false;
-        break;
-      }
-      auto encoded = task.parse_chunk(c.inputs);
-      if (!encoded) {
-        std::cerr << "ferry-coordinator: map: item " << c.first << ": " << encoded.error().detail
-                  << "\n";
-        pool.shutdown(ShutdownMode::cancel);
-        return cli::kExitUsage;
-      }
-      next_index += c.inputs.size();
-      c.result = pool.submit_encoded(task.name, std::move(*encoded),
-                                     static_cast<std::uint32_t>(c.inputs.size()),
-                                     static_cast<std::int64_t>(c.first));
-      outstanding.push_back(std::move(c));
-    }
-    if (outstanding.empty()) continue;
-    const auto until = Clock::now() + std::chrono::milliseconds(50);
-    if (!args.unordered) {
-      if (!outstanding.front().result.wait_until(until)) continue;
-      print_chunk(outstanding.front());
-      outstanding.pop_front();
-      continue;
-    }
-    // Unordered: whatever has finished, in any order; else a short wait on the oldest.
-    bool any = false;
-    for (auto& c : outstanding) {
-      if (c.printed || !c.result.ready()) continue;
-      print_chunk(c);
-      c.printed = any = true;
-    }
-    while (!outstanding.empty() && outstanding.front().printed)
-      outstanding.pop_front();
-    if (!any && !outstanding.empty()) {
-      (void)outstanding.front().result.wait_until(Clock::now() + std::chrono::milliseconds(2));
+  void print_item(std::size_t index, const std::string& input, bool ok, const std::string& text) {
+    failed_ += ok ? 0 : 1;
+    if (opt_.json) {
+      nlohmann::json line = {{"index", index}, {"input", input}, {"ok", ok}};
+      line[ok ? "value" : "error"] = text;
+      std::cout << line.dump() << "\n";
+    } else if (ok) {
+      std::cout << text << "\n";
+    } else {
+      if (progress_) std::fputs("\r\033[K", stderr);
+      std::cerr << "ferry: " << task_.name << "(" << input << ") failed: " << text << "\n";
     }
   }
-  std::cout.flush();
-  if (interrupted) {
-    if (progress) std::fputs("\n", stderr);
-    std::cerr << "ferry: interrupted: cancelling " << outstanding.size()
+
+  int interrupted(Pool& pool) {
+    std::cout.flush();
+    if (progress_) std::fputs("\n", stderr);
+    std::cerr << "ferry: interrupted: cancelling " << outstanding_.size()
               << " chunk(s) in flight and stopping the workers\n";
     pool.shutdown(ShutdownMode::cancel);
     return cli::kExitInterrupted;
   }
-  pool.shutdown(ShutdownMode::drain);
-  bar.update(done, true);
 
-  const auto st = pool.stats();
-  const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
-  if (opt.json) {
-    nlohmann::json per = nlohmann::json::array();
-    for (auto& w : st.workers)
-      per.push_back({{"worker", w.id}, {"pid", w.pid}, {"chunks", w.tasks}});
-    nlohmann::json summary = {{"summary",
-                               {{"task", task.name},
-                                {"items", done},
-                                {"failed", failed},
-                                {"chunks", st.submitted},
-                                {"retries", st.retries},
-                                {"worker_deaths", st.worker_deaths},
-                                {"workers", per},
-                                {"wall_s", wall}}}};
-    std::cout << summary.dump() << "\n";
-  } else {
+  void summary(const PoolStats& st) const {
+    const double wall = std::chrono::duration<double>(Clock::now() - t0_).count();
+    if (opt_.json) {
+      nlohmann::json per = nlohmann::json::array();
+      for (auto& w : st.workers)
+        per.push_back({{"worker", w.id}, {"pid", w.pid}, {"chunks", w.tasks}});
+      nlohmann::json s = {{"summary",
+                           {{"task", task_.name},
+                            {"items", done_},
+                            {"failed", failed_},
+                            {"chunks", st.submitted},
+                            {"retries", st.retries},
+                            {"worker_deaths", st.worker_deaths},
+                            {"workers", per},
+                            {"wall_s", wall}}}};
+      std::cout << s.dump() << "\n";
+      return;
+    }
     std::string per;
     for (auto& w : st.workers) {
       if (!per.empty()) per += ", ";
@@ -329,11 +313,79 @@ int map_command(const MapArgs& args, const Options& opt) {
     std::fprintf(stderr,
                  "ferry: map %s: %zu items in %llu chunks, %zu failed, %llu retries, %llu worker "
                  "deaths; chunks per worker: %s; %.3f s\n",
-                 task.name.c_str(), done, static_cast<unsigned long long>(st.submitted), failed,
-                 static_cast<unsigned long long>(st.retries),
+                 task_.name.c_str(), done_, static_cast<unsigned long long>(st.submitted),
+                 failed_, static_cast<unsigned long long>(st.retries),
                  static_cast<unsigned long long>(st.worker_deaths), per.c_str(), wall);
   }
-  return failed == 0 ? cli::kExitOk : cli::kExitFailed;
+
+  const MapArgs& args_;
+  const Options& opt_;
+  const TaskEntry& task_;
+  ItemSource source_;
+  const bool progress_;
+  Progress bar_;
+  const Clock::time_point t0_ = Clock::now();
+  std::size_t chunksize_ = 1, window_ = 1;
+  std::deque<Chunk> outstanding_;
+  bool more_ = true;
+  std::size_t next_index_ = 0, done_ = 0, failed_ = 0;
+};
+
+// The task to map, or a usage message.
+const TaskEntry* mappable_task(const std::string& name) {
+  auto& reg = TaskRegistry::instance();
+  reg.freeze();
+  auto index = reg.index_of(name);
+  if (!index) {
+    std::cerr << "ferry-coordinator: map: " << index.error().detail << "\n";
+    return nullptr;
+  }
+  const TaskEntry* task = reg.at(*index);
+  if (!task->parse_chunk) {
+    std::cerr << "ferry-coordinator: map: task '" << task->name
+              << "' does not take one number or string argument, so it cannot be mapped from "
+                 "the command line\n";
+    return nullptr;
+  }
+  return task;
+}
+
+// The pool for a command, or a message and the exit status.
+std::variant<std::unique_ptr<Pool>, int> make_pool(const Options& opt) {
+  PoolOptions po = pool_options(opt);
+  po.shutdown_grace = std::chrono::milliseconds(500);
+  try {
+    return std::make_unique<Pool>(po);
+  } catch (const Exception& e) {
+    std::cerr << "ferry-coordinator: " << e.what() << "\n";
+    return e.error().code == Errc::invalid_argument ? cli::kExitUsage : cli::kExitFailed;
+  } catch (const std::exception& e) {  // no thread, no memory
+    std::cerr << "ferry-coordinator: cannot start the pool: " << e.what() << "\n";
+    return cli::kExitFailed;
+  }
+}
+
+}  // namespace
+
+int map_command(const MapArgs& args, const Options& opt) {
+  const TaskEntry* task = mappable_task(args.task);
+  if (!task) return cli::kExitUsage;
+  auto source = ItemSource::make(args);
+  if (!source) {
+    std::cerr << "ferry-coordinator: map: " << source.error().detail << "\n";
+    return cli::kExitUsage;
+  }
+  // Ctrl-C (and SIGTERM) cancel the job; workers ignore SIGINT and are stopped by the pool.
+  InterruptGuard interrupts;
+  MapRun job(args, opt, *task, std::move(*source));
+  auto made = make_pool(opt);
+  if (auto* code = std::get_if<int>(&made)) return *code;
+  Pool& pool = *std::get<std::unique_ptr<Pool>>(made);
+  if (!await_joined_workers(pool, opt)) {
+    pool.shutdown(ShutdownMode::cancel);
+    return cli::kExitFailed;
+  }
+  return job.run(pool);
 }
 
 int tasks_command(const Options& opt) {

@@ -328,13 +328,14 @@ void PoolCore::bad_stream(WorkerId id, const std::string& why) {
 }
 
 void PoolCore::channel_lost(WorkerId id) {
-  Work w;
+  // Stopped without a cause of ours: its end is reported as whatever the process died of.
+  EndpointPtr ep;
   {
     std::lock_guard lk(mu_);
-    sched_.kill_worker(id, EndCause::lost);
-    collect_locked(w);
+    if (sched_.told_to_exit(id)) return;
+    if (auto it = endpoints_.find(id); it != endpoints_.end()) ep = it->second;
   }
-  carry_out(w);
+  if (ep) ep->kill(EndCause::lost);
 }
 
 void PoolCore::worker_gone(WorkerId id, const EndInfo& end) {
@@ -350,9 +351,8 @@ void PoolCore::worker_gone(WorkerId id, const EndInfo& end) {
     const auto recorded = sched_.kill_cause(id);
     const auto inflight = sched_.inflight_of(id).size();
     const bool was_ready = sched_.is_ready(id);
-    sched_.worker_gone(id, end.cause, SchedClock::now());
     EndInfo eff = end;
-    if (recorded) eff.cause = *recorded;
+    eff.cause = sched_.worker_gone(id, end.cause, SchedClock::now());
     collect_locked(w, eff, ep ? &ep->who() : nullptr);
     const bool quiet = eff.cause == EndCause::shutdown || eff.cause == EndCause::recycled ||
                        eff.cause == EndCause::rejected || sched_.closed();

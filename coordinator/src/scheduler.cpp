@@ -133,6 +133,8 @@ void Scheduler::spawn_failed(std::string why, TimePoint now) {
 void Scheduler::kill_worker(WorkerId w, EndCause why) {
   auto it = workers_.find(w);
   if (it == workers_.end() || it->second.kill) return;
+  // A worker told to exit (recycled, or the pool stopping) closes its channel as it goes.
+  if (why == EndCause::lost && (stopping_ || it->second.stop_sent)) return;
   it->second.kill = why;
   // A refused worker exits by itself after telling why (its start-up timeout still applies).
   if (why == EndCause::rejected) return;
@@ -199,9 +201,9 @@ void Scheduler::bad_result(WorkerId wid, TaskId id, TimePoint now) {
   pump(now);
 }
 
-void Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) {
+EndCause Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) {
   auto wit = workers_.find(wid);
-  if (wit == workers_.end()) return;
+  if (wit == workers_.end()) return reported;
   Worker w = std::move(wit->second);
   workers_.erase(wit);
   out_.workers_changed = true;
@@ -264,6 +266,7 @@ void Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) {
   }
   if (broken_ && workers_.empty()) fail_pending(FailCause::no_workers);
   pump(now);
+  return cause;
 }
 
 void Scheduler::tick(TimePoint now) {
@@ -346,6 +349,12 @@ std::vector<TaskId> Scheduler::inflight_of(WorkerId wid) const {
   auto it = workers_.find(wid);
   if (it == workers_.end()) return {};
   return {it->second.inflight.begin(), it->second.inflight.end()};
+}
+
+bool Scheduler::told_to_exit(WorkerId wid) const {
+  auto it = workers_.find(wid);
+  if (it == workers_.end()) return true;
+  return stopping_ || it->second.stop_sent || it->second.kill.has_value();
 }
 
 std::optional<EndCause> Scheduler::kill_cause(WorkerId wid) const {

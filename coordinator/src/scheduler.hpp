@@ -164,8 +164,10 @@ class Scheduler {
   bool result(WorkerId w, TaskId task, TimePoint now);
   // The result for task from w could not be decoded: re-run once on another worker.
   void bad_result(WorkerId w, TaskId task, TimePoint now);
-  // The worker ended. Idempotent (a second report of the same end is ignored).
-  void worker_gone(WorkerId w, EndCause reported, TimePoint now);
+  // The worker ended. Idempotent (a second report of the same end is ignored). Returns the
+  // cause that counts: the one recorded when the scheduler asked for its end (a kill, a
+  // recycling stop, the shutdown), else the reported one.
+  EndCause worker_gone(WorkerId w, EndCause reported, TimePoint now);
   // Time passed: kills for tasks past the timeout and workers past the start-up timeout.
   void tick(TimePoint now);
   // When tick() should next be called (nullopt: no deadline pending).
@@ -194,6 +196,8 @@ class Scheduler {
   const SchedulerConfig& config() const noexcept { return cfg_; }
   // Tasks in flight on w, oldest first (for tests and the status page).
   std::vector<TaskId> inflight_of(WorkerId w) const;
+  // True if w was told to go (stopping, recycled, killed): its channel closing is expected.
+  bool told_to_exit(WorkerId w) const;
   // The recorded kill cause of w, if the scheduler asked for one.
   std::optional<EndCause> kill_cause(WorkerId w) const;
 
