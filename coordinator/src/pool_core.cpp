@@ -219,12 +219,7 @@ std::size_t PoolCore::depth_locked() const {
 }
 
 Frame PoolCore::task_frame(const TaskState& t) const {
-  msg::Task m;
-  m.attempt = t.runs;
-  m.function = t.function;
-  m.batch = t.batch;
-  m.args = t.args;
-  return make_frame(MessageKind::task, m, t.id);
+  return msg::make_task_frame(msg::TaskHeader{t.runs, t.function, t.batch}, t.args, t.id);
 }
 
 void PoolCore::pump_locked(std::vector<SendJob>& jobs) {
@@ -348,9 +343,12 @@ void PoolCore::on_frames(WorkerLink& link, std::span<Frame> frames) {
 
 void PoolCore::complete_from(const WorkerLink& link, TaskState& t, Frame& f) {
   if (f.header.kind == MessageKind::result) {
-    auto r = decode_value<msg::TaskResult>(f.payload);
+    auto r = msg::decode_result(FrameView{f.header, f.payload});
     if (r) {
-      t.complete(std::move(r->value), std::nullopt, &counters_.succeeded);
+      // The value is the payload's tail: keep it in the frame's buffer, moved to the front.
+      const auto head = static_cast<std::ptrdiff_t>(f.payload.size() - r->value.size());
+      f.payload.erase(f.payload.begin(), f.payload.begin() + head);
+      t.complete(std::move(f.payload), std::nullopt, &counters_.succeeded);
       return;
     }
     auto fail = failure_for(t, FailureKind::remote_error,

@@ -46,34 +46,32 @@ FrameView view_of(const Frame& f) {
 }
 
 // Runs one task message; returns the reply frame (result or error).
-Frame execute(const Frame& in, std::int32_t pid, const std::string& host, Bytes& scratch) {
+Frame execute(const Frame& in, std::int32_t pid, const std::string& host) {
   const std::uint64_t id = in.header.request_id;
   auto error = [&](std::uint32_t attempt, std::string type, std::string what,
                    std::string stack = {}) {
     msg::TaskError err{attempt, std::move(type), std::move(what), pid, host, std::move(stack)};
     return make_frame(MessageKind::error, err, id);
   };
-  auto task = msg::decode<msg::Task>(view_of(in), MessageKind::task);
+  auto task = msg::decode_task(view_of(in));
   if (!task) return error(0, "ferry::DecodeError", "task message: " + task.error().message());
-  const TaskEntry* e = TaskRegistry::instance().at(task->function);
+  const msg::TaskHeader& h = task->header;
+  const TaskEntry* e = TaskRegistry::instance().at(h.function);
   if (!e) {
-    return error(task->attempt, "ferry::DecodeError",
-                 "task function index " + std::to_string(task->function) +
-                     " is not in this worker's registry");
+    return error(
+        h.attempt, "ferry::DecodeError",
+        "task function index " + std::to_string(h.function) + " is not in this worker's registry");
   }
-  scratch.clear();
+  // The value is encoded straight into the reply's payload, behind its header: no copy.
+  Frame out = msg::start_result_frame(msg::ResultHeader{h.attempt}, id);
   try {
-    (task->batch ? e->invoke_batch : e->invoke)(e->fn, task->args, scratch);
+    (h.batch ? e->invoke_batch : e->invoke)(e->fn, task->args, out.payload);
   } catch (...) {
-    return error(task->attempt, task_detail::current_exception_type(),
+    return error(h.attempt, task_detail::current_exception_type(),
                  task_detail::current_exception_what(), stack_here());
   }
-  msg::TaskResult r;
-  r.attempt = task->attempt;
-  r.value.swap(scratch);
-  Frame f = make_frame(MessageKind::result, r, id);
-  r.value.swap(scratch);
-  return f;
+  msg::finish_frame(out);
+  return out;
 }
 
 enum class Outcome { stop, lost, fatal, restart };
@@ -213,7 +211,6 @@ class Worker {
   // Local worker: one task at a time on this thread (lowest latency).
   Outcome serve() {
     Frame in;
-    Bytes scratch;
     for (;;) {
       auto st = ch_->recv(in);
       if (!st) {
@@ -224,7 +221,7 @@ class Worker {
       }
       switch (in.header.kind) {
         case MessageKind::task:
-          if (auto s = ch_->send(execute(in, pid_, host_, scratch)); !s) {
+          if (auto s = ch_->send(execute(in, pid_, host_)); !s) {
             exit_code_ = fail(kExitConnectFailed, "sending a result: " + s.error().message());
             return Outcome::fatal;
           }
@@ -252,7 +249,6 @@ class Worker {
     std::vector<std::thread> runners;
     for (std::uint32_t i = 0; i < std::max<std::uint32_t>(1, opt_.slots); ++i) {
       runners.emplace_back([&] {
-        Bytes scratch;
         for (;;) {
           Frame in;
           {
@@ -262,7 +258,7 @@ class Worker {
             in = std::move(sh.tasks.front());
             sh.tasks.pop_front();
           }
-          Frame out = execute(in, pid_, host_, scratch);
+          Frame out = execute(in, pid_, host_);
           std::lock_guard lk(sh.send_m);
           if (!sh.closing) (void)ch_->send(out);
         }
