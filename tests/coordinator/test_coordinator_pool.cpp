@@ -104,6 +104,23 @@ FERRY_TEST_PEER(old_protocol_worker) {
   return f.header.kind == ferry::MessageKind::reject ? 4 : 0;
 }
 
+// A worker of the release before (protocol 1): version 1 in its frame header and its hello.
+FERRY_TEST_PEER(v1_worker) {
+  auto ch =
+      ferry::ipc::open_channel(std::getenv("FERRY_WORKER_ENDPOINT"), ferry::ipc::Role::connect);
+  if (!ch) return 3;
+  ferry::msg::Hello h;
+  h.protocol_version = 1;
+  h.pid = ::getpid();
+  h.registry_hash = ferry::TaskRegistry::instance().hash();
+  ferry::Frame hello = ferry::make_frame(ferry::MessageKind::hello, h);
+  hello.header.version = 1;
+  if (!(*ch)->send(hello)) return 3;
+  ferry::Frame f;
+  if (!(*ch)->recv_for(f, 10s)) return 3;
+  return f.header.kind == ferry::MessageKind::reject ? 4 : 0;
+}
+
 FERRY_TASK(add);
 FERRY_TASK(worker_pid);
 FERRY_TASK(signal_then_sleep);
@@ -410,6 +427,33 @@ TEST_SUITE("coordinator.pool") {
     }
     std::lock_guard lk(m);
     CHECK(!events.empty());
+  }
+
+  TEST_CASE("a protocol 1 worker is rejected, naming versions 1 and 2") {
+    static_assert(ferry::kProtocolVersion == 2, "update this test's expected text");
+    std::mutex m;
+    std::vector<std::string> events;
+    ferry::PoolOptions o;
+    o.workers = 1;
+    o.worker_program = ft::self_exe();
+    o.worker_args = {"--ferry-test-peer", "v1_worker"};
+    o.on_event = [&](std::string_view l) {
+      std::lock_guard lk(m);
+      events.emplace_back(l);
+    };
+    ferry::Pool pool(o);
+    auto f = pool.submit(square, 2);
+    try {
+      f.get();
+      FAIL("expected Rejected");
+    } catch (const ferry::Rejected& e) {
+      const std::string what = e.what();
+      CHECK(what.find("protocol version mismatch: worker speaks 1, coordinator 2") !=
+            std::string::npos);
+    }
+    std::lock_guard lk(m);
+    REQUIRE(!events.empty());
+    CHECK(events.front().find("worker speaks 1, coordinator 2") != std::string::npos);
   }
 
   TEST_CASE("workers that cannot be started make tasks fail with Rejected, naming why") {

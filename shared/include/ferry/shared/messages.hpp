@@ -14,7 +14,8 @@
 
 namespace ferry::msg {
 
-// worker -> coordinator, first frame on a connection.
+// worker -> coordinator, first frame on a connection. Its layout is the same in every
+// protocol version (frame.hpp, crosses_versions): append nothing, reorder nothing.
 struct Hello {
   std::uint16_t protocol_version = kProtocolVersion;
   std::int32_t pid = 0;
@@ -44,7 +45,8 @@ struct Welcome {
   }
 };
 
-// coordinator -> worker: refused, with the reason naming both sides' values.
+// coordinator -> worker: refused, with the reason naming both sides' values. Same layout in
+// every protocol version, like Hello.
 struct Reject {
   std::string reason;
   template <class A>
