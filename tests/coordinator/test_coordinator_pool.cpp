@@ -206,6 +206,32 @@ TEST_SUITE("coordinator.pool") {
     leaks.verify();
   }
 
+  TEST_CASE("a result too large for a frame is a FrameTooLarge error, not a death or a retry") {
+    ft::LeakCheck leaks;
+    for (auto t : {ferry::Transport::pipe, ferry::Transport::shm, ferry::Transport::zmq}) {
+      CAPTURE(ferry::transport_name(t));
+      ferry::Pool pool({.workers = 1, .transport = t});
+      // 70,000,000 bytes encode to 70,000,008 (a length, then the bytes): over 64 MiB.
+      auto f = pool.submit(ferry::builtin::blob, 70'000'000);
+      try {
+        f.get();
+        FAIL("expected RemoteError");
+      } catch (const ferry::RemoteError& e) {
+        CHECK(e.info().type == "ferry::FrameTooLarge");
+        CHECK(e.info().message.find("70000008") != std::string::npos);
+        CHECK(e.info().message.find(std::to_string(ferry::kDefaultMaxFrame)) != std::string::npos);
+        CHECK(e.info().task == "blob");
+      }
+      CHECK(pool.apply(square, 9) == 81);
+      CHECK(pool.apply(ferry::builtin::blob, 1000).size() == 1000);
+      const auto st = pool.stats();
+      CHECK(st.worker_deaths == 0);
+      CHECK(st.retries == 0);
+      CHECK(st.workers_spawned == 1);  // the same worker served the tasks after it
+    }
+    leaks.verify();
+  }
+
   TEST_CASE("a map reports the failing item's index and the other items still run") {
     ferry::Pool pool({.workers = 2});
     try {
