@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <map>
 #include <numeric>
 #include <ranges>
 #include <set>
@@ -87,6 +88,29 @@ BadResult make_bad(int mode) {
   return BadResult{mode};
 }
 
+std::int64_t fail_on_three(std::int64_t x) {
+  if (x == 3) throw std::invalid_argument("three is refused");
+  return x;
+}
+
+// Drains an imap_unordered, going on after each failed item: values by index, failures.
+template <class R>
+std::pair<std::map<std::size_t, R>, std::vector<ferry::FailureInfo>> drain(
+    ferry::ImapUnordered<R>& it) {
+  std::map<std::size_t, R> values;
+  std::vector<ferry::FailureInfo> failures;
+  for (;;) {
+    try {
+      auto item = it.next();
+      if (!item) break;
+      CHECK(values.emplace(item->first, std::move(item->second)).second);
+    } catch (const ferry::TaskFailure& e) {
+      failures.push_back(e.info());
+    }
+  }
+  return {std::move(values), std::move(failures)};
+}
+
 }  // namespace
 
 // A worker from another release: speaks protocol version 99 in its hello.
@@ -129,6 +153,7 @@ FERRY_TASK(greeting);
 FERRY_TASK(echo_text);
 FERRY_TASK(take_hostile);
 FERRY_TASK(make_bad);
+FERRY_TASK(fail_on_three);
 
 using ferry::builtin::square;
 
@@ -241,6 +266,57 @@ TEST_SUITE("coordinator.pool") {
       CHECK(e.info().item == 0);
     }
     CHECK(pool.map(square, std::vector<int>{1, 2, 3}, 2) == std::vector<std::int64_t>{1, 4, 9});
+  }
+
+  TEST_CASE("imap_unordered: a failing item does not lose the other items of its chunk") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 2});
+      auto it = pool.imap_unordered(fail_on_three, std::views::iota(0, 10), 5);
+      auto [values, failures] = drain(it);
+      REQUIRE(failures.size() == 1);
+      CHECK(failures[0].item == 3);
+      CHECK(failures[0].kind == ferry::FailureKind::remote_error);
+      CHECK(failures[0].type == "std::invalid_argument");
+      CHECK(failures[0].message == "three is refused");
+      CHECK(values.size() == 9);
+      CHECK_FALSE(values.contains(3));
+      for (auto& [i, v] : values)
+        CHECK(v == static_cast<std::int64_t>(i));
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a chunk whose worker died on every attempt fails each item with its own index") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 1, .max_retries = 0});
+      auto it = pool.imap_unordered(ferry::builtin::crash, std::vector<int>{1, 2, 3}, 3);
+      auto [values, failures] = drain(it);
+      CHECK(values.empty());
+      std::set<std::int64_t> items;
+      for (auto& f : failures) {
+        CHECK(f.kind == ferry::FailureKind::worker_died);
+        items.insert(f.item);
+      }
+      CHECK(failures.size() == 3);
+      CHECK(items == std::set<std::int64_t>{0, 1, 2});
+      CHECK(pool.apply(square, 4) == 16);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("map throws the first failure in input order once every chunk has finished") {
+    ferry::Pool pool({.workers = 2});
+    try {
+      pool.map(fail_on_three, std::views::iota(0, 10), 2);
+      FAIL("expected RemoteError");
+    } catch (const ferry::RemoteError& e) {
+      CHECK(e.info().item == 3);
+      CHECK(e.info().message == "three is refused");
+    }
+    // All five chunks came back (the one holding item 3 as a per-item outcome).
+    CHECK(pool.stats().succeeded == 5);
   }
 
   TEST_CASE("a worker SIGKILLed mid-task: the task is re-run and its result arrives once") {

@@ -109,6 +109,9 @@ class TaskRegistry {
 // Outcome of a chunk, as a worker encodes it: all items succeeded (values only), or a
 // per-item list. Decoded by the coordinator into one result or error per item.
 enum class BatchMode : std::uint8_t { all_ok = 0, mixed = 1 };
+// The items of a BatchMode::mixed result: (true, the value's encoding) or (false, an
+// ItemError's encoding), one per item in input order.
+using MixedItems = std::vector<std::pair<bool, Bytes>>;
 
 namespace task_detail {
 
@@ -150,10 +153,6 @@ void invoke(AnyFn fn, ByteView in, Bytes& out) {
 std::string type_name_of(const std::type_info& t);
 std::string current_exception_type();
 std::string current_exception_what();
-
-// One item of a chunk's result when not all succeeded: (true, value's encoding) or
-// (false, ItemError's encoding).
-using MixedItems = std::vector<std::pair<bool, Bytes>>;
 
 // Appends BatchMode::mixed and items to out, first turning values into kFrameTooLargeType
 // item errors as invoke_batch describes, so that out stays within max_out where it can.
