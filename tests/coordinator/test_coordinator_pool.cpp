@@ -257,6 +257,47 @@ TEST_SUITE("coordinator.pool") {
     leaks.verify();
   }
 
+  TEST_CASE("in a chunk, only the item whose result is too large for a frame fails") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 1});
+      const std::vector<std::int64_t> sizes{10, 70'000'000, 20};
+      auto it = pool.imap_unordered(ferry::builtin::blob, sizes, 3);
+      auto [values, failures] = drain(it);
+      REQUIRE(values.size() == 2);
+      CHECK(values.at(0) == ferry::builtin::blob(10));
+      CHECK(values.at(2) == ferry::builtin::blob(20));
+      REQUIRE(failures.size() == 1);
+      CHECK(failures[0].item == 1);
+      CHECK(failures[0].type == "ferry::FrameTooLarge");
+      CHECK(failures[0].message.find("70000008") != std::string::npos);
+      CHECK(failures[0].message.find(std::to_string(ferry::kDefaultMaxFrame)) != std::string::npos);
+      try {
+        pool.map(ferry::builtin::blob, sizes, 3);
+        FAIL("expected RemoteError");
+      } catch (const ferry::RemoteError& e) {
+        CHECK(e.info().item == 1);
+        CHECK(e.info().type == "ferry::FrameTooLarge");
+      }
+      // Each fits alone, not both: the larger is left out, the other keeps its value.
+      auto pair = pool.imap_unordered(ferry::builtin::blob,
+                                      std::vector<std::int64_t>{40'000'000, 30'000'000}, 2);
+      auto [kept, left_out] = drain(pair);
+      REQUIRE(kept.size() == 1);
+      CHECK(kept.at(1).size() == 30'000'000);
+      REQUIRE(left_out.size() == 1);
+      CHECK(left_out[0].item == 0);
+      CHECK(left_out[0].type == "ferry::FrameTooLarge");
+      CHECK(left_out[0].message.find("together") != std::string::npos);
+      const auto st = pool.stats();
+      CHECK(st.worker_deaths == 0);
+      CHECK(st.retries == 0);
+      CHECK(st.workers_spawned == 1);
+      CHECK(pool.apply(square, 5) == 25);
+    }
+    leaks.verify();
+  }
+
   TEST_CASE("a map reports the failing item's index and the other items still run") {
     ferry::Pool pool({.workers = 2});
     try {
