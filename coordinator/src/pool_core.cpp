@@ -97,7 +97,7 @@ SchedulerConfig scheduler_config(const PoolOptions& o, unsigned local) {
   c.task_timeout = o.task_timeout;
   c.startup_timeout = o.startup_timeout;
   c.max_tasks_per_worker = o.max_tasks_per_worker;
-  c.max_task_bytes = kDefaultMaxFrame - 64;  // room for the task message's own fields
+  c.max_task_bytes = kDefaultMaxFrame - 64;  // room for the task header (9 bytes today)
   return c;
 }
 
@@ -379,7 +379,7 @@ void PoolCore::on_frames(WorkerId id, std::span<Frame> frames) {
     for (Frame& f : frames) {
       if (f.header.kind != MessageKind::result && f.header.kind != MessageKind::error) continue;
       const TaskId tid = f.header.request_id;
-      if (!msg::validate_payload(FrameView{f.header, f.payload})) {
+      if (!result_decodes(id, tid, f)) {
         sched_.bad_result(id, tid, now);  // re-run once elsewhere
         continue;
       }
@@ -393,6 +393,22 @@ void PoolCore::on_frames(WorkerId id, std::span<Frame> frames) {
     collect_locked(w);
   }
   carry_out(w);
+}
+
+bool PoolCore::result_decodes(WorkerId w, TaskId task, const Frame& f) const {
+  const FrameView view{f.header, f.payload};
+  if (!msg::validate_payload(view)) return false;
+  // A remote worker's value is checked against the task's result type too (local workers run
+  // this program's own code): garbage is re-run elsewhere rather than handed to the caller.
+  auto ep = endpoints_.find(w);
+  auto t = tasks_.find(task);
+  if (f.header.kind != MessageKind::result || ep == endpoints_.end() || !ep->second->who().remote ||
+      t == tasks_.end()) {
+    return true;
+  }
+  const TaskEntry* e = TaskRegistry::instance().at(t->second->function);
+  auto r = msg::decode_result(view);
+  return e && r && e->check_result(r->value, t->second->batch);
 }
 
 void PoolCore::tick() {
@@ -413,12 +429,7 @@ std::optional<TimePoint> PoolCore::next_deadline() const {
 // --- carrying out actions -------------------------------------------------------------------
 
 Frame PoolCore::task_frame(const TaskState& t, std::uint32_t attempt) const {
-  msg::Task m;
-  m.attempt = attempt;
-  m.function = t.function;
-  m.batch = t.batch;
-  m.args = t.args;
-  return make_frame(MessageKind::task, m, t.id);
+  return msg::make_task_frame(msg::TaskHeader{attempt, t.function, t.batch}, t.args, t.id);
 }
 
 void PoolCore::queue_frame_locked(Work& w, const EndpointPtr& to, Frame f) {
@@ -510,9 +521,12 @@ void PoolCore::carry_out(Work& w) {
 
 void PoolCore::complete_result(TaskState& t, Frame& f) {
   if (f.header.kind == MessageKind::result) {
-    auto r = decode_value<msg::TaskResult>(f.payload);
+    auto r = msg::decode_result(FrameView{f.header, f.payload});
     if (r) {
-      t.complete(std::move(r->value), std::nullopt, &counters_.succeeded);
+      // The value is the payload's tail: keep it in the frame's buffer, moved to the front.
+      const auto head = static_cast<std::ptrdiff_t>(f.payload.size() - r->value.size());
+      f.payload.erase(f.payload.begin(), f.payload.begin() + head);
+      t.complete(std::move(f.payload), std::nullopt, &counters_.succeeded);
       return;
     }
   }

@@ -107,6 +107,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
                            const std::optional<EndInfo>& end) const;
   FailureInfo simple_failure(const TaskState& t, FailureKind k, std::string message) const;
   void complete_result(TaskState& t, Frame& f);
+  // mu_ held: the result message decodes (from a remote worker: its value too).
+  bool result_decodes(WorkerId w, TaskId task, const Frame& f) const;
   void notify_locked(const Actions& a);
 
   PoolOptions opt_;

@@ -72,11 +72,11 @@ Result<FrameHeader> decode_header(ByteView bytes, std::size_t max_payload) {
   }
   FrameHeader h;
   h.version = get<std::uint16_t>(p, 4);
-  if (h.version != kProtocolVersion) {
+  const auto kind = get<std::uint8_t>(p, 6);
+  if (h.version != kProtocolVersion && !crosses_versions(kind)) {
     return Error{Errc::bad_version, "peer speaks protocol v" + std::to_string(h.version) +
                                         ", this build speaks v" + std::to_string(kProtocolVersion)};
   }
-  const auto kind = get<std::uint8_t>(p, 6);
   if (!is_known_kind(kind)) {
     return Error{Errc::bad_kind, "unknown message kind " + std::to_string(kind)};
   }

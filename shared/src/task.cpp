@@ -95,6 +95,60 @@ std::string current_exception_what() {
   }
 }
 
+void encode_mixed(Bytes& out, MixedItems& items, std::size_t max_out) {
+  // Sizes as the archive writes them: each item is a bool, a length and its bytes; the batch
+  // is the mode, a count and the items.
+  static const std::size_t kItemOverhead = encode_value(std::pair<bool, Bytes>{}).size();
+  static const std::size_t kBatchOverhead = [] {
+    Bytes b;
+    encode_into(b, BatchMode::mixed, MixedItems{});
+    return b.size();
+  }();
+  const std::size_t base = out.size() + kBatchOverhead;
+  const std::string limit = " (limit " + std::to_string(max_out) + " bytes)";
+  std::size_t total = base;
+  for (auto& item : items) {
+    if (item.first && base + kItemOverhead + item.second.size() > max_out) {
+      // Could not be sent even as the chunk's only item.
+      item = {false, encode_value(ItemError{std::string(kFrameTooLargeType),
+                                            "this item's result encodes to " +
+                                                std::to_string(item.second.size()) +
+                                                " bytes, more than one frame can carry" + limit})};
+    }
+    total += kItemOverhead + item.second.size();
+  }
+  if (total <= max_out) {
+    encode_into(out, BatchMode::mixed, items);
+    return;
+  }
+  // Still too large together: leave out the largest values first, so as few items as possible
+  // lose theirs.
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (items[i].first) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return items[a].second.size() > items[b].second.size();
+  });
+  const std::string together = "the chunk's results together encode to " +
+                               std::to_string(total - base) +
+                               " bytes, more than one frame can carry" + limit;
+  for (std::size_t i : order) {
+    if (total <= max_out) break;
+    const std::size_t size = items[i].second.size();
+    Bytes error =
+        encode_value(ItemError{std::string(kFrameTooLargeType),
+                               together + "; this item's result (" + std::to_string(size) +
+                                   " bytes) was left out so that the others fit"});
+    // The rest are smaller still: replacing them would not help (the worker then fails the
+    // whole chunk, as it does any reply over the limit).
+    if (error.size() >= size) break;
+    total = total - size + error.size();
+    items[i] = {false, std::move(error)};
+  }
+  encode_into(out, BatchMode::mixed, items);
+}
+
 std::string format_bytes_summary(ByteView b) {
   std::uint64_t h = 14695981039346656037ULL;
   for (auto c : b) {

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <map>
 #include <numeric>
 #include <ranges>
 #include <set>
@@ -87,6 +88,29 @@ BadResult make_bad(int mode) {
   return BadResult{mode};
 }
 
+std::int64_t fail_on_three(std::int64_t x) {
+  if (x == 3) throw std::invalid_argument("three is refused");
+  return x;
+}
+
+// Drains an imap_unordered, going on after each failed item: values by index, failures.
+template <class R>
+std::pair<std::map<std::size_t, R>, std::vector<ferry::FailureInfo>> drain(
+    ferry::ImapUnordered<R>& it) {
+  std::map<std::size_t, R> values;
+  std::vector<ferry::FailureInfo> failures;
+  for (;;) {
+    try {
+      auto item = it.next();
+      if (!item) break;
+      CHECK(values.emplace(item->first, std::move(item->second)).second);
+    } catch (const ferry::TaskFailure& e) {
+      failures.push_back(e.info());
+    }
+  }
+  return {std::move(values), std::move(failures)};
+}
+
 }  // namespace
 
 // A worker from another release: speaks protocol version 99 in its hello.
@@ -104,6 +128,23 @@ FERRY_TEST_PEER(old_protocol_worker) {
   return f.header.kind == ferry::MessageKind::reject ? 4 : 0;
 }
 
+// A worker of the release before (protocol 1): version 1 in its frame header and its hello.
+FERRY_TEST_PEER(v1_worker) {
+  auto ch =
+      ferry::ipc::open_channel(std::getenv("FERRY_WORKER_ENDPOINT"), ferry::ipc::Role::connect);
+  if (!ch) return 3;
+  ferry::msg::Hello h;
+  h.protocol_version = 1;
+  h.pid = ::getpid();
+  h.registry_hash = ferry::TaskRegistry::instance().hash();
+  ferry::Frame hello = ferry::make_frame(ferry::MessageKind::hello, h);
+  hello.header.version = 1;
+  if (!(*ch)->send(hello)) return 3;
+  ferry::Frame f;
+  if (!(*ch)->recv_for(f, 10s)) return 3;
+  return f.header.kind == ferry::MessageKind::reject ? 4 : 0;
+}
+
 FERRY_TASK(add);
 FERRY_TASK(worker_pid);
 FERRY_TASK(signal_then_sleep);
@@ -112,6 +153,7 @@ FERRY_TASK(greeting);
 FERRY_TASK(echo_text);
 FERRY_TASK(take_hostile);
 FERRY_TASK(make_bad);
+FERRY_TASK(fail_on_three);
 
 using ferry::builtin::square;
 
@@ -189,6 +231,73 @@ TEST_SUITE("coordinator.pool") {
     leaks.verify();
   }
 
+  TEST_CASE("a result too large for a frame is a FrameTooLarge error, not a death or a retry") {
+    ft::LeakCheck leaks;
+    for (auto t : {ferry::Transport::pipe, ferry::Transport::shm, ferry::Transport::zmq}) {
+      CAPTURE(ferry::transport_name(t));
+      ferry::Pool pool({.workers = 1, .transport = t});
+      // 70,000,000 bytes encode to 70,000,008 (a length, then the bytes): over 64 MiB.
+      auto f = pool.submit(ferry::builtin::blob, 70'000'000);
+      try {
+        f.get();
+        FAIL("expected RemoteError");
+      } catch (const ferry::RemoteError& e) {
+        CHECK(e.info().type == "ferry::FrameTooLarge");
+        CHECK(e.info().message.find("70000008") != std::string::npos);
+        CHECK(e.info().message.find(std::to_string(ferry::kDefaultMaxFrame)) != std::string::npos);
+        CHECK(e.info().task == "blob");
+      }
+      CHECK(pool.apply(square, 9) == 81);
+      CHECK(pool.apply(ferry::builtin::blob, 1000).size() == 1000);
+      const auto st = pool.stats();
+      CHECK(st.worker_deaths == 0);
+      CHECK(st.retries == 0);
+      CHECK(st.workers_spawned == 1);  // the same worker served the tasks after it
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("in a chunk, only the item whose result is too large for a frame fails") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 1});
+      const std::vector<std::int64_t> sizes{10, 70'000'000, 20};
+      auto it = pool.imap_unordered(ferry::builtin::blob, sizes, 3);
+      auto [values, failures] = drain(it);
+      REQUIRE(values.size() == 2);
+      CHECK(values.at(0) == ferry::builtin::blob(10));
+      CHECK(values.at(2) == ferry::builtin::blob(20));
+      REQUIRE(failures.size() == 1);
+      CHECK(failures[0].item == 1);
+      CHECK(failures[0].type == "ferry::FrameTooLarge");
+      CHECK(failures[0].message.find("70000008") != std::string::npos);
+      CHECK(failures[0].message.find(std::to_string(ferry::kDefaultMaxFrame)) != std::string::npos);
+      try {
+        pool.map(ferry::builtin::blob, sizes, 3);
+        FAIL("expected RemoteError");
+      } catch (const ferry::RemoteError& e) {
+        CHECK(e.info().item == 1);
+        CHECK(e.info().type == "ferry::FrameTooLarge");
+      }
+      // Each fits alone, not both: the larger is left out, the other keeps its value.
+      auto pair = pool.imap_unordered(ferry::builtin::blob,
+                                      std::vector<std::int64_t>{40'000'000, 30'000'000}, 2);
+      auto [kept, left_out] = drain(pair);
+      REQUIRE(kept.size() == 1);
+      CHECK(kept.at(1).size() == 30'000'000);
+      REQUIRE(left_out.size() == 1);
+      CHECK(left_out[0].item == 0);
+      CHECK(left_out[0].type == "ferry::FrameTooLarge");
+      CHECK(left_out[0].message.find("together") != std::string::npos);
+      const auto st = pool.stats();
+      CHECK(st.worker_deaths == 0);
+      CHECK(st.retries == 0);
+      CHECK(st.workers_spawned == 1);
+      CHECK(pool.apply(square, 5) == 25);
+    }
+    leaks.verify();
+  }
+
   TEST_CASE("a map reports the failing item's index and the other items still run") {
     ferry::Pool pool({.workers = 2});
     try {
@@ -198,6 +307,57 @@ TEST_SUITE("coordinator.pool") {
       CHECK(e.info().item == 0);
     }
     CHECK(pool.map(square, std::vector<int>{1, 2, 3}, 2) == std::vector<std::int64_t>{1, 4, 9});
+  }
+
+  TEST_CASE("imap_unordered: a failing item does not lose the other items of its chunk") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 2});
+      auto it = pool.imap_unordered(fail_on_three, std::views::iota(0, 10), 5);
+      auto [values, failures] = drain(it);
+      REQUIRE(failures.size() == 1);
+      CHECK(failures[0].item == 3);
+      CHECK(failures[0].kind == ferry::FailureKind::remote_error);
+      CHECK(failures[0].type == "std::invalid_argument");
+      CHECK(failures[0].message == "three is refused");
+      CHECK(values.size() == 9);
+      CHECK_FALSE(values.contains(3));
+      for (auto& [i, v] : values)
+        CHECK(v == static_cast<std::int64_t>(i));
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a chunk whose worker died on every attempt fails each item with its own index") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 1, .max_retries = 0});
+      auto it = pool.imap_unordered(ferry::builtin::crash, std::vector<int>{1, 2, 3}, 3);
+      auto [values, failures] = drain(it);
+      CHECK(values.empty());
+      std::set<std::int64_t> items;
+      for (auto& f : failures) {
+        CHECK(f.kind == ferry::FailureKind::worker_died);
+        items.insert(f.item);
+      }
+      CHECK(failures.size() == 3);
+      CHECK(items == std::set<std::int64_t>{0, 1, 2});
+      CHECK(pool.apply(square, 4) == 16);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("map throws the first failure in input order once every chunk has finished") {
+    ferry::Pool pool({.workers = 2});
+    try {
+      pool.map(fail_on_three, std::views::iota(0, 10), 2);
+      FAIL("expected RemoteError");
+    } catch (const ferry::RemoteError& e) {
+      CHECK(e.info().item == 3);
+      CHECK(e.info().message == "three is refused");
+    }
+    // All five chunks came back (the one holding item 3 as a per-item outcome).
+    CHECK(pool.stats().succeeded == 5);
   }
 
   TEST_CASE("a worker SIGKILLed mid-task: the task is re-run and its result arrives once") {
@@ -410,6 +570,33 @@ TEST_SUITE("coordinator.pool") {
     }
     std::lock_guard lk(m);
     CHECK(!events.empty());
+  }
+
+  TEST_CASE("a protocol 1 worker is rejected, naming versions 1 and 2") {
+    static_assert(ferry::kProtocolVersion == 2, "update this test's expected text");
+    std::mutex m;
+    std::vector<std::string> events;
+    ferry::PoolOptions o;
+    o.workers = 1;
+    o.worker_program = ft::self_exe();
+    o.worker_args = {"--ferry-test-peer", "v1_worker"};
+    o.on_event = [&](std::string_view l) {
+      std::lock_guard lk(m);
+      events.emplace_back(l);
+    };
+    ferry::Pool pool(o);
+    auto f = pool.submit(square, 2);
+    try {
+      f.get();
+      FAIL("expected Rejected");
+    } catch (const ferry::Rejected& e) {
+      const std::string what = e.what();
+      CHECK(what.find("protocol version mismatch: worker speaks 1, coordinator 2") !=
+            std::string::npos);
+    }
+    std::lock_guard lk(m);
+    REQUIRE(!events.empty());
+    CHECK(events.front().find("worker speaks 1, coordinator 2") != std::string::npos);
   }
 
   TEST_CASE("workers that cannot be started make tasks fail with Rejected, naming why") {

@@ -273,7 +273,7 @@ TEST_SUITE("coordinator.remote") {
         d.send(zmq::buffer(std::string("not a frame at all")), zmq::send_flags::none);
         std::string huge(20, '\0');
         std::memcpy(huge.data(), "FRRY", 4);
-        huge[4] = 1;
+        huge[4] = static_cast<char>(ferry::kProtocolVersion);  // only the length is wrong
         huge[6] = 4;
         huge[8] = '\xff';
         huge[9] = '\xff';

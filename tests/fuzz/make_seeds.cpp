@@ -14,10 +14,13 @@ static void write(const std::string& dir, const std::string& name, const Bytes& 
   out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
 }
 
+static void frame(const std::string& dir, const std::string& name, const Frame& f) {
+  write(dir, name, encode_frame(f.header, f.payload));
+}
+
 template <class M>
 static void frame(const std::string& dir, const std::string& name, MessageKind k, const M& m) {
-  Frame f = make_frame(k, m, 7);
-  write(dir, name, encode_frame(f.header, f.payload));
+  frame(dir, name, make_frame(k, m, 7));
 }
 
 int main(int argc, char** argv) {
@@ -30,20 +33,29 @@ int main(int argc, char** argv) {
   frame(dir, "welcome", MessageKind::welcome,
         msg::Welcome{1, "1-2", 500, 2500, msg::Welcome::kNoFunction, {}});
   frame(dir, "reject", MessageKind::reject, msg::Reject{"registry mismatch"});
-  frame(dir, "task", MessageKind::task, msg::Task{1, 2, false, Bytes{1, 2, 3, 4}});
-  frame(dir, "result", MessageKind::result, msg::TaskResult{1, Bytes{5, 6}});
+  frame(dir, "task",
+        msg::make_task_frame({1, 2, false}, encode_value(std::tuple<std::int64_t>{4}), 7));
+  frame(dir, "task-batch",
+        msg::make_task_frame({1, 2, true},
+                             encode_value(std::vector<std::tuple<std::int64_t>>{{1}, {2}}), 7));
+  frame(dir, "result", msg::make_result_frame({1}, encode_value(std::int64_t{16}), 7));
   frame(dir, "error", MessageKind::error, msg::TaskError{1, "E", "what", 3, "h", "#0"});
   frame(dir, "heartbeat", MessageKind::heartbeat, msg::Heartbeat{9});
   frame(dir, "cancel", MessageKind::cancel, msg::Cancel{});
   frame(dir, "shutdown", MessageKind::shutdown, msg::Shutdown{true});
   frame(dir, "log", MessageKind::log, msg::Log{1, "a line"});
-  // A Task whose args claim 2^40 bytes.
+  // An Error whose type string claims 2^40 bytes.
   Bytes p;
-  encode_into(p, std::uint32_t{1}, std::uint32_t{0}, std::uint64_t{1} << 40);
+  encode_into(p, std::uint32_t{1}, std::uint64_t{1} << 40);
   p.push_back(0);
   FrameHeader h;
+  h.kind = MessageKind::error;
+  write(dir, "error-huge-length", encode_frame(h, p));
+  // A Task whose header (attempt, function, batch) is cut short.
+  p.clear();
+  encode_into(p, std::uint32_t{1}, std::uint16_t{2});
   h.kind = MessageKind::task;
-  write(dir, "task-huge-length", encode_frame(h, p));
+  write(dir, "task-short-header", encode_frame(h, p));
   // A header that declares more payload than arrives.
   h.length = 1000;
   auto hb = encode_header(h);

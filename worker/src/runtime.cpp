@@ -45,35 +45,49 @@ FrameView view_of(const Frame& f) {
   return FrameView{f.header, f.payload};
 }
 
-// Runs one task message; returns the reply frame (result or error).
-Frame execute(const Frame& in, std::int32_t pid, const std::string& host, Bytes& scratch) {
+// Runs one task message; returns the reply frame (result or error). A reply never exceeds
+// max_frame: a result too large for one frame is a kFrameTooLargeType error (per item, for a
+// chunk), since a frame the channel refuses would end the worker and cost the task retries
+// that can only fail the same way.
+Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::size_t max_frame) {
   const std::uint64_t id = in.header.request_id;
   auto error = [&](std::uint32_t attempt, std::string type, std::string what,
                    std::string stack = {}) {
     msg::TaskError err{attempt, std::move(type), std::move(what), pid, host, std::move(stack)};
     return make_frame(MessageKind::error, err, id);
   };
-  auto task = msg::decode<msg::Task>(view_of(in), MessageKind::task);
+  auto task = msg::decode_task(view_of(in));
   if (!task) return error(0, "ferry::DecodeError", "task message: " + task.error().message());
-  const TaskEntry* e = TaskRegistry::instance().at(task->function);
+  const msg::TaskHeader& h = task->header;
+  const TaskEntry* e = TaskRegistry::instance().at(h.function);
   if (!e) {
-    return error(task->attempt, "ferry::DecodeError",
-                 "task function index " + std::to_string(task->function) +
-                     " is not in this worker's registry");
+    return error(
+        h.attempt, "ferry::DecodeError",
+        "task function index " + std::to_string(h.function) + " is not in this worker's registry");
   }
-  scratch.clear();
+  // The value is encoded straight into the reply's payload, behind its header: no copy.
+  Frame out = msg::start_result_frame(msg::ResultHeader{h.attempt}, id);
+  const std::size_t head = out.payload.size();
   try {
-    (task->batch ? e->invoke_batch : e->invoke)(e->fn, task->args, scratch);
+    if (h.batch) {
+      e->invoke_batch(e->fn, task->args, out.payload, max_frame);
+    } else {
+      e->invoke(e->fn, task->args, out.payload);
+    }
   } catch (...) {
-    return error(task->attempt, task_detail::current_exception_type(),
+    return error(h.attempt, task_detail::current_exception_type(),
                  task_detail::current_exception_what(), stack_here());
   }
-  msg::TaskResult r;
-  r.attempt = task->attempt;
-  r.value.swap(scratch);
-  Frame f = make_frame(MessageKind::result, r, id);
-  r.value.swap(scratch);
-  return f;
+  if (out.payload.size() > max_frame) {
+    const std::size_t value = out.payload.size() - head;
+    return error(
+        h.attempt, std::string(kFrameTooLargeType),
+        std::string(h.batch ? "the chunk's results encode to " : "the result encodes to ") +
+            std::to_string(value) + " bytes, more than one frame can carry (limit " +
+            std::to_string(max_frame) + " bytes)");
+  }
+  msg::finish_frame(out);
+  return out;
 }
 
 enum class Outcome { stop, lost, fatal, restart };
@@ -108,6 +122,7 @@ class Worker {
     for (;;) {
       ipc::ChannelOptions co;
       co.keys_dir = opt_.keys;
+      max_frame_ = co.max_frame;
       auto ch = ipc::open_channel(opt_.endpoint, ipc::Role::connect, co);
       if (!ch) {
         if (!remote)
@@ -213,7 +228,6 @@ class Worker {
   // Local worker: one task at a time on this thread (lowest latency).
   Outcome serve() {
     Frame in;
-    Bytes scratch;
     for (;;) {
       auto st = ch_->recv(in);
       if (!st) {
@@ -224,7 +238,7 @@ class Worker {
       }
       switch (in.header.kind) {
         case MessageKind::task:
-          if (auto s = ch_->send(execute(in, pid_, host_, scratch)); !s) {
+          if (auto s = ch_->send(execute(in, pid_, host_, max_frame_)); !s) {
             exit_code_ = fail(kExitConnectFailed, "sending a result: " + s.error().message());
             return Outcome::fatal;
           }
@@ -252,7 +266,6 @@ class Worker {
     std::vector<std::thread> runners;
     for (std::uint32_t i = 0; i < std::max<std::uint32_t>(1, opt_.slots); ++i) {
       runners.emplace_back([&] {
-        Bytes scratch;
         for (;;) {
           Frame in;
           {
@@ -262,7 +275,7 @@ class Worker {
             in = std::move(sh.tasks.front());
             sh.tasks.pop_front();
           }
-          Frame out = execute(in, pid_, host_, scratch);
+          Frame out = execute(in, pid_, host_, max_frame_);
           std::lock_guard lk(sh.send_m);
           if (!sh.closing) (void)ch_->send(out);
         }
@@ -327,6 +340,7 @@ class Worker {
   std::string host_;
   std::int32_t pid_;
   ipc::ChannelPtr ch_;
+  std::size_t max_frame_ = kDefaultMaxFrame;  // the largest payload ch_ sends
   std::chrono::milliseconds heartbeat_timeout_{0};
   bool threaded_ = false;
   bool initialized_ = false;

@@ -24,6 +24,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <iterator>
 #include <memory>
@@ -32,6 +33,8 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "ferry/coordinator/future.hpp"
@@ -165,7 +168,9 @@ class Pool {
   }
 
   // fn over every item, results in input order; chunks of chunksize items travel as one task
-  // (0: automatic, about 4 chunks per worker). Throws the first failure (its item index set).
+  // (0: automatic, about 4 chunks per worker). If items failed, throws the failure of the first
+  // in input order (FailureInfo::item its index), once every chunk has finished (as Python's
+  // Pool.map, it does not return while its tasks still run).
   template <class R, class P, std::ranges::input_range Items>
   std::vector<R> map(R (*fn)(P), Items&& items, std::size_t chunksize = 0) {
     return map_tuples<R>(task_key(fn), std::forward<Items>(items), chunksize,
@@ -178,7 +183,8 @@ class Pool {
                          [](auto&& x) { return std::tuple<std::decay_t<P>...>(x); });
   }
   // Streams results as they finish, with their input index; at most `window` chunks in flight
-  // (0: max_in_flight). Items are read from the range only as the window allows.
+  // (0: max_in_flight). Items are read from the range only as the window allows. Each item has
+  // its own outcome: a failed one throws from next() without losing the rest of its chunk.
   template <class R, class P, std::ranges::input_range Items>
   ImapUnordered<R> imap_unordered(R (*fn)(P), Items&& items, std::size_t chunksize = 1,
                                   std::size_t window = 0);
@@ -223,53 +229,78 @@ class Pool {
 
 namespace detail {
 
-// Decodes a chunk's batch result and hands each item to sink(index, value); throws the first
-// item's failure (with its index) after delivering the items before it.
-template <class R, class Sink>
-void for_each_batch_item(TaskState& s, Sink&& sink) {
+// Decodes a finished chunk and hands every item its own outcome, in input order:
+// on_value(index, R&&) for an item that succeeded, on_failure(index, FailureInfo&&) for one
+// that failed, with FailureInfo::item set to its index. Never throws a task's failure: a
+// failure of the whole chunk (its worker died on every attempt, a timeout, a cancel, ...)
+// goes to each of its items, and a result the coordinator cannot decode is a
+// ferry::DecodeError for the items it covers.
+template <class R, class OnValue, class OnFailure>
+void for_each_batch_item(TaskState& s, OnValue&& on_value, OnFailure&& on_failure) {
   std::lock_guard lk(s.m);
   const auto first = static_cast<std::size_t>(s.first_item);
-  if (s.failure) {
-    FailureInfo f = *s.failure;
-    f.item = s.first_item;
-    throw_failure(f);
-  }
-  using Stored = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
-  ByteView in(s.value);
-  BatchMode mode{};
-  auto fail_decode = [&](const Error& e) {
-    FailureInfo f;
-    f.task_id = s.id;
-    f.item = s.first_item;
-    f.type = "ferry::DecodeError";
-    f.message = "the coordinator could not decode a chunk's results: " + e.message();
-    throw RemoteError(std::move(f));
+  auto fail_all = [&](const FailureInfo& f) {
+    for (std::size_t i = 0; i < s.items; ++i) {
+      FailureInfo fi = f;
+      fi.item = static_cast<std::int64_t>(first + i);
+      on_failure(first + i, std::move(fi));
+    }
   };
-  if (auto st = decode_prefix(in, mode); !st) fail_decode(st.error());
-  if (mode == BatchMode::all_ok) {
-    std::vector<Stored> values;
-    if (auto st = decode_prefix(in, values); !st) fail_decode(st.error());
-    for (std::size_t i = 0; i < values.size(); ++i)
-      sink(first + i, std::move(values[i]));
+  if (s.failure) {
+    fail_all(*s.failure);
     return;
   }
-  std::vector<std::pair<bool, Bytes>> mixed;
-  if (auto st = decode_prefix(in, mixed); !st) fail_decode(st.error());
-  for (std::size_t i = 0; i < mixed.size(); ++i) {
-    if (mixed[i].first) {
-      auto v = decode_value<Stored>(mixed[i].second);
-      if (!v) fail_decode(v.error());
-      sink(first + i, std::move(*v));
-      continue;
-    }
-    auto e = decode_value<ItemError>(mixed[i].second);
+  auto decode_error = [&](std::string why) {
     FailureInfo f;
     f.kind = FailureKind::remote_error;
     f.task_id = s.id;
-    f.item = static_cast<std::int64_t>(first + i);
-    f.type = e ? e->type : "ferry::DecodeError";
-    f.message = e ? e->what : e.error().message();
-    throw RemoteError(std::move(f));
+    f.type = "ferry::DecodeError";
+    f.message = "the coordinator could not decode a chunk's results: " + std::move(why);
+    return f;
+  };
+  auto count_differs = [&](std::size_t n) {
+    return decode_error("a chunk of " + std::to_string(s.items) + " items came back with " +
+                        std::to_string(n) + " results");
+  };
+  using Stored = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
+  ByteView in(s.value);
+  BatchMode mode{};
+  if (auto st = decode_prefix(in, mode); !st) return fail_all(decode_error(st.error().message()));
+  if (mode == BatchMode::all_ok) {
+    std::vector<Stored> values;
+    if (auto st = decode_prefix(in, values); !st) {
+      return fail_all(decode_error(st.error().message()));
+    }
+    if (values.size() != s.items) return fail_all(count_differs(values.size()));
+    for (std::size_t i = 0; i < values.size(); ++i)
+      on_value(first + i, std::move(values[i]));
+    return;
+  }
+  MixedItems mixed;
+  if (auto st = decode_prefix(in, mixed); !st) return fail_all(decode_error(st.error().message()));
+  if (mixed.size() != s.items) return fail_all(count_differs(mixed.size()));
+  for (std::size_t i = 0; i < mixed.size(); ++i) {
+    const auto index = static_cast<std::int64_t>(first + i);
+    if (mixed[i].first) {
+      if (auto v = decode_value<Stored>(mixed[i].second)) {
+        on_value(first + i, std::move(*v));
+      } else {
+        FailureInfo f = decode_error(v.error().message());
+        f.item = index;
+        on_failure(first + i, std::move(f));
+      }
+      continue;
+    }
+    auto e = decode_value<ItemError>(mixed[i].second);
+    FailureInfo f = e ? FailureInfo{} : decode_error(e.error().message());
+    f.kind = FailureKind::remote_error;
+    f.task_id = s.id;
+    f.item = index;
+    if (e) {
+      f.type = std::move(e->type);
+      f.message = std::move(e->what);
+    }
+    on_failure(first + i, std::move(f));
   }
 }
 
@@ -332,10 +363,22 @@ std::vector<R> Pool::map_tuples(AnyFn fn, Items&& items, std::size_t chunksize, 
   for (auto& c : chunks)
     total += c->items;
   out.reserve(total);
+  // Chunks and their items are visited in input order, so the first failure kept is the
+  // lowest index. Every chunk is waited for before throwing: none of the map's tasks is left
+  // running in the pool once map returns or throws.
+  std::optional<FailureInfo> failure;
   for (auto& c : chunks) {
     c->wait();
-    detail::for_each_batch_item<R>(*c, [&](std::size_t, R&& v) { out.push_back(std::move(v)); });
+    detail::for_each_batch_item<R>(
+        *c,
+        [&](std::size_t, R&& v) {
+          if (!failure) out.push_back(std::move(v));
+        },
+        [&](std::size_t, FailureInfo&& f) {
+          if (!failure) failure = std::move(f);
+        });
   }
+  if (failure) throw_failure(*failure);
   return out;
 }
 
@@ -343,7 +386,10 @@ template <class R>
 class ImapUnordered {
  public:
   using Item = std::pair<std::size_t, R>;
-  // The next finished item, or nullopt at the end; throws a failed item's TaskFailure.
+  // The next finished item, or nullopt at the end. A failed item throws its TaskFailure (with
+  // FailureInfo::item its index) when it is reached; that item is then consumed, and the
+  // items after it, of its chunk and of others, still come from later calls to next(). (A
+  // range-for ends at the throw; call next() to go on.)
   std::optional<Item> next() {
     while (ready_.empty()) {
       while (outstanding_ < window_ && more_) {
@@ -358,11 +404,18 @@ class ImapUnordered {
       auto done = queue_->pop();
       --outstanding_;
       detail::for_each_batch_item<R>(
-          *done, [&](std::size_t i, R&& v) { ready_.emplace_back(i, std::move(v)); });
+          *done,
+          [&](std::size_t i, R&& v) {
+            ready_.emplace_back(i, Outcome(std::in_place_index<0>, std::move(v)));
+          },
+          [&](std::size_t i, FailureInfo&& f) {
+            ready_.emplace_back(i, Outcome(std::in_place_index<1>, std::move(f)));
+          });
     }
-    Item it = std::move(ready_.front());
+    auto [index, outcome] = std::move(ready_.front());
     ready_.pop_front();
-    return it;
+    if (outcome.index() == 1) throw_failure(std::get<1>(outcome));
+    return Item(index, std::get<0>(std::move(outcome)));
   }
 
   struct Sentinel {};
@@ -396,7 +449,9 @@ class ImapUnordered {
   std::size_t window_;
   std::function<bool(detail::TaskState&)> produce_;
   std::shared_ptr<detail::CompletionQueue> queue_ = std::make_shared<detail::CompletionQueue>();
-  std::deque<Item> ready_;
+  // Items of finished chunks not yet returned: a value, or the failure to throw.
+  using Outcome = std::variant<R, FailureInfo>;
+  std::deque<std::pair<std::size_t, Outcome>> ready_;
   std::size_t outstanding_ = 0;
   bool more_ = true;
 };

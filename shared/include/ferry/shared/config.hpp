@@ -6,7 +6,9 @@
 
 namespace ferry {
 
-inline constexpr std::uint16_t kProtocolVersion = 1;
+// v2: task and result payloads are a small header followed by the raw argument or value bytes
+// (v1 wrapped those bytes in a second, length-prefixed encoding).
+inline constexpr std::uint16_t kProtocolVersion = 2;
 // A frame whose declared payload is larger than this is refused before anything is read.
 inline constexpr std::size_t kDefaultMaxFrame = std::size_t{64} << 20;  // 64 MiB
 

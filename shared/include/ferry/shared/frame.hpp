@@ -52,6 +52,15 @@ constexpr bool is_known_kind(std::uint8_t k) noexcept {
   return k >= 1 && k <= static_cast<std::uint8_t>(MessageKind::last_);
 }
 
+// Hello and Reject frames pass the header's version check whatever version they carry: the
+// handshake compares versions itself and answers with a Reject that names both, which a worker
+// of another version can still read. Their payloads (Hello, Reject) therefore keep one layout
+// in every protocol version.
+constexpr bool crosses_versions(std::uint8_t kind) noexcept {
+  return kind == static_cast<std::uint8_t>(MessageKind::hello) ||
+         kind == static_cast<std::uint8_t>(MessageKind::reject);
+}
+
 struct FrameHeader {
   std::uint16_t version = kProtocolVersion;
   MessageKind kind = MessageKind::data;
@@ -67,8 +76,9 @@ void encode_header(const FrameHeader& h, std::uint8_t* out) noexcept;
 HeaderBytes encode_header(const FrameHeader& h) noexcept;
 
 // Validates and parses a header. Checks, in order: enough bytes (Truncated), magic (BadMagic),
-// version (BadVersion), kind (BadKind), length <= max_payload (FrameTooLarge). Nothing is
-// allocated; a transport calls this before it reads or reserves room for the payload.
+// version (BadVersion, except for crosses_versions kinds: the header keeps the version they
+// carry), kind (BadKind), length <= max_payload (FrameTooLarge). Nothing is allocated; a
+// transport calls this before it reads or reserves room for the payload.
 Result<FrameHeader> decode_header(ByteView bytes, std::size_t max_payload = kDefaultMaxFrame);
 
 // A frame whose payload has been received in full.

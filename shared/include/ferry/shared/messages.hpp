@@ -1,5 +1,7 @@
 // The coordinator <-> worker protocol messages. Each travels as the payload of one frame
-// whose kind names it (MessageKind::hello carries Hello, and so on).
+// whose kind names it (MessageKind::hello carries Hello, and so on). Task and result frames
+// carry a small header followed by bytes that are already an encoding (TaskHeader,
+// ResultHeader); their helpers below are the one place that lays them out.
 //
 // Threading/ownership: plain values.
 #pragma once
@@ -12,7 +14,8 @@
 
 namespace ferry::msg {
 
-// worker -> coordinator, first frame on a connection.
+// worker -> coordinator, first frame on a connection. Its layout is the same in every
+// protocol version (frame.hpp, crosses_versions): append nothing, reorder nothing.
 struct Hello {
   std::uint16_t protocol_version = kProtocolVersion;
   std::int32_t pid = 0;
@@ -42,7 +45,8 @@ struct Welcome {
   }
 };
 
-// coordinator -> worker: refused, with the reason naming both sides' values.
+// coordinator -> worker: refused, with the reason naming both sides' values. Same layout in
+// every protocol version, like Hello.
 struct Reject {
   std::string reason;
   template <class A>
@@ -52,26 +56,60 @@ struct Reject {
 };
 
 // coordinator -> worker: run one task. The frame's request id is the task id.
-struct Task {
+//
+// Payload (protocol v2): this header's cereal encoding, then the argument bytes themselves up
+// to the end of the payload (the cereal encoding of the argument tuple, or for a batch of a
+// vector of tuples). The arguments are already an encoding: wrapping them again would add a
+// length prefix and a copy on both sides. Build with make_task_frame, read with decode_task.
+struct TaskHeader {
   std::uint32_t attempt = 1;
   std::uint32_t function = 0;  // index into the sorted registry (same on both sides: hash-checked)
-  bool batch = false;          // args is a vector of argument tuples (a chunk of a map)
-  Bytes args;                  // cereal encoding of the argument tuple
+  bool batch = false;          // the arguments are a vector of argument tuples (a chunk of a map)
   template <class A>
   void serialize(A& ar) {
-    ar(attempt, function, batch, args);
+    ar(attempt, function, batch);
   }
 };
 
-// worker -> coordinator: the task's value.
-struct TaskResult {
+// worker -> coordinator: the task's value. Payload: this header's cereal encoding, then the
+// value's bytes up to the end of the payload (the cereal encoding of the return value, nothing
+// for void, or a chunk's batch result). Build with make_result_frame (or start_result_frame
+// and finish_frame, to encode the value in place), read with decode_result.
+struct ResultHeader {
   std::uint32_t attempt = 1;
-  Bytes value;  // cereal encoding of the return value
   template <class A>
   void serialize(A& ar) {
-    ar(attempt, value);
+    ar(attempt);
   }
 };
+
+// A decoded task: its header, and a view of the argument bytes inside the frame's payload
+// (valid while the frame's buffer is).
+struct TaskView {
+  TaskHeader header;
+  ByteView args;
+};
+
+// A decoded result: its header, and a view of the value bytes inside the frame's payload.
+struct ResultView {
+  ResultHeader header;
+  ByteView value;
+};
+
+Frame make_task_frame(const TaskHeader& h, ByteView args, std::uint64_t request_id);
+// BadKind unless a task frame; a header that does not decode is LengthExceedsRemaining or
+// MalformedPayload. The arguments are not looked at (the task's own decoder bounds them).
+Result<TaskView> decode_task(const FrameView& f);
+
+Frame make_result_frame(const ResultHeader& h, ByteView value, std::uint64_t request_id);
+// A result frame holding only its header: append the value's bytes to payload, then call
+// finish_frame (for a sender that encodes the value straight into the frame).
+Frame start_result_frame(const ResultHeader& h, std::uint64_t request_id);
+// As decode_task, for result frames.
+Result<ResultView> decode_result(const FrameView& f);
+
+// Sets the header's payload length from the payload (after appending to it).
+void finish_frame(Frame& f) noexcept;
 
 // worker -> coordinator: the task threw (or could not be decoded / encoded).
 struct TaskError {

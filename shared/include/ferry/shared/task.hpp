@@ -44,6 +44,10 @@ struct ItemError {
   }
 };
 
+// The error type a worker reports for a result (or a chunk item's result) too large to send in
+// one frame; the task is not retried and the worker carries on.
+inline constexpr std::string_view kFrameTooLargeType = "ferry::FrameTooLarge";
+
 // Any function pointer, as the registry stores it (cast back to its real type to call).
 using AnyFn = void (*)();
 
@@ -61,8 +65,11 @@ struct TaskEntry {
   // Throws what the function throws; decoding failures throw ferry::Exception.
   void (*invoke)(AnyFn fn, ByteView args, Bytes& out) = nullptr;
   // The same over a chunk: args is a vector of argument tuples; out gets a batch result
-  // (see BatchResult). Per-item exceptions are caught and reported per item.
-  void (*invoke_batch)(AnyFn fn, ByteView args, Bytes& out) = nullptr;
+  // (see BatchMode). Per-item exceptions are caught and reported per item. out is kept within
+  // max_out bytes (what it held before included) where values alone are the excess: an item
+  // whose value could never fit becomes a kFrameTooLargeType item error, and while the chunk
+  // is still too large its largest remaining values do too.
+  void (*invoke_batch)(AnyFn fn, ByteView args, Bytes& out, std::size_t max_out) = nullptr;
   // Command-line adapters (map TASK --range/--items): parse one item into an encoded
   // argument tuple, and print one encoded result. Null if the types have no text form.
   Result<Bytes> (*parse_item)(std::string_view text) = nullptr;
@@ -71,6 +78,9 @@ struct TaskEntry {
   Result<Bytes> (*parse_chunk)(std::span<const std::string> items) = nullptr;
   // Prints a chunk's batch result, one entry per item (ok: the value; else "Type: what").
   Result<std::vector<ItemText>> (*format_batch)(ByteView batch) = nullptr;
+  // Checks that value decodes as this task's result (batch: as a chunk's result), so a pool
+  // can tell a worker's garbage from a value before it reaches the caller.
+  Status (*check_result)(ByteView value, bool batch) = nullptr;
 };
 
 class TaskRegistry {
@@ -102,6 +112,9 @@ class TaskRegistry {
 // Outcome of a chunk, as a worker encodes it: all items succeeded (values only), or a
 // per-item list. Decoded by the coordinator into one result or error per item.
 enum class BatchMode : std::uint8_t { all_ok = 0, mixed = 1 };
+// The items of a BatchMode::mixed result: (true, the value's encoding) or (false, an
+// ItemError's encoding), one per item in input order.
+using MixedItems = std::vector<std::pair<bool, Bytes>>;
 
 namespace task_detail {
 
@@ -144,8 +157,12 @@ std::string type_name_of(const std::type_info& t);
 std::string current_exception_type();
 std::string current_exception_what();
 
+// Appends BatchMode::mixed and items to out, first turning values into kFrameTooLargeType
+// item errors as invoke_batch describes, so that out stays within max_out where it can.
+void encode_mixed(Bytes& out, MixedItems& items, std::size_t max_out);
+
 template <class F>
-void invoke_batch(AnyFn fn, ByteView in, Bytes& out) {
+void invoke_batch(AnyFn fn, ByteView in, Bytes& out, std::size_t max_out) {
   using T = fn_traits<F>;
   using R = typename T::stored_result;
   auto items = decode_value<std::vector<typename T::args>>(in);
@@ -163,15 +180,20 @@ void invoke_batch(AnyFn fn, ByteView in, Bytes& out) {
       break;
     }
   }
+  const std::size_t start = out.size();
   if (i == items->size()) {
     encode_into(out, BatchMode::all_ok, values);
-    return;
+    if (out.size() <= max_out) return;
+    // Too large together: the items are reported one by one, some of them as errors.
+    out.resize(start);
+    out.shrink_to_fit();  // it held the whole oversized encoding
   }
-  // Some item threw: re-run nothing, report each item from here on one by one.
-  std::vector<std::pair<bool, Bytes>> mixed;
+  // Some item threw (or the chunk is too large): re-run nothing, report each item.
+  MixedItems mixed;
   mixed.reserve(items->size());
-  for (auto& v : values)
+  for (auto&& v : values)
     mixed.emplace_back(true, encode_value(v));
+  values.clear();
   for (; i < items->size(); ++i) {
     try {
       if (first_failure) std::rethrow_exception(std::exchange(first_failure, nullptr));
@@ -181,7 +203,7 @@ void invoke_batch(AnyFn fn, ByteView in, Bytes& out) {
           false, encode_value(ItemError{current_exception_type(), current_exception_what()}));
     }
   }
-  encode_into(out, BatchMode::mixed, mixed);
+  encode_mixed(out, mixed, max_out);
 }
 
 template <class T>
@@ -279,11 +301,11 @@ Result<std::vector<ItemText>> format_batch(ByteView in) {
     std::vector<R> values;
     if (auto st = decode_prefix(in, values); !st) return std::move(st).error();
     out.reserve(values.size());
-    for (auto& v : values)
+    for (auto&& v : values)
       out.push_back({true, format_value(v)});
     return out;
   }
-  std::vector<std::pair<bool, Bytes>> mixed;
+  MixedItems mixed;
   if (auto st = decode_prefix(in, mixed); !st) return std::move(st).error();
   for (auto& [ok, bytes] : mixed) {
     if (ok) {
@@ -297,6 +319,28 @@ Result<std::vector<ItemText>> format_batch(ByteView in) {
     }
   }
   return out;
+}
+
+template <class T>
+Status decodes_as(ByteView in) {
+  auto v = decode_value<T>(in);
+  if (!v) return std::move(v).error();
+  return {};
+}
+
+template <class F>
+Status check_result(ByteView in, bool batch) {
+  using R = typename fn_traits<F>::stored_result;
+  if (!batch) return decodes_as<R>(in);
+  BatchMode mode{};
+  if (auto st = decode_prefix(in, mode); !st) return st;
+  if (mode == BatchMode::all_ok) return decodes_as<std::vector<R>>(in);
+  auto mixed = decode_value<MixedItems>(in);
+  if (!mixed) return std::move(mixed).error();
+  for (auto& [ok, bytes] : *mixed) {
+    if (auto st = ok ? decodes_as<R>(bytes) : decodes_as<ItemError>(bytes); !st) return st;
+  }
+  return {};
 }
 
 template <class F>
@@ -313,6 +357,7 @@ TaskEntry make_entry(std::string name, F f) {
   }
   e.format_result = &format_result<F>;
   e.format_batch = &format_batch<F>;
+  e.check_result = &check_result<F>;
   return e;
 }
 
