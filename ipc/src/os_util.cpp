@@ -19,6 +19,8 @@
 #include <cstring>
 #include <utility>
 
+#include "fd_limits.hpp"
+
 namespace ferry::ipc::os {
 
 static_assert(std::is_same_v<Clock::duration, std::chrono::nanoseconds>);
@@ -145,10 +147,14 @@ Error shm_error(const std::string& what, const bip::interprocess_exception& e) {
     case bip::not_found_error:
       return Error(Errc::not_found, "/dev/shm/" + what + " does not exist", ENOENT);
     default:
-      return Error(Errc::system_error, "shared memory /dev/shm/" + what + ": " + e.what(),
-                   static_cast<int>(e.get_native_error()));
+      break;
   }
+  const int err = static_cast<int>(e.get_native_error());
+  if (err == EMFILE || err == ENFILE)
+    return fd_limits::os_error("shared memory /dev/shm/" + what, err);
+  return Error(Errc::system_error, "shared memory /dev/shm/" + what + ": " + e.what(), err);
 }
+
 }  // namespace
 
 Result<ShmObject> ShmObject::create(const std::string& name, std::size_t size) {

@@ -12,22 +12,37 @@
 #include <deque>
 #include <optional>
 
+#include "fd_limits.hpp"
 #include "zmq_detail.hpp"
 
 namespace ferry::ipc {
 namespace zmq_detail {
 
-std::shared_ptr<zmq::context_t> shared_context() {
-  // Never destroyed: a channel destroyed during static destruction must still find them.
+namespace {
+// Never destroyed: a channel destroyed during static destruction must still find them.
+std::mutex& context_mutex() {
   static auto* mu = new std::mutex;
+  return *mu;
+}
+std::weak_ptr<zmq::context_t>& context_slot() {
   static auto* weak = new std::weak_ptr<zmq::context_t>;
-  std::lock_guard lk(*mu);
-  auto ctx = weak->lock();
+  return *weak;
+}
+}  // namespace
+
+std::shared_ptr<zmq::context_t> shared_context() {
+  std::lock_guard lk(context_mutex());
+  auto ctx = context_slot().lock();
   if (!ctx) {
     ctx = std::make_shared<zmq::context_t>(1);  // one I/O thread is plenty for a few peers
-    *weak = ctx;
+    context_slot() = ctx;
   }
   return ctx;
+}
+
+bool shared_context_alive() {
+  std::lock_guard lk(context_mutex());
+  return !context_slot().expired();
 }
 
 std::shared_ptr<ZapHandler> ZapHandler::acquire(const std::shared_ptr<zmq::context_t>& ctx) {
@@ -113,6 +128,7 @@ void ZapHandler::run(std::promise<void>& bound) {
 }
 
 Error zmq_error(std::string_view what, const zmq::error_t& e) {
+  if (e.num() == EMFILE || e.num() == ENFILE) return fd_limits::os_error(what, e.num());
   return system_error(std::string(what) + ": " + e.what(), e.num());
 }
 
@@ -131,6 +147,14 @@ int make_eventfd() {
 Result<std::unique_ptr<Socket>> Socket::open(zmq::socket_type type, const std::string& address,
                                              Role role, const ChannelOptions& options,
                                              const ZmqOptions& zo) {
+  // libzmq aborts the whole process when it cannot make an internal descriptor (its
+  // mailboxes' eventfds, its pollers' epoll fds), so refuse while that can still be said.
+  const std::size_t needed = kFdsPerSocket + (shared_context_alive() ? 0 : kFdsPerContext);
+  if (auto st = fd_limits::check_headroom(
+          std::string(role == Role::bind ? "bind " : "connect ") + address, needed);
+      !st) {
+    return std::move(st).error();
+  }
   std::unique_ptr<Socket> s(new Socket());
   const bool router = type == zmq::socket_type::router;
   try {

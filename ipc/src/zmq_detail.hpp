@@ -28,6 +28,14 @@ namespace ferry::ipc::zmq_detail {
 
 // The process's context: created on first use, terminated when the last holder lets go.
 std::shared_ptr<zmq::context_t> shared_context();
+bool shared_context_alive();
+
+// File descriptors kept free when a socket is opened (fd_limits::check_headroom): a socket
+// takes about 8 (zmq's mailboxes, the monitor pair, our eventfds, epoll and timer, its
+// listener or connection) and a router one per peer; the context's first use takes about 5
+// (reaper and I/O thread mailboxes and pollers). The rest is slack for accepted connections.
+inline constexpr std::size_t kFdsPerSocket = 16;
+inline constexpr std::size_t kFdsPerContext = 8;
 
 // The ZAP handler (RFC 27) of the shared context: one thread answering libzmq's
 // authentication requests for every CURVE server socket, each registered under its own domain

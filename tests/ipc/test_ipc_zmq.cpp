@@ -5,6 +5,7 @@
 // LeakCheck snapshot can be taken before anything zmq exists.
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "ferry/ipc/pipe_channel.hpp"
+#include "ferry/ipc/shm_channel.hpp"
 #include "ferry/ipc/zmq_channel.hpp"
 #include "ferry/ipc/zmq_router.hpp"
 #include "testing.hpp"
@@ -231,7 +234,77 @@ FERRY_TEST_PEER(zmq_router_client) {
   return 0;
 }
 
+// With RLIMIT_NOFILE lowered to 64, opens zmq channels until one is refused: it must be
+// TooManyOpenFiles with the counts, never libzmq's abort; the channels made before still work.
+// Then with every descriptor taken, zmq, pipe and shm channels are each refused the same way.
+FERRY_TEST_PEER(zmq_fd_limit) {
+  auto say = [](const std::string& what, const Error& e) {
+    std::fprintf(stderr, "peer: %s: %s\n", what.c_str(), e.message().c_str());
+  };
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 90;
+  rl.rlim_cur = 64;
+  if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) return 90;
+
+  auto server = ZmqChannel::bind(*Endpoint::parse(bind_address(Scheme::zmq_ipc)));
+  if (!server) return say("bind", server.error()), 10;
+  auto client = ZmqChannel::connect(*Endpoint::parse((*server)->endpoint()));
+  if (!client) return say("connect", client.error()), 11;
+  std::vector<std::unique_ptr<ZmqChannel>> more;
+  Error refused;
+  for (int i = 0; i < 64; ++i) {
+    auto c =
+        ZmqChannel::bind(*Endpoint::parse(bind_address(i % 2 ? Scheme::zmq_tcp : Scheme::zmq_ipc)));
+    if (!c) {
+      refused = std::move(c).error();
+      break;
+    }
+    more.push_back(std::move(*c));
+  }
+  say("refused after " + std::to_string(more.size()) + " more", refused);
+  if (refused.code != Errc::too_many_open_files) return 12;
+  if (refused.message().find("file descriptors in use") == std::string::npos) return 13;
+  if (refused.message().find("ulimit -n") == std::string::npos) return 14;
+  Frame f;
+  if (!(*client)->send(frame(1, "still here")) || !(*server)->recv_for(f, 20s)) return 15;
+  if (!(*server)->send(frame(2, "and back")) || !(*client)->recv_for(f, 20s)) return 16;
+  if (text(f) != "and back") return 17;
+
+  // Every descriptor taken.
+  std::vector<int> taken;
+  for (int fd; (fd = ::dup(0)) >= 0;)
+    taken.push_back(fd);
+  auto z = ZmqChannel::connect(*Endpoint::parse((*server)->endpoint()));
+  auto p = PipeChannel::make_pair();
+  auto m = ShmChannel::create("fd-limit");
+  for (int fd : taken)
+    ::close(fd);
+  if (z) return 20;
+  say("zmq", z.error());
+  if (z.code() != Errc::too_many_open_files) return 21;
+  if (p) return 22;
+  say("pipe", p.error());
+  if (p.code() != Errc::too_many_open_files) return 23;
+  if (m) return 24;
+  say("shm", m.error());
+  if (m.code() != Errc::too_many_open_files) return 25;
+  if (m.error().message().find("file descriptors in use") == std::string::npos) return 26;
+  return 0;
+}
+
 TEST_SUITE("ipc.zmq") {
+  TEST_CASE("running out of file descriptors is TooManyOpenFiles on every transport, no abort") {
+    testing::LeakCheck leaks;
+    {
+      auto child = testing::spawn_peer("zmq_fd_limit");
+      auto ex = child.wait_for(60s);
+      REQUIRE(ex);
+      CHECK(ex->signal == 0);
+      CHECK(ex->code == 0);
+    }
+    leaks.verify();
+  }
+
   TEST_CASE("a frame round-trips between processes over ipc and tcp, either side binding") {
     testing::LeakCheck leaks;
     for (auto scheme : kSchemes) {
