@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +19,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <utility>
+
+#include "fd_limits.hpp"
 
 namespace ferry::ipc::os {
 
@@ -145,9 +148,49 @@ Error shm_error(const std::string& what, const bip::interprocess_exception& e) {
     case bip::not_found_error:
       return Error(Errc::not_found, "/dev/shm/" + what + " does not exist", ENOENT);
     default:
-      return Error(Errc::system_error, "shared memory /dev/shm/" + what + ": " + e.what(),
-                   static_cast<int>(e.get_native_error()));
+      break;
   }
+  const int err = static_cast<int>(e.get_native_error());
+  if (err == EMFILE || err == ENFILE)
+    return fd_limits::os_error("shared memory /dev/shm/" + what, err);
+  return Error(Errc::system_error, "shared memory /dev/shm/" + what + ": " + e.what(), err);
+}
+
+std::string mib(std::uint64_t bytes) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return b;
+}
+
+// Gives the object real pages now. A sized but unbacked object maps fine and then raises
+// SIGBUS at the first touch of a page that a full /dev/shm cannot supply, which may be much
+// later and in another process; reserving here turns that into an error at creation.
+Status reserve_pages(int fd, const std::string& name, std::size_t size) {
+  if (size == 0) return {};
+  int rc = 0;
+  do {
+    rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+  } while (rc == EINTR);
+  if (rc == 0) return {};
+  if (rc == ENOSPC || rc == ENOMEM || rc == EDQUOT) {
+    std::string where = "/dev/shm is full";
+    struct statvfs vfs {};
+    if (::statvfs("/dev/shm", &vfs) == 0) {
+      where += " (" + mib(static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize) + " free of " +
+               mib(static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize) + ")";
+    }
+    // tmpfs pages are memory: a memory cgroup at its limit says ENOMEM instead.
+    if (rc == ENOMEM) where = "out of memory (or at this cgroup's memory limit)";
+    return Error(Errc::no_space,
+                 where + ": cannot reserve " + mib(size) + " (" + std::to_string(size) +
+                     " bytes) for /dev/shm/" + name +
+                     "; free some (`ferry-coordinator cleanup` removes stale segments) or ask "
+                     "for a smaller segment",
+                 rc);
+  }
+  // No fallocate on this file system (not tmpfs): the pages stay lazy, as before.
+  if (rc == EOPNOTSUPP || rc == EINVAL) return {};
+  return system_error("posix_fallocate /dev/shm/" + name, rc);
 }
 }  // namespace
 
@@ -160,6 +203,10 @@ Result<ShmObject> ShmObject::create(const std::string& name, std::size_t size) {
     set_cloexec(shm);
     s.name_ = name;  // from here on, failing paths remove the name again
     shm.truncate(static_cast<bip::offset_t>(size));
+    if (auto st = reserve_pages(shm.get_mapping_handle().handle, name, size); !st) {
+      s.unlink();
+      return std::move(st).error();
+    }
     s.region_ = bip::mapped_region(shm, bip::read_write, 0, size);
   } catch (const bip::interprocess_exception& e) {
     s.unlink();

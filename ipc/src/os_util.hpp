@@ -90,7 +90,8 @@ class ShmObject {
   ~ShmObject();
 
   // Creates /dev/shm/NAME exclusively (AlreadyExists if taken), mode 0600, `size` zero bytes,
-  // mapped. On failure the name is removed again.
+  // mapped. Its pages are reserved at once (posix_fallocate), so a full /dev/shm is NoSpace
+  // here instead of a SIGBUS at some later first touch. On failure the name is removed again.
   static Result<ShmObject> create(const std::string& name, std::size_t size);
   // Maps all of an existing object (NotFound if there is none). min_size > 0: waits briefly
   // (at most ~1 s) for a creator that is still sizing it, then InvalidArgument if smaller.

@@ -16,6 +16,8 @@
 #include <optional>
 #include <vector>
 
+#include "fd_limits.hpp"
+
 namespace ferry::ipc {
 
 namespace {
@@ -105,12 +107,12 @@ Result<std::pair<std::unique_ptr<PipeChannel>, PipeEnds>> PipeChannel::make_pair
     ChannelOptions opt) {
   int to_child[2];
   int to_parent[2];
-  if (::pipe2(to_child, O_CLOEXEC) != 0) return system_error("pipe2", errno);
+  if (::pipe2(to_child, O_CLOEXEC) != 0) return fd_limits::os_error("pipe channel: pipe2", errno);
   if (::pipe2(to_parent, O_CLOEXEC) != 0) {
     const int err = errno;
     ::close(to_child[0]);
     ::close(to_child[1]);
-    return system_error("pipe2", err);
+    return fd_limits::os_error("pipe channel: pipe2", err);
   }
   // Bigger pipes let a burst of frames through without waking the reader per 64 KiB.
   ::fcntl(to_child[1], F_SETPIPE_SZ, kPipeSize);

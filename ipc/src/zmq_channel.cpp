@@ -10,24 +10,40 @@
 #include <climits>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <optional>
 
+#include "fd_limits.hpp"
 #include "zmq_detail.hpp"
 
 namespace ferry::ipc {
 namespace zmq_detail {
 
-std::shared_ptr<zmq::context_t> shared_context() {
-  // Never destroyed: a channel destroyed during static destruction must still find them.
+namespace {
+// Never destroyed: a channel destroyed during static destruction must still find them.
+std::mutex& context_mutex() {
   static auto* mu = new std::mutex;
+  return *mu;
+}
+std::weak_ptr<zmq::context_t>& context_slot() {
   static auto* weak = new std::weak_ptr<zmq::context_t>;
-  std::lock_guard lk(*mu);
-  auto ctx = weak->lock();
+  return *weak;
+}
+}  // namespace
+
+std::shared_ptr<zmq::context_t> shared_context() {
+  std::lock_guard lk(context_mutex());
+  auto ctx = context_slot().lock();
   if (!ctx) {
     ctx = std::make_shared<zmq::context_t>(1);  // one I/O thread is plenty for a few peers
-    *weak = ctx;
+    context_slot() = ctx;
   }
   return ctx;
+}
+
+bool shared_context_alive() {
+  std::lock_guard lk(context_mutex());
+  return !context_slot().expired();
 }
 
 std::shared_ptr<ZapHandler> ZapHandler::acquire(const std::shared_ptr<zmq::context_t>& ctx) {
@@ -113,6 +129,7 @@ void ZapHandler::run(std::promise<void>& bound) {
 }
 
 Error zmq_error(std::string_view what, const zmq::error_t& e) {
+  if (e.num() == EMFILE || e.num() == ENFILE) return fd_limits::os_error(what, e.num());
   return system_error(std::string(what) + ": " + e.what(), e.num());
 }
 
@@ -131,22 +148,30 @@ int make_eventfd() {
 Result<std::unique_ptr<Socket>> Socket::open(zmq::socket_type type, const std::string& address,
                                              Role role, const ChannelOptions& options,
                                              const ZmqOptions& zo) {
+  // libzmq aborts the whole process when it cannot make an internal descriptor (its
+  // mailboxes' eventfds, its pollers' epoll fds), so refuse while that can still be said.
+  const std::size_t needed = kFdsPerSocket + (shared_context_alive() ? 0 : kFdsPerContext);
+  if (auto st = fd_limits::check_headroom(
+          std::string(role == Role::bind ? "bind " : "connect ") + address, needed);
+      !st) {
+    return std::move(st).error();
+  }
   std::unique_ptr<Socket> s(new Socket());
   const bool router = type == zmq::socket_type::router;
   try {
     s->ctx_ = shared_context();
     s->max_frame_ = options.max_frame;
+    s->linger_ = zo.linger;
     s->data_ = zmq::socket_t(*s->ctx_, type);
     auto& d = s->data_;
     // Bounded: closing waits at most this long for queued frames to reach a live peer.
     d.set(zmq::sockopt::linger, to_ms(zo.linger));
     d.set(zmq::sockopt::sndhwm, zo.send_hwm);
     d.set(zmq::sockopt::rcvhwm, zo.recv_hwm);
-    // zmq drops a connection that sends a longer message before it is buffered in full.
-    const auto max_msg = options.max_frame > static_cast<std::size_t>(INT64_MAX) - kHeaderSize
-                             ? std::int64_t{-1}
-                             : static_cast<std::int64_t>(kHeaderSize + options.max_frame);
-    d.set(zmq::sockopt::maxmsgsize, max_msg);
+    // zmq drops a connection that announces a longer message before it buffers any of it;
+    // ferry never sends one (larger frames go in chunks), so libzmq holds at most this much
+    // of a connection's message in progress, whatever the peer claims.
+    d.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(kMaxMsgSizeOption));
     d.set(zmq::sockopt::heartbeat_ivl, to_ms(zo.heartbeat_interval));
     d.set(zmq::sockopt::heartbeat_timeout, to_ms(zo.heartbeat_timeout));
     // Asks the peer to drop us too if it stops hearing from us.
@@ -311,23 +336,113 @@ Status check_size(const Frame& f, std::size_t max_frame) {
   return {};
 }
 
-zmq::message_t to_message(const Frame& f) {
-  zmq::message_t m(kHeaderSize + f.payload.size());
+WireFrame::WireFrame(const Frame& f) {
+  const std::size_t n = f.payload.size();
   FrameHeader h = f.header;
-  h.length = static_cast<std::uint32_t>(f.payload.size());
-  encode_header(h, m.data<std::uint8_t>());
-  if (!f.payload.empty()) {
-    std::memcpy(m.data<std::uint8_t>() + kHeaderSize, f.payload.data(), f.payload.size());
+  h.length = static_cast<std::uint32_t>(n);
+  const bool whole = n <= kChunkBytes;
+  head_.rebuild(kHeaderSize + (whole ? n : 0));
+  encode_header(h, head_.data<std::uint8_t>());
+  if (whole) {
+    if (n != 0) std::memcpy(head_.data<std::uint8_t>() + kHeaderSize, f.payload.data(), n);
+    return;
   }
-  return m;
+  chunks_.reserve((n + kChunkBytes - 1) / kChunkBytes);
+  for (std::size_t off = 0; off < n; off += kChunkBytes) {
+    const std::size_t len = std::min(kChunkBytes, n - off);
+    zmq::message_t& c = chunks_.emplace_back(1 + len);
+    c.data<std::uint8_t>()[0] = kChunkTag;
+    std::memcpy(c.data<std::uint8_t>() + 1, f.payload.data() + off, len);
+  }
 }
 
-Status from_message(const zmq::message_t& m, std::size_t max_frame, Frame& out) {
-  const ByteView bytes(m.data<std::uint8_t>(), m.size());
-  auto view = decode_frame(bytes, max_frame);
+void WireFrame::move_rest(std::deque<zmq::message_t>& to) {
+  for (; !done(); advance())
+    to.push_back(std::move(next()));
+}
+
+bool flush(zmq::socket_t& s, std::deque<zmq::message_t>& queue) {
+  while (!queue.empty()) {
+    if (!s.send(queue.front(), zmq::send_flags::dontwait)) return false;
+    queue.pop_front();
+  }
+  return true;
+}
+
+namespace {
+std::uint32_t declared_length(const std::uint8_t* header) noexcept {
+  std::uint32_t n = 0;
+  std::memcpy(&n, header + 8, sizeof n);  // little-endian on the wire, as on every host we take
+  return n;
+}
+}  // namespace
+
+Status Inbound::take(const zmq::message_t& m, std::size_t limit, Frame& out, bool& complete) {
+  complete = false;
+  const auto* p = m.data<std::uint8_t>();
+  const std::size_t n = m.size();
+  if (p[0] == kChunkTag) {
+    const std::size_t len = n - 1;
+    switch (state_) {
+      case State::idle:
+        return Error{Errc::malformed_payload, "a chunk outside a chunked frame"};
+      case State::skipping:
+        left_ -= std::min<std::uint64_t>(left_, len);
+        if (left_ == 0) state_ = State::idle;
+        return {};
+      case State::assembling:
+        break;
+    }
+    if (len > left_) {
+      state_ = State::idle;
+      buf_ = Bytes();
+      return Error{Errc::trailing_bytes, "chunks longer than the frame's declared length of " +
+                                             std::to_string(header_.length) + " bytes"};
+    }
+    buf_.insert(buf_.end(), p + 1, p + n);
+    left_ -= len;
+    if (left_ != 0) return {};
+    out.header = header_;
+    out.payload = std::move(buf_);
+    buf_ = Bytes();
+    state_ = State::idle;
+    complete = true;
+    return {};
+  }
+  if (state_ == State::assembling) {
+    state_ = State::idle;
+    buf_ = Bytes();
+    return Error{Errc::malformed_payload,
+                 "a new frame began " + std::to_string(left_) +
+                     " bytes before the end of the chunked frame in progress"};
+  }
+  state_ = State::idle;  // a skipped frame ends where the next one starts
+  if (n == kHeaderSize) {
+    // A bare header: a chunked frame starts, unless its payload is empty. Its length is
+    // checked against the limit here, before anything of it is kept.
+    auto h = decode_header(ByteView(p, n), limit);
+    if (!h) {
+      if (h.code() != Errc::bad_magic) {
+        state_ = State::skipping;  // its chunks go unread, and unreported
+        left_ = declared_length(p);
+        if (left_ == 0) state_ = State::idle;
+      }
+      return std::move(h).error();
+    }
+    if (h->length != 0) {
+      header_ = *h;
+      buf_.clear();
+      buf_.reserve(h->length);
+      left_ = h->length;
+      state_ = State::assembling;
+      return {};
+    }
+  }
+  auto view = decode_frame(ByteView(p, n), limit);
   if (!view) return std::move(view).error();
   out.header = view->header;
   out.payload.assign(view->payload.begin(), view->payload.end());
+  complete = true;
   return {};
 }
 
@@ -361,16 +476,33 @@ class DealerChannel final : public ZmqChannel::Impl {
     if (!s_->data().send(hello, zmq::send_flags::dontwait)) throw zmq::error_t();
   }
 
+  ~DealerChannel() override {
+    // The rest of a committed frame gets the linger time to go out, as zmq's queue does.
+    if (backlog_.empty()) return;
+    try {
+      (void)s_->run(kSend, Deadline::after(s_->linger()), [&]() -> Status {
+        pump();
+        if (closed_ || flush(s_->data(), backlog_)) return {};
+        return Errc::queue_full;
+      });
+    } catch (const zmq::error_t&) {
+    }
+  }
+
   Status send_until(const Frame& f, Deadline d) override {
     if (auto st = check_size(f, s_->max_frame()); !st) return st;
-    auto msg = to_message(f);
-    return s_->run(kSend, d, [&]() -> Status {
+    WireFrame w(f);
+    auto st = s_->run(kSend, d, [&]() -> Status {
       if (broken_) return closed_error("the peer sent a malformed frame earlier");
       pump();
       if (closed_) return closed_error("peer closed the connection or died");
-      if (s_->data().send(msg, zmq::send_flags::dontwait)) return {};
-      return Errc::queue_full;
+      if (!flush(s_->data(), backlog_)) return Errc::queue_full;
+      for (; !w.done(); w.advance()) {
+        if (!s_->data().send(w.next(), zmq::send_flags::dontwait)) return Errc::queue_full;
+      }
+      return {};
     });
+    return committed(std::move(st), w, s_->mutex(), [&] { w.move_rest(backlog_); });
   }
 
   Status recv_until(Frame& out, Deadline d) override {
@@ -379,6 +511,14 @@ class DealerChannel final : public ZmqChannel::Impl {
       // Events first, then data: frames the peer sent before it went away are delivered
       // before the drop is reported.
       pump();
+      // A committed frame's rest must not wait for the next send (there may be none).
+      if (!closed_ && !backlog_.empty()) {
+        if (flush(s_->data(), backlog_)) {
+          retry_.reset();
+        } else {
+          s_->wake_at = Clock::now() + retry_.next();
+        }
+      }
       for (;;) {
         zmq::message_t m;
         if (!s_->data().recv(m, zmq::recv_flags::dontwait)) break;
@@ -389,9 +529,13 @@ class DealerChannel final : public ZmqChannel::Impl {
           return multipart_error();
         }
         if (m.size() == 0) continue;  // the bind side's liveness probe
-        auto st = from_message(m, s_->max_frame(), out);
-        if (!st) broken_ = true;  // the stream can no longer be trusted
-        return st;
+        bool complete = false;
+        auto st = in_.take(m, s_->max_frame(), out, complete);
+        if (!st) {
+          broken_ = true;  // the stream can no longer be trusted
+          return st;
+        }
+        if (complete) return {};
       }
       if (closed_) return closed_error("peer closed the connection or died");
       return Errc::would_block;
@@ -408,19 +552,25 @@ class DealerChannel final : public ZmqChannel::Impl {
   }
 
   std::unique_ptr<Socket> s_;
+  Inbound in_;
+  std::deque<zmq::message_t> backlog_;  // the rest of a committed frame (see committed())
+  Backoff retry_;
   bool closed_ = false;
   bool broken_ = false;
 };
 
-// Bind side: a ROUTER that talks to its most recently connected peer.
+// Bind side: a ROUTER that talks to its most recently connected peer. Every peer may send
+// frames up to max_frame (there is no admission step on a point-to-point channel).
 class RouterChannel final : public ZmqChannel::Impl {
  public:
-  explicit RouterChannel(std::unique_ptr<Socket> s) : core_(std::move(s)) {}
+  explicit RouterChannel(std::unique_ptr<Socket> s)
+      : core_(std::move(s), std::numeric_limits<std::size_t>::max(), false) {}
 
   Status send_until(const Frame& f, Deadline d) override {
     if (auto st = check_size(f, core_.socket().max_frame()); !st) return st;
-    auto msg = to_message(f);
-    return core_.socket().run(kSend, d, [&]() -> Status {
+    WireFrame w(f);
+    std::optional<PeerId> to;
+    auto sent = core_.socket().run(kSend, d, [&]() -> Status {
       if (broken_) return closed_error("the peer sent a malformed frame earlier");
       if (!current_) {
         // No peer yet: receive until one announces itself, keeping frames for recv.
@@ -434,10 +584,12 @@ class RouterChannel final : public ZmqChannel::Impl {
       }
       if (closed_) return closed_error("peer closed the connection or died");
       if (!current_) return Error{Errc::queue_full, "no peer has connected yet"};
-      auto st = core_.attempt_send(*current_, msg);
+      if (!w.started()) to = current_;
+      auto st = core_.attempt_send(*to, w);
       if (st.code() == Errc::channel_closed) closed_ = true;
       return st;
     });
+    return committed(std::move(sent), w, core_.socket().mutex(), [&] { core_.keep_rest(*to, w); });
   }
 
   Status recv_until(Frame& out, Deadline d) override {
@@ -465,7 +617,7 @@ class RouterChannel final : public ZmqChannel::Impl {
       RouterCore::Event ev;
       auto st = core_.attempt_recv(ev, out);
       if (not_ready(st)) return st;
-      if (ev.fresh && !closed_) current_ = ev.peer;
+      if (ev.fresh && !closed_) current_ = ev.peer.id;
       if (!st) {
         broken_ = true;
         return st;
@@ -474,7 +626,7 @@ class RouterChannel final : public ZmqChannel::Impl {
         case RouterCore::Got::joined:
           continue;
         case RouterCore::Got::departed:
-          if (current_ && ev.peer == *current_) closed_ = true;
+          if (current_ && ev.peer.id == *current_) closed_ = true;
           continue;
         case RouterCore::Got::frame:
           return {};

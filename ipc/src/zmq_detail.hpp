@@ -1,6 +1,8 @@
 // Internal to ipc/: the guarded zmq socket shared by ZmqChannel and ZmqRouter.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <functional>
 #include <future>
 #include <map>
@@ -28,6 +30,44 @@ namespace ferry::ipc::zmq_detail {
 
 // The process's context: created on first use, terminated when the last holder lets go.
 std::shared_ptr<zmq::context_t> shared_context();
+bool shared_context_alive();
+
+// File descriptors kept free when a socket is opened (fd_limits::check_headroom): a socket
+// takes about 8 (zmq's mailboxes, the monitor pair, our eventfds, epoll and timer, its
+// listener or connection) and a router one per peer; the context's first use takes about 5
+// (reaper and I/O thread mailboxes and pollers). The rest is slack for accepted connections.
+inline constexpr std::size_t kFdsPerSocket = 16;
+inline constexpr std::size_t kFdsPerContext = 8;
+
+// The wire, one frame per zmq message when it fits: the 20-byte header, then the payload. A
+// payload larger than kChunkBytes goes as a bare header (its length field the whole payload's)
+// followed by chunk messages: kChunkTag, then up to kChunkBytes payload bytes. The parts are
+// separate messages, not one multipart message, because libzmq buffers a multipart message
+// whole before the reader sees any of it. An empty message is an announcement or a probe, and
+// may come between chunks. A header starts with 'F' (FRRY), a chunk with kChunkTag.
+// So no message is longer than kMaxWireMessage, about ZMQ_MAXMSGSIZE on both ends: libzmq
+// holds at most that much of one connection's message in progress, and the receiver decides
+// on the declared length (max_frame, or the router's admission limit) before it keeps a byte.
+inline constexpr std::size_t kChunkBytes = std::size_t{1} << 20;
+inline constexpr std::uint8_t kChunkTag = 0x01;
+inline constexpr std::size_t kMaxWireMessage = kHeaderSize + kChunkBytes;
+// ZMQ_MAXMSGSIZE applies to the frame on the connection, which CURVE makes 33 bytes longer
+// (command name, nonce, MAC, flags) than the message it carries.
+inline constexpr std::size_t kMaxMsgSizeOption = kMaxWireMessage + 256;
+
+// While the rest of a committed frame waits for room (see WireFrame), a receiving call retries
+// it on this backoff: readiness for writing is not what a receiver waits for.
+class Backoff {
+ public:
+  std::chrono::milliseconds next() noexcept {
+    cur_ = std::clamp(cur_ * 2, std::chrono::milliseconds(1), std::chrono::milliseconds(16));
+    return cur_;
+  }
+  void reset() noexcept { cur_ = std::chrono::milliseconds(0); }
+
+ private:
+  std::chrono::milliseconds cur_{0};
+};
 
 // The ZAP handler (RFC 27) of the shared context: one thread answering libzmq's
 // authentication requests for every CURVE server socket, each registered under its own domain
@@ -129,6 +169,7 @@ class Socket {
   std::mutex& mutex() const noexcept { return mu_; }
   zmq::socket_t& data() noexcept { return data_; }
   std::size_t max_frame() const noexcept { return max_frame_; }
+  std::chrono::milliseconds linger() const noexcept { return linger_; }
   const std::string& endpoint() const noexcept { return endpoint_; }
   int wait_fd() const noexcept { return epoll_fd_; }
 
@@ -161,6 +202,7 @@ class Socket {
   int epoll_fd_ = -1;
   int timer_fd_ = -1;  // routers only: wakes wait_fd() users for due probes
   std::size_t max_frame_ = 0;
+  std::chrono::milliseconds linger_{0};
   std::string endpoint_;
   // The socket file of a bound ipc:// endpoint, identified so that closing removes only ours
   // (zmq leaves the file behind unless the address was a wildcard).
@@ -169,11 +211,57 @@ class Socket {
   ino_t ipc_ino_ = 0;
 };
 
-// Builds the one-part wire message of a frame (header.length taken from the payload).
-zmq::message_t to_message(const Frame& f);
-// Parses one wire message into out (payload capacity reused).
-Status from_message(const zmq::message_t& m, std::size_t max_frame, Frame& out);
 Status check_size(const Frame& f, std::size_t max_frame);
+
+// The wire messages of one frame (header.length taken from the payload), built at once (one
+// copy of the payload) and handed to zmq in order.
+class WireFrame {
+ public:
+  explicit WireFrame(const Frame& f);
+  bool done() const noexcept { return sent_ == 1 + chunks_.size(); }
+  bool started() const noexcept { return sent_ > 0; }
+  zmq::message_t& next() noexcept { return sent_ == 0 ? head_ : chunks_[sent_ - 1]; }
+  void advance() noexcept { ++sent_; }
+  // The messages not sent yet, appended to `to` (this frame is left done).
+  void move_rest(std::deque<zmq::message_t>& to);
+
+ private:
+  zmq::message_t head_;
+  std::vector<zmq::message_t> chunks_;
+  std::size_t sent_ = 0;
+};
+
+// The outcome of a send whose attempts ended (deadline, or one try) after the frame's first
+// message went out: the frame is committed (a peer cannot be told to drop half a frame), so
+// keep() queues the rest, under the socket mutex, and the send is ok. Other outcomes stand.
+template <class Keep>
+Status committed(Status st, const WireFrame& w, std::mutex& mu, Keep&& keep) {
+  if (st || !w.started() || !(not_ready(st) || st.code() == Errc::timeout)) return st;
+  std::lock_guard lk(mu);
+  keep();
+  return {};
+}
+
+// Sends queued messages in order without waiting; true once none is left. Throws
+// zmq::error_t as zmq does (EHOSTUNREACH from a ROUTER to a departed peer).
+bool flush(zmq::socket_t& s, std::deque<zmq::message_t>& queue);
+
+// One peer's incoming messages made into frames (the wire above). Bounded: nothing of a
+// chunked frame is kept unless its declared length is within the limit.
+class Inbound {
+ public:
+  // One non-empty message. ok with complete: `out` holds a frame. ok without: a part was
+  // kept (or skipped). An error names what was wrong; the frame it belonged to is dropped,
+  // and the rest of a refused chunked frame is skipped without another error.
+  Status take(const zmq::message_t& m, std::size_t limit, Frame& out, bool& complete);
+
+ private:
+  enum class State { idle, assembling, skipping };
+  State state_ = State::idle;
+  FrameHeader header_;
+  Bytes buf_;
+  std::uint64_t left_ = 0;  // payload bytes still to come (assembling or skipping)
+};
 
 // A bound ROUTER that tracks its peers and finds departed ones (see zmq_router.hpp).
 class RouterCore {
@@ -181,11 +269,18 @@ class RouterCore {
   enum class Got { frame, joined, departed };
   struct Event {
     Got got = Got::frame;
-    PeerId peer;
+    PeerInfo peer;
     bool fresh = false;  // the first message from this peer
   };
 
-  explicit RouterCore(std::unique_ptr<Socket> s) noexcept : s_(std::move(s)) {}
+  // unadmitted_max: the largest frame a peer may send before admit() (see ZmqOptions).
+  // addresses: fill Event::peer.address (a copy per message, so only where it is wanted).
+  RouterCore(std::unique_ptr<Socket> s, std::size_t unadmitted_max, bool addresses) noexcept
+      : s_(std::move(s)), unadmitted_max_(unadmitted_max), addresses_(addresses) {}
+  RouterCore(const RouterCore&) = delete;
+  RouterCore& operator=(const RouterCore&) = delete;
+  // Gives frames still queued here (see attempt_send) up to the linger time to go out.
+  ~RouterCore();
   Socket& socket() noexcept { return *s_; }
   const Socket& socket() const noexcept { return *s_; }
 
@@ -193,10 +288,15 @@ class RouterCore {
   // (in out), a peer joined, or a peer departed; an error for a malformed frame from ev.peer;
   // WouldBlock when nothing is there.
   Status attempt_recv(Event& ev, Frame& out);
-  // Under the socket mutex: one try at sending to peer.
-  // body is consumed only when sent, so a retry does not rebuild it.
-  Status attempt_send(const PeerId& peer, zmq::message_t& body);
+  // Under the socket mutex: one try at sending to peer (QueueFull: try again later). The
+  // messages of w are consumed as zmq takes them, so a retry goes on where this one stopped.
+  Status attempt_send(const PeerId& peer, WireFrame& w);
+  // Under the socket mutex: a frame whose first message went out but whose send ended before
+  // the rest did: the rest is queued here and goes out before anything else to that peer.
+  void keep_rest(const PeerId& peer, WireFrame& w);
   std::vector<PeerId> peers() const;  // under the socket mutex
+  // Under the socket mutex. ChannelClosed if the peer is not (or no longer) known.
+  Status admit(const PeerId& peer, bool admitted);
 
  private:
   void pump_monitor();
@@ -205,9 +305,21 @@ class RouterCore {
   bool pop_departed(Event& ev, bool nothing_to_read);
   enum class SendOutcome { sent, full, unreachable };
   SendOutcome send_to(const PeerId& peer, zmq::message_t& body);
+  bool flush_backlog();  // true when nothing is left queued
+  void retry_soon();
 
   std::unique_ptr<Socket> s_;
+  std::size_t unadmitted_max_;
+  bool addresses_;
   std::set<PeerId> known_;
+  // What is known of a peer from its first message until its departure is reported.
+  struct PeerState {
+    std::string address;
+    bool admitted = false;
+    Inbound in;
+  };
+  std::map<PeerId, PeerState> state_;
+  std::map<PeerId, std::deque<zmq::message_t>> backlog_;  // see keep_rest
   struct Departed {
     PeerId peer;
     std::size_t quiet = 0;  // messages read from others since this peer's last one
@@ -219,6 +331,7 @@ class RouterCore {
   Clock::duration probe_step_{};
   Clock::time_point last_drop_{};
   std::chrono::milliseconds send_backoff_{0};
+  Backoff backlog_backoff_;
 };
 
 }  // namespace ferry::ipc::zmq_detail

@@ -50,7 +50,65 @@ void RouterCore::probe_if_due() {
   if (unexplained_ > 0) s_->wake_at = std::min(s_->wake_at, next_probe_);
 }
 
+RouterCore::~RouterCore() {
+  // The rest of committed frames gets the linger time to go out, as zmq's own queue does.
+  if (!s_ || backlog_.empty()) return;
+  try {
+    (void)s_->run(kSend, Deadline::after(s_->linger()), [&]() -> Status {
+      pump_monitor();
+      return flush_backlog() ? Status{} : Status{Errc::queue_full};
+    });
+  } catch (const zmq::error_t&) {
+  }
+}
+
+void RouterCore::retry_soon() {
+  s_->wake_at = std::min(s_->wake_at, Clock::now() + backlog_backoff_.next());
+}
+
+bool RouterCore::flush_backlog() {
+  for (auto it = backlog_.begin(); it != backlog_.end();) {
+    auto& q = it->second;
+    bool gone = false;
+    while (!q.empty()) {
+      const auto out = send_to(it->first, q.front());
+      if (out == SendOutcome::sent) {
+        q.pop_front();
+        continue;
+      }
+      gone = out == SendOutcome::unreachable;
+      break;
+    }
+    if (q.empty() || gone) {
+      const PeerId peer = it->first;
+      it = backlog_.erase(it);
+      if (gone) mark_departed(peer);
+    } else {
+      ++it;
+    }
+  }
+  if (backlog_.empty()) {
+    backlog_backoff_.reset();
+    return true;
+  }
+  return false;
+}
+
+void RouterCore::keep_rest(const PeerId& peer, WireFrame& w) {
+  w.move_rest(backlog_[peer]);
+}
+
+Status RouterCore::admit(const PeerId& peer, bool admitted) {
+  auto it = state_.find(peer);
+  if (it == state_.end() || known_.count(peer) == 0) {
+    return Error{Errc::channel_closed, "no such peer (never seen, or gone)"};
+  }
+  it->second.admitted = admitted;
+  return {};
+}
+
 void RouterCore::mark_departed(const PeerId& peer) {
+  backlog_.erase(peer);
   if (known_.erase(peer) == 1) {
     departed_.push_back(Departed{peer, 0});
     // May go below zero when a send finds the peer gone before the monitor reports the drop;
@@ -83,19 +141,34 @@ bool RouterCore::pop_departed(Event& ev, bool nothing_to_read) {
     if (nothing_to_read || it->quiet > connections) {
       ev.got = Got::departed;
       ev.fresh = false;
-      ev.peer = std::move(it->peer);
+      ev.peer = PeerInfo{std::move(it->peer), {}, false};
       departed_.erase(it);
+      // Forgotten from here on (a part-received frame with it).
+      if (auto st = state_.find(ev.peer.id); st != state_.end()) {
+        ev.peer.address = std::move(st->second.address);
+        ev.peer.admitted = st->second.admitted;
+        state_.erase(st);
+      }
       return true;
     }
   }
   return false;
 }
 
+namespace {
+// Where zmq says the connection comes from ("" if it does not say).
+std::string peer_address(const zmq::message_t& m) {
+  const char* a = zmq_msg_gets(m.handle(), "Peer-Address");
+  return a != nullptr ? std::string(a) : std::string();
+}
+}  // namespace
+
 Status RouterCore::attempt_recv(Event& ev, Frame& out) {
   // Events and probes before data: frames a departed peer sent are read before its departure
   // (a probe only fails once the drop is known, and the peer's frames were queued before it).
   pump_monitor();
   probe_if_due();
+  if (!flush_backlog()) retry_soon();
   if (pop_departed(ev, false)) return {};
   for (;;) {
     zmq::message_t id;
@@ -108,51 +181,76 @@ Status RouterCore::attempt_recv(Event& ev, Frame& out) {
       multipart = true;
       if (!s_->data().recv(body, zmq::recv_flags::dontwait)) break;
     }
-    ev.peer = id.to_string();
+    PeerId peer = id.to_string();
     // A departed peer's last frames may still be read while its departure awaits reporting.
     bool pending_departure = false;
     for (auto& d : departed_) {
-      if (d.peer == ev.peer) {
+      if (d.peer == peer) {
         d.quiet = 0;
         pending_departure = true;
       } else {
         ++d.quiet;
       }
     }
-    ev.fresh = !pending_departure && known_.count(ev.peer) == 0;
+    ev.fresh = !pending_departure && known_.count(peer) == 0;
     if (ev.fresh) {
-      known_.insert(ev.peer);
+      known_.insert(peer);
       if (unexplained_ > 0) next_probe_ = Clock::now();  // it may be the one that dropped
     }
+    auto [it, first] = state_.try_emplace(peer);
+    PeerState& ps = it->second;
+    if (first && addresses_) ps.address = peer_address(body);
+    ev.peer = PeerInfo{std::move(peer), ps.address, ps.admitted};
+    ev.got = Got::frame;
     if (multipart) {
-      ev.got = Got::frame;
       return Error{Errc::malformed_payload, "multi-part zmq message; a ferry frame is one part"};
     }
-    if (body.size() == 0) {  // an announcement (or a probe answered in kind): no frame
-      if (!ev.fresh) continue;
-      ev.got = Got::joined;
-      return {};
+    if (body.size() != 0) {
+      const std::size_t limit =
+          ps.admitted ? s_->max_frame() : std::min(unadmitted_max_, s_->max_frame());
+      bool complete = false;
+      auto st = ps.in.take(body, limit, out, complete);
+      if (!st && st.code() == Errc::frame_too_large && !ps.admitted && limit < s_->max_frame()) {
+        // Said in the caller's terms: this limit is about admission, not the frame format.
+        return Error{Errc::frame_too_large,
+                     "a peer not admitted yet sent a frame larger than its limit of " +
+                         std::to_string(limit) + " bytes (" + st.error().detail +
+                         "); nothing of it was kept"};
+      }
+      if (!st || complete) return st;
     }
-    ev.got = Got::frame;
-    return from_message(body, s_->max_frame(), out);
+    // An announcement (or a probe answered in kind), or a part of a frame: nothing to deliver,
+    // unless this is the first word from a new peer.
+    if (!ev.fresh) continue;
+    ev.got = Got::joined;
+    return {};
   }
   if (pop_departed(ev, true)) return {};
   return Errc::would_block;
 }
 
-Status RouterCore::attempt_send(const PeerId& peer, zmq::message_t& body) {
+Status RouterCore::attempt_send(const PeerId& peer, WireFrame& w) {
   pump_monitor();
   probe_if_due();
-  switch (send_to(peer, body)) {
-    case SendOutcome::sent:
-      send_backoff_ = std::chrono::milliseconds(0);
-      return {};
-    case SendOutcome::unreachable:
-      mark_departed(peer);
-      return Error{Errc::channel_closed, "peer went away (or never connected)"};
-    case SendOutcome::full:
-      break;
+  // Earlier frames' rests first (they go before anything else to their peer).
+  if (!flush_backlog() && backlog_.count(peer) != 0) {
+    retry_soon();
+    return Error{Errc::queue_full, "the peer's queue is at its high-water mark"};
   }
+  for (; !w.done(); w.advance()) {
+    switch (send_to(peer, w.next())) {
+      case SendOutcome::sent:
+        send_backoff_ = std::chrono::milliseconds(0);
+        continue;
+      case SendOutcome::unreachable:
+        mark_departed(peer);
+        return Error{Errc::channel_closed, "peer went away (or never connected)"};
+      case SendOutcome::full:
+        break;
+    }
+    break;
+  }
+  if (w.done()) return {};
   // POLLOUT on a ROUTER means "some peer has room", not necessarily this one, so waiting on
   // the socket could spin: retry on a short backoff instead.
   if ((s_->data().get(zmq::sockopt::events) & ZMQ_POLLOUT) != 0) {
@@ -171,7 +269,8 @@ std::vector<PeerId> RouterCore::peers() const {
 using namespace zmq_detail;
 
 struct ZmqRouter::Impl {
-  explicit Impl(std::unique_ptr<Socket> s) : core(std::move(s)) {}
+  Impl(std::unique_ptr<Socket> s, std::size_t unadmitted_max)
+      : core(std::move(s), unadmitted_max, true) {}
   RouterCore core;
 };
 
@@ -188,17 +287,24 @@ Result<ZmqRouter> ZmqRouter::bind(const Endpoint& endpoint, const ChannelOptions
   }
   auto s = Socket::open(zmq::socket_type::router, endpoint.address, Role::bind, options, zmq);
   if (!s) return std::move(s).error();
-  return ZmqRouter(std::make_unique<Impl>(std::move(*s)));
+  return ZmqRouter(std::make_unique<Impl>(std::move(*s), zmq.unadmitted_max_frame));
 }
 
 Status ZmqRouter::recv_until(PeerId& from, Frame& out, Deadline d) {
+  PeerInfo info;
+  auto st = recv_until(info, out, d);
+  if (!info.id.empty()) from = std::move(info.id);
+  return st;
+}
+
+Status ZmqRouter::recv_until(PeerInfo& from, Frame& out, Deadline d) {
   try {
     return impl_->core.socket().run(kRecv, d, [&]() -> Status {
       for (;;) {
         RouterCore::Event ev;
         auto st = impl_->core.attempt_recv(ev, out);
         if (not_ready(st)) return st;
-        from = ev.peer;
+        from = std::move(ev.peer);
         if (!st) return st;
         switch (ev.got) {
           case RouterCore::Got::joined:
@@ -218,12 +324,23 @@ Status ZmqRouter::recv_until(PeerId& from, Frame& out, Deadline d) {
 Status ZmqRouter::send_until(const PeerId& to, const Frame& f, Deadline d) {
   if (auto st = check_size(f, impl_->core.socket().max_frame()); !st) return st;
   try {
-    auto msg = to_message(f);
-    return impl_->core.socket().run(kSend, d,
-                                    [&]() -> Status { return impl_->core.attempt_send(to, msg); });
+    WireFrame w(f);
+    auto& core = impl_->core;
+    auto st = core.socket().run(kSend, d, [&]() -> Status { return core.attempt_send(to, w); });
+    return committed(std::move(st), w, core.socket().mutex(), [&] { core.keep_rest(to, w); });
   } catch (const zmq::error_t& e) {
     return zmq_error("zmq router send", e);
   }
+}
+
+Status ZmqRouter::admit(const PeerId& peer) {
+  std::lock_guard lk(impl_->core.socket().mutex());
+  return impl_->core.admit(peer, true);
+}
+
+Status ZmqRouter::revoke(const PeerId& peer) {
+  std::lock_guard lk(impl_->core.socket().mutex());
+  return impl_->core.admit(peer, false);
 }
 
 std::vector<PeerId> ZmqRouter::peers() const {

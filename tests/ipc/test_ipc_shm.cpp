@@ -1,17 +1,27 @@
 // ShmChannel between real processes: the test binary re-executes itself as the peer.
+#include <dirent.h>
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "ferry/ipc/shm_channel.hpp"
+#include "ferry/ipc/shm_queue.hpp"
+#include "ferry/ipc/sync_lock.hpp"
 #include "ferry/shared/session.hpp"
 #include "testing.hpp"
 
@@ -96,6 +106,44 @@ double thread_cpu_seconds() {
 
 bool segment_exists(const std::string& full) {
   return ::access(("/dev/shm/" + full).c_str(), F_OK) == 0;
+}
+
+// Names in /dev/shm that start with "ferry.".
+std::vector<std::string> ferry_segments() {
+  std::vector<std::string> out;
+  if (DIR* d = ::opendir("/dev/shm")) {
+    while (const dirent* e = ::readdir(d)) {
+      if (std::string_view(e->d_name).starts_with("ferry.")) out.emplace_back(e->d_name);
+    }
+    ::closedir(d);
+  }
+  return out;
+}
+
+// Writes a file into /dev/shm until it holds `bytes` or the file system is full.
+bool fill_dev_shm(const char* path, std::size_t bytes) {
+  const int fd = ::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  std::vector<char> block(64 * 1024, 'x');
+  std::size_t done = 0;
+  while (done < bytes) {
+    const auto n = ::write(fd, block.data(), std::min(block.size(), bytes - done));
+    if (n <= 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return true;
+}
+
+// The NoSpace a full /dev/shm must give: it says so and names the segment.
+int expect_no_space(const char* what, const Error& e, const std::string& segment) {
+  const auto m = e.message();
+  std::fprintf(stderr, "peer: %s: %s\n", what, m.c_str());
+  if (e.code != Errc::no_space) return fail(what, e);
+  if (m.find("/dev/shm is full") == std::string::npos) return fail("message without the cause");
+  if (m.find("/dev/shm/" + segment) == std::string::npos) return fail("message without the name");
+  if (m.find(" bytes") == std::string::npos) return fail("message without the size");
+  return 0;
 }
 
 }  // namespace
@@ -215,6 +263,52 @@ FERRY_TEST_PEER(shm_creator) {
   for (;;) {
     if (auto st = ch->recv(f); !st) return 0;
   }
+}
+
+// In a mount namespace of its own (the test's /dev/shm is untouched), mounts a 4 MiB tmpfs on
+// /dev/shm and fills most of it; then segments that do not fit must fail at creation with
+// NoSpace and leave nothing behind, where they used to be made and raise SIGBUS on first use.
+// Exits 77 when the namespace or the mount cannot be made (no CAP_SYS_ADMIN).
+FERRY_TEST_PEER(shm_full) {
+  if (::unshare(CLONE_NEWNS) != 0) return 77;
+  // Private from here down, so the small tmpfs never shows outside this process.
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 77;
+  if (::mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=1777") != 0) {
+    return 77;
+  }
+  const char* filler = "/dev/shm/filler";
+  if (!fill_dev_shm(filler, 3 << 20)) return fail("filler");
+
+  // A channel with 1 MiB rings needs a little over 2 MiB: about 1 MiB is free.
+  auto ch = ShmChannel::create("full", with_ring(1 << 20));
+  if (ch) return fail("a channel larger than the free space was created");
+  if (int rc = expect_no_space("channel", ch.error(), shm_name("full")); rc != 0) return rc;
+  ShmQueueOptions qo;
+  qo.capacity = 32;
+  qo.slot_bytes = 64 << 10;
+  auto q = ShmQueue::create("fullq", qo);
+  if (q) return fail("a queue larger than the free space was created");
+  if (int rc = expect_no_space("queue", q.error(), shm_name("fullq")); rc != 0) return rc;
+
+  // Full to the last page: even a lock's small segment is refused.
+  if (!fill_dev_shm("/dev/shm/filler2", std::size_t{8} << 20)) return fail("filler2");
+  auto lock = Lock::create("fulllock");
+  if (lock) return fail("a lock was created in a full /dev/shm");
+  if (lock.code() != Errc::no_space) return fail("lock", lock.error());
+  if (!ferry_segments().empty()) return fail("a half-made segment was left in /dev/shm");
+
+  // With room again, the same channel is made and works.
+  ::unlink("/dev/shm/filler2");
+  ::unlink(filler);
+  auto ok = ShmChannel::create("full", with_ring(1 << 20));
+  if (!ok) return fail("create after freeing space", ok.error());
+  auto other = ShmChannel::open((*ok)->endpoint());
+  if (!other) return fail("open", other.error());
+  if (auto st = (*ok)->send(make(7, 100000)); !st) return fail("send", st);
+  Frame f;
+  if (auto st = (*other)->recv_for(f, 10s); !st) return fail("recv", st);
+  if (!matches(7, f.payload, 100000)) return fail("content");
+  return 0;
 }
 
 // --- tests -----------------------------------------------------------------------------------
@@ -487,6 +581,45 @@ TEST_SUITE("ipc.shm") {
     }
     CHECK(ShmChannel::open("shm://ferry.no-such-segment").code() == Errc::not_found);
     CHECK(ShmChannel::create("bad/name").code() == Errc::invalid_argument);
+    leaks.verify();
+  }
+
+  TEST_CASE("a full /dev/shm is NoSpace at creation, naming the segment, with nothing left") {
+    testing::LeakCheck leaks;
+    {
+      auto peer = testing::spawn_peer("shm_full");
+      auto ex = peer.wait_for(60s);
+      REQUIRE(ex);
+      if (ex->code == 77) {
+        MESSAGE("skipped: cannot mount a private tmpfs on /dev/shm here (needs CAP_SYS_ADMIN)");
+      } else {
+        CHECK(ex->signal == 0);  // no SIGBUS
+        CHECK(ex->code == 0);
+      }
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a channel larger than all of /dev/shm is NoSpace at creation") {
+    testing::LeakCheck leaks;
+    struct statvfs vfs {};
+    REQUIRE(::statvfs("/dev/shm", &vfs) == 0);
+    const auto total = static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize;
+    // Larger than the whole file system, not just its free space: tmpfs refuses that at once,
+    // without filling /dev/shm for the moment other tests might need it.
+    std::size_t ring = 4096;
+    while (ring <= (std::size_t{1} << 30) && 2 * static_cast<std::uint64_t>(ring) <= total)
+      ring *= 2;
+    if (ring > (std::size_t{1} << 30)) {
+      MESSAGE("skipped: /dev/shm holds " << (total >> 20)
+                                         << " MiB, more than the largest channel (2 GiB)");
+    } else {
+      auto ch = ShmChannel::create("huge", with_ring(ring));
+      REQUIRE_FALSE(ch);
+      CHECK(ch.code() == Errc::no_space);
+      CHECK(ch.error().message().find("/dev/shm/" + shm_name("huge")) != std::string::npos);
+      CHECK_FALSE(segment_exists(shm_name("huge")));
+    }
     leaks.verify();
   }
 

@@ -5,6 +5,7 @@
 // LeakCheck snapshot can be taken before anything zmq exists.
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -16,7 +17,11 @@
 #include <string>
 #include <thread>
 #include <vector>
+#include <zmq.hpp>  // raw peers that do not follow the protocol
 
+#include "ferry/ipc/curve.hpp"
+#include "ferry/ipc/pipe_channel.hpp"
+#include "ferry/ipc/shm_channel.hpp"
 #include "ferry/ipc/zmq_channel.hpp"
 #include "ferry/ipc/zmq_router.hpp"
 #include "testing.hpp"
@@ -124,16 +129,69 @@ Link start(std::string_view peer, Scheme scheme, Role test_role, std::size_t max
 
 using testing::expect_exit;
 
-const char* name(Scheme s) {
+std::string name(Scheme s) {
   return s == Scheme::zmq_tcp ? "tcp" : "ipc";
 }
-const char* name(Role r) {
+std::string name(Role r) {
   return r == Role::bind ? "test binds" : "test connects";
 }
 
 constexpr Scheme kSchemes[] = {Scheme::zmq_ipc, Scheme::zmq_tcp};
 constexpr Role kRoles[] = {Role::bind, Role::connect};
 constexpr std::size_t kMiB = std::size_t{1} << 20;
+
+// FNV-1a, to compare large payloads by a short value in messages.
+std::uint64_t checksum(ByteView b) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (const std::uint8_t c : b)
+    h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+// This process's resident set (VmRSS), in bytes.
+std::size_t rss_bytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  REQUIRE(f != nullptr);
+  char line[256];
+  std::size_t kb = 0;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::sscanf(line, "VmRSS: %zu kB", &kb) == 1) break;
+  }
+  std::fclose(f);
+  return kb * 1024;
+}
+
+// The CURVE setting of a peer from its arguments: "plain", or "server" SECRET PUBLIC
+// CLIENT_PUBLIC (only that client is authorized), or "client" SECRET PUBLIC SERVER_PUBLIC.
+ZmqOptions curve_from(const std::vector<std::string>& args, std::size_t at) {
+  ZmqOptions zo;
+  if (args.size() <= at || args[at] == "plain") return zo;
+  const CurveKeyPair mine{args.at(at + 2), args.at(at + 1)};
+  if (args[at] == "server") {
+    zo.curve_server =
+        CurveServer{mine, [ok = args.at(at + 3)](std::string_view k) { return k == ok; }};
+  } else {
+    zo.curve_client = CurveClient{mine, args.at(at + 3)};
+  }
+  return zo;
+}
+
+// The wire of zmq_detail.hpp, spelled out for raw peers: a bare header declaring `length`
+// bytes, and a chunk message.
+zmq::message_t bare_header(std::uint32_t length, std::uint64_t id = 0) {
+  FrameHeader h;
+  h.length = length;
+  h.request_id = id;
+  zmq::message_t m(kHeaderSize);
+  encode_header(h, m.data<std::uint8_t>());
+  return m;
+}
+zmq::message_t chunk(std::size_t n, std::uint8_t fill = 0) {
+  zmq::message_t m(1 + n);
+  std::memset(m.data<std::uint8_t>() + 1, fill, n);
+  m.data<std::uint8_t>()[0] = 0x01;
+  return m;
+}
 
 }  // namespace
 
@@ -212,6 +270,91 @@ FERRY_TEST_PEER(zmq_oversize) {
   return c->recv(f).code() == Errc::channel_closed ? 0 : 8;
 }
 
+// Echo over CURVE or plain: args as peer_open, then curve_from(args, 3).
+FERRY_TEST_PEER(zmq_echo_keys) {
+  auto c = peer_open(args, curve_from(args, 3));
+  Frame f;
+  for (;;) {
+    auto st = c->recv(f);
+    if (!st) return st.code() == Errc::channel_closed ? 2 : 3;
+    if (!c->send(f)) return 4;
+    if (f.kind() == MessageKind::shutdown) return 0;
+  }
+}
+
+// Small queues, reads nothing until a byte arrives on stdin, then echoes until shutdown.
+FERRY_TEST_PEER(zmq_read_later) {
+  ZmqOptions zo;
+  zo.recv_hwm = 1;
+  zo.heartbeat_timeout = std::chrono::seconds(120);
+  auto c = peer_open(args, zo);
+  char b = 0;
+  if (::read(0, &b, 1) != 1) return 5;
+  Frame f;
+  for (;;) {
+    auto st = c->recv(f);
+    if (!st) return st.code() == Errc::channel_closed ? 2 : 3;
+    if (!c->send(f)) return 4;
+    if (f.kind() == MessageKind::shutdown) return 0;
+  }
+}
+
+// Raw libzmq DEALERs that never say hello: args[0] endpoint, args[1] connections, args[2]
+// "single" (one zmq message of args[3] bytes each, past any ZMQ_MAXMSGSIZE of ferry) or
+// "chunked" (a ferry frame of args[3] bytes in 1 MiB chunks each, args[4] times). The buffers
+// are sent zero-copy, so this process holds one copy of each whatever it sends.
+FERRY_TEST_PEER(zmq_raw_flood) {
+  const int conns = std::stoi(args.at(1));
+  const bool single = args.at(2) == "single";
+  const std::size_t bytes = std::stoull(args.at(3));
+  const int times = args.size() > 4 ? std::stoi(args.at(4)) : 1;
+  std::vector<std::uint8_t> big(single ? bytes : 0, 0x5a);
+  std::vector<std::uint8_t> one_chunk(1 + kMiB, 0x5a);
+  one_chunk[0] = 0x01;
+  zmq::context_t ctx;
+  std::vector<zmq::socket_t> socks;
+  for (int i = 0; i < conns; ++i) {
+    auto& d = socks.emplace_back(ctx, zmq::socket_type::dealer);
+    // Long enough for the chunked frames to go out in full; cut-off connections have nothing
+    // left to send.
+    d.set(zmq::sockopt::linger, 30000);
+    d.set(zmq::sockopt::reconnect_ivl, 1000);
+    d.connect(args.at(0));
+  }
+  for (auto& d : socks) {
+    if (single) {
+      d.send(zmq::message_t(), zmq::send_flags::none);  // known to the router first
+      d.send(zmq::message_t(big.data(), big.size(), nullptr, nullptr), zmq::send_flags::none);
+      continue;
+    }
+    for (int t = 0; t < times; ++t) {
+      d.send(bare_header(static_cast<std::uint32_t>(bytes)), zmq::send_flags::none);
+      for (std::size_t off = 0; off < bytes; off += kMiB) {
+        const std::size_t len = std::min(kMiB, bytes - off);
+        d.send(zmq::message_t(one_chunk.data(), 1 + len, nullptr, nullptr), zmq::send_flags::none);
+      }
+    }
+  }
+  return 0;  // the sockets and the context close here, after at most linger
+}
+
+// A well-behaved client: args[0] endpoint, args[1] payload bytes. Says hello, waits to be
+// welcomed, sends one frame of that size, and checks that it comes back unchanged.
+FERRY_TEST_PEER(zmq_admitted_client) {
+  auto c = ZmqChannel::connect(*Endpoint::parse(args.at(0)));
+  if (!c) return 91;
+  if (!(*c)->send(frame(1, "hello", MessageKind::hello))) return 4;
+  Frame f;
+  if (!(*c)->recv_for(f, 30s) || f.kind() != MessageKind::welcome) return 5;
+  Frame big;
+  big.header.request_id = 2;
+  big.payload = pattern(std::stoull(args.at(1)), 11);
+  if (!(*c)->send(big)) return 6;
+  if (!(*c)->recv_for(f, 60s)) return 7;
+  if (f.request_id() != 2 || checksum(f.payload) != checksum(big.payload)) return 8;
+  return f.payload == big.payload ? 0 : 9;
+}
+
 // Router client: args[0] endpoint, args[1] name, args[2] K. Sends K requests "name#i" and
 // expects the replies "reply:name#i" in order.
 FERRY_TEST_PEER(zmq_router_client) {
@@ -231,7 +374,77 @@ FERRY_TEST_PEER(zmq_router_client) {
   return 0;
 }
 
+// With RLIMIT_NOFILE lowered to 64, opens zmq channels until one is refused: it must be
+// TooManyOpenFiles with the counts, never libzmq's abort; the channels made before still work.
+// Then with every descriptor taken, zmq, pipe and shm channels are each refused the same way.
+FERRY_TEST_PEER(zmq_fd_limit) {
+  auto say = [](const std::string& what, const Error& e) {
+    std::fprintf(stderr, "peer: %s: %s\n", what.c_str(), e.message().c_str());
+  };
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 90;
+  rl.rlim_cur = 64;
+  if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) return 90;
+
+  auto server = ZmqChannel::bind(*Endpoint::parse(bind_address(Scheme::zmq_ipc)));
+  if (!server) return say("bind", server.error()), 10;
+  auto client = ZmqChannel::connect(*Endpoint::parse((*server)->endpoint()));
+  if (!client) return say("connect", client.error()), 11;
+  std::vector<std::unique_ptr<ZmqChannel>> more;
+  Error refused;
+  for (int i = 0; i < 64; ++i) {
+    auto c =
+        ZmqChannel::bind(*Endpoint::parse(bind_address(i % 2 ? Scheme::zmq_tcp : Scheme::zmq_ipc)));
+    if (!c) {
+      refused = std::move(c).error();
+      break;
+    }
+    more.push_back(std::move(*c));
+  }
+  say("refused after " + std::to_string(more.size()) + " more", refused);
+  if (refused.code != Errc::too_many_open_files) return 12;
+  if (refused.message().find("file descriptors in use") == std::string::npos) return 13;
+  if (refused.message().find("ulimit -n") == std::string::npos) return 14;
+  Frame f;
+  if (!(*client)->send(frame(1, "still here")) || !(*server)->recv_for(f, 20s)) return 15;
+  if (!(*server)->send(frame(2, "and back")) || !(*client)->recv_for(f, 20s)) return 16;
+  if (text(f) != "and back") return 17;
+
+  // Every descriptor taken.
+  std::vector<int> taken;
+  for (int fd; (fd = ::dup(0)) >= 0;)
+    taken.push_back(fd);
+  auto z = ZmqChannel::connect(*Endpoint::parse((*server)->endpoint()));
+  auto p = PipeChannel::make_pair();
+  auto m = ShmChannel::create("fd-limit");
+  for (int fd : taken)
+    ::close(fd);
+  if (z) return 20;
+  say("zmq", z.error());
+  if (z.code() != Errc::too_many_open_files) return 21;
+  if (p) return 22;
+  say("pipe", p.error());
+  if (p.code() != Errc::too_many_open_files) return 23;
+  if (m) return 24;
+  say("shm", m.error());
+  if (m.code() != Errc::too_many_open_files) return 25;
+  if (m.error().message().find("file descriptors in use") == std::string::npos) return 26;
+  return 0;
+}
+
 TEST_SUITE("ipc.zmq") {
+  TEST_CASE("running out of file descriptors is TooManyOpenFiles on every transport, no abort") {
+    testing::LeakCheck leaks;
+    {
+      auto child = testing::spawn_peer("zmq_fd_limit");
+      auto ex = child.wait_for(60s);
+      REQUIRE(ex);
+      CHECK(ex->signal == 0);
+      CHECK(ex->code == 0);
+    }
+    leaks.verify();
+  }
+
   TEST_CASE("a frame round-trips between processes over ipc and tcp, either side binding") {
     testing::LeakCheck leaks;
     for (auto scheme : kSchemes) {
@@ -355,18 +568,21 @@ TEST_SUITE("ipc.zmq") {
     leaks.verify();
   }
 
-  TEST_CASE("a peer that sends more than the receiver's maximum is cut off with ChannelClosed") {
+  TEST_CASE("a frame over the receiver's maximum is FrameTooLarge there and closes the channel") {
     testing::LeakCheck leaks;
     for (auto scheme : kSchemes) {
       CAPTURE(name(scheme));
-      // The peer's own maximum (argument) is 4 MiB; ours is 1 MiB.
+      // The peer's own maximum (argument) is 4 MiB; ours is 1 MiB. Its 2 MiB frame comes in
+      // chunks, refused on the header before any chunk is kept.
       auto c = ZmqChannel::bind(ep(bind_address(scheme)), with_max(kMiB));
       REQUIRE(c);
       auto child = testing::spawn_peer(
           "zmq_oversize",
           {(*c)->endpoint(), "connect", std::to_string(4 * kMiB), std::to_string(2 * kMiB)});
       Frame got;
-      CHECK((*c)->recv_for(got, 20s).code() == Errc::channel_closed);
+      CHECK((*c)->recv_for(got, 20s).code() == Errc::frame_too_large);
+      CHECK((*c)->try_recv(got).code() == Errc::channel_closed);
+      c->reset();  // the peer sees the connection go
       expect_exit(child, 0);
     }
     leaks.verify();
@@ -667,6 +883,273 @@ TEST_SUITE("ipc.zmq") {
       CHECK(from == id_of_pid.at(std::to_string(b.pid())));
       CHECK(a.wait_for(20s));
       CHECK(b.wait_for(20s));
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("50 MiB frames round-trip over ipc and tcp, plain and CURVE, either side binding") {
+    testing::LeakCheck leaks;
+    auto server = make_curve_keypair();
+    auto client = make_curve_keypair();
+    REQUIRE(server);
+    REQUIRE(client);
+    struct Setup {
+      Scheme scheme;
+      bool curve;
+    };
+    for (const Setup su : {Setup{Scheme::zmq_ipc, false}, Setup{Scheme::zmq_tcp, false},
+                           Setup{Scheme::zmq_tcp, true}}) {
+      for (auto role : kRoles) {
+        CAPTURE(name(su.scheme));
+        CAPTURE(name(role));
+        CAPTURE(su.curve);
+        ZmqOptions mine;
+        std::vector<std::string> theirs{"plain"};
+        if (su.curve && role == Role::bind) {
+          mine.curve_server = CurveServer{
+              *server, [pub = client->public_key](std::string_view k) { return k == pub; }};
+          theirs = {"client", client->secret_key, client->public_key, server->public_key};
+        } else if (su.curve) {
+          mine.curve_client = CurveClient{*client, server->public_key};
+          theirs = {"server", server->secret_key, server->public_key, client->public_key};
+        }
+        auto l = start("zmq_echo_keys", su.scheme, role, kDefaultMaxFrame, theirs, mine);
+        for (const std::size_t size : {50 * kMiB, kMiB + 1, 3 * kMiB}) {
+          Frame big;
+          big.header.kind = MessageKind::result;
+          big.header.request_id = size;
+          big.payload = pattern(size, static_cast<std::uint8_t>(size));
+          REQUIRE(l.chan->send(big));
+          Frame got;
+          REQUIRE(l.chan->recv_for(got, 60s));
+          CHECK(got.kind() == MessageKind::result);
+          CHECK(got.request_id() == size);
+          CHECK(got.header.length == size);
+          CHECK(checksum(got.payload) == checksum(big.payload));
+          CHECK(got.payload == big.payload);
+        }
+        REQUIRE(l.chan->send(frame(0, "", MessageKind::shutdown)));
+        Frame got;
+        REQUIRE(l.chan->recv_for(got, 20s));
+        expect_exit(l.child, 0);
+      }
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a large frame whose send ends part-way is committed: it arrives whole, first") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      for (auto role : kRoles) {
+        CAPTURE(name(scheme));
+        CAPTURE(name(role));
+        testing::PipeFds go;  // the peer's stdin: it starts reading at the first byte
+        ZmqOptions small;
+        small.send_hwm = 1;
+        small.heartbeat_timeout = 120s;  // the peer does not read for a while (see zmq_idle)
+        testing::SpawnOptions so;
+        so.fds = {{go.r, 0}};
+        Link l;
+        if (role == Role::bind) {
+          auto c = ZmqChannel::bind(ep(bind_address(scheme)), {}, small);
+          REQUIRE(c);
+          l.child = testing::spawn_peer(
+              "zmq_read_later", {(*c)->endpoint(), "connect", std::to_string(kDefaultMaxFrame)},
+              so);
+          l.chan = std::move(*c);
+        } else {
+          auto p = testing::spawn_reporting_peer(
+              "zmq_read_later", {bind_address(scheme), "bind", std::to_string(kDefaultMaxFrame)},
+              so);
+          const auto line = p.line(20s);
+          REQUIRE(!line.empty());
+          l.child = std::move(p.child);
+          auto c = ZmqChannel::connect(ep(line), {}, small);
+          REQUIRE(c);
+          l.chan = std::move(*c);
+        }
+        go.close_r();
+        // Far more than the queues and socket buffers hold while the peer is not reading.
+        Frame big;
+        big.header.request_id = 1;
+        big.payload = pattern(48 * kMiB, 4);
+        const auto t0 = Clock::now();
+        REQUIRE(l.chan->send_for(big, 300ms));  // ok: committed, the rest waits in the channel
+        CHECK(since(t0) < 5000ms);
+        // Nothing may come between the rest of that frame and the peer.
+        CHECK(l.chan->try_send(frame(2, "next")).code() == Errc::queue_full);
+        REQUIRE(::write(go.w, "g", 1) == 1);
+        // Only receives from here: they must push the rest out.
+        Frame got;
+        REQUIRE(l.chan->recv_for(got, 60s));
+        CHECK(got.request_id() == 1);
+        CHECK(got.payload == big.payload);
+        REQUIRE(l.chan->send_for(frame(2, "next"), 20s));
+        REQUIRE(l.chan->recv_for(got, 20s));
+        CHECK(text(got) == "next");
+        REQUIRE(l.chan->send(frame(0, "", MessageKind::shutdown)));
+        REQUIRE(l.chan->recv_for(got, 20s));
+        expect_exit(l.child, 0);
+      }
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE(
+      "a router keeps nothing of large frames from unadmitted peers, and admitted ones pass") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      CAPTURE(name(scheme));
+      auto router = ZmqRouter::bind(ep(bind_address(scheme)));
+      REQUIRE(router);
+      const std::size_t before = rss_bytes();
+      std::size_t peak = before;
+      // 6 connections that each send one 40 MiB message in one piece (zmq cuts them off on
+      // the length, before buffering), and 6 that each send three 40 MiB frames in chunks
+      // without a hello (refused on the header, the chunks skipped unread).
+      auto flood1 = testing::spawn_peer(
+          "zmq_raw_flood", {router->endpoint(), "6", "single", std::to_string(40 * kMiB)});
+      auto flood2 = testing::spawn_peer(
+          "zmq_raw_flood", {router->endpoint(), "6", "chunked", std::to_string(40 * kMiB), "3"});
+      std::map<PeerId, int> too_large;
+      std::set<PeerId> closed;
+      PeerInfo from;
+      Frame got;
+      for (;;) {
+        const auto st = router->recv_for(from, got, 200ms);
+        peak = std::max(peak, rss_bytes());
+        if (st.code() == Errc::timeout) {
+          if (!flood1.running() || flood1.wait_for(0ms)) {
+            if (!flood2.running() || flood2.wait_for(0ms)) break;
+          }
+          continue;
+        }
+        if (st.code() == Errc::channel_closed) {
+          closed.insert(from.id);
+          continue;
+        }
+        REQUIRE_MESSAGE(st.code() == Errc::frame_too_large, st.error().message());
+        CHECK_FALSE(from.admitted);
+        CHECK(st.error().message().find("not admitted") != std::string::npos);
+        CHECK(!from.address.empty());
+        if (scheme == Scheme::zmq_tcp) CHECK(from.address == "127.0.0.1");
+        ++too_large[from.id];
+      }
+      // Departures of the last flood's connections may still be on their way.
+      while (router->recv_for(from, got, 500ms).code() == Errc::channel_closed)
+        closed.insert(from.id);
+      CHECK(too_large.size() == 6);
+      for (const auto& [peer, n] : too_large)
+        CHECK(n == 3);
+      CHECK(closed.size() >= 6);
+      const auto grew = (peak > before ? peak - before : 0) >> 20;
+      MESSAGE(name(scheme) << ": RSS grew by at most " << grew << " MiB while 960 MiB arrived");
+      CHECK(grew < 200);
+      CHECK(flood1.wait_for(20s));
+      CHECK(flood2.wait_for(20s));
+
+      // A peer admitted after its hello sends 40 MiB, which comes back intact.
+      auto client = testing::spawn_peer("zmq_admitted_client",
+                                        {router->endpoint(), std::to_string(40 * kMiB)});
+      Status st;
+      while ((st = router->recv_for(from, got, 20s)).code() == Errc::channel_closed) {
+      }
+      REQUIRE_MESSAGE(st, st.error().message());
+      REQUIRE(got.kind() == MessageKind::hello);
+      CHECK_FALSE(from.admitted);
+      REQUIRE(router->admit(from.id));
+      REQUIRE(router->send_for(from.id, frame(1, "", MessageKind::welcome), 20s));
+      REQUIRE(router->recv_for(from, got, 60s));
+      CHECK(from.admitted);
+      CHECK(got.request_id() == 2);
+      CHECK(got.payload.size() == 40 * kMiB);
+      CHECK(checksum(got.payload) == checksum(pattern(40 * kMiB, 11)));
+      REQUIRE(router->send_for(from.id, got, 60s));
+      expect_exit(client, 0);
+      CHECK(router->recv_for(from, got, 20s).code() == Errc::channel_closed);
+      CHECK(router->admit(from.id).code() == Errc::channel_closed);  // gone: forgotten
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a router names what is wrong with a peer's chunks, and goes on") {
+    testing::LeakCheck leaks;
+    {
+      ZmqOptions zo;
+      zo.unadmitted_max_frame = 1000;
+      auto router = ZmqRouter::bind(ep(bind_address(Scheme::zmq_tcp)), with_max(4 * kMiB), zo);
+      REQUIRE(router);
+      zmq::context_t ctx;
+      zmq::socket_t d(ctx, zmq::socket_type::dealer);
+      d.set(zmq::sockopt::linger, 0);
+      d.connect(router->endpoint());
+      PeerInfo from;
+      Frame got;
+      // The next thing the router reports is `want`, its message saying `says`.
+      auto next = [&](Errc want, std::string_view says = {}) {
+        const auto st = router->recv_for(from, got, 20s);
+        const std::string m = st ? std::string() : st.error().message();
+        CAPTURE(m);
+        CHECK(m.find(says) != std::string::npos);
+        return st.code() == want;
+      };
+      // Unadmitted: 1000 bytes at most. A 900-byte frame in chunks is fine...
+      d.send(bare_header(900, 1), zmq::send_flags::none);
+      d.send(chunk(500, 'a'), zmq::send_flags::none);
+      d.send(zmq::message_t(), zmq::send_flags::none);  // a probe between chunks is allowed
+      d.send(chunk(400, 'b'), zmq::send_flags::none);
+      REQUIRE(next(Errc::ok));
+      CHECK(got.request_id() == 1);
+      CHECK(got.payload.size() == 900);
+      CHECK(got.payload[499] == 'a');
+      CHECK(got.payload[500] == 'b');
+      const PeerId raw = from.id;
+      CHECK(from.address == "127.0.0.1");
+      // ... 2000 bytes is refused on its header; its chunks go unreported; the next is read.
+      d.send(bare_header(2000, 2), zmq::send_flags::none);
+      d.send(chunk(1000), zmq::send_flags::none);
+      d.send(chunk(1000), zmq::send_flags::none);
+      d.send(bare_header(0, 3), zmq::send_flags::none);  // an empty frame
+      CHECK(next(Errc::frame_too_large, "not admitted"));
+      CHECK(from.id == raw);
+      REQUIRE(next(Errc::ok));
+      CHECK(got.request_id() == 3);
+      CHECK(got.payload.empty());
+      // Admitted: up to max_frame (4 MiB); beyond that still FrameTooLarge.
+      REQUIRE(router->admit(raw));
+      d.send(bare_header(static_cast<std::uint32_t>(2 * kMiB), 4), zmq::send_flags::none);
+      d.send(chunk(kMiB, 'c'), zmq::send_flags::none);
+      d.send(chunk(kMiB, 'd'), zmq::send_flags::none);
+      REQUIRE(next(Errc::ok));
+      CHECK(from.admitted);
+      CHECK(got.payload.size() == 2 * kMiB);
+      d.send(bare_header(static_cast<std::uint32_t>(5 * kMiB), 5), zmq::send_flags::none);
+      CHECK(next(Errc::frame_too_large));
+      // Malformed sequences, each a named error from that peer.
+      d.send(bare_header(100, 6), zmq::send_flags::none);
+      d.send(chunk(200), zmq::send_flags::none);
+      CHECK(next(Errc::trailing_bytes, "declared length"));
+      d.send(chunk(10), zmq::send_flags::none);
+      CHECK(next(Errc::malformed_payload, "outside a chunked frame"));
+      d.send(bare_header(3000, 7), zmq::send_flags::none);
+      d.send(chunk(1000), zmq::send_flags::none);
+      d.send(bare_header(0, 8), zmq::send_flags::none);
+      CHECK(next(Errc::malformed_payload, "new frame began"));
+      CHECK(from.id == raw);
+      // Back to unadmitted: the limit applies again. The router still delivers.
+      REQUIRE(router->revoke(raw));
+      d.send(bare_header(2000, 9), zmq::send_flags::none);
+      CHECK(next(Errc::frame_too_large, "not admitted"));
+      d.send(bare_header(0, 10), zmq::send_flags::none);
+      REQUIRE(next(Errc::ok));
+      CHECK(got.request_id() == 10);
+      CHECK_FALSE(from.admitted);
+      // One message longer than ferry ever sends: zmq cuts the connection off.
+      zmq::message_t huge(2 * kMiB);
+      d.send(huge, zmq::send_flags::none);
+      CHECK(next(Errc::channel_closed));
+      CHECK(from.id == raw);
+      d.close();
     }
     leaks.verify();
   }

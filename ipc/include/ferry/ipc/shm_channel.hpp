@@ -20,6 +20,10 @@
 // destructor) set a closed flag and wake the peer, whose recv drains and then gets
 // ChannelClosed.
 //
+// Space: create() reserves the whole segment (both rings) in /dev/shm at once, so a full
+// /dev/shm is Errc::no_space from create(), naming the segment and its size, never a SIGBUS
+// later; the memory is committed from then on. (ShmQueue and the sync primitives do the same.)
+//
 // Large frames: up to max_frame (default 64 MiB) regardless of ring size; bigger than a
 // quarter of the ring they are streamed through it in chunks (the try form then refuses with
 // QueueFull unless the whole frame fits at once).

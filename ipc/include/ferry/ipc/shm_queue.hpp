@@ -76,6 +76,7 @@ class ShmQueue {
     ByteView bytes;  // the message, in the segment; valid until pop_commit
   };
 
+  // Reserves capacity * slot_bytes (plus headers) in /dev/shm at once: NoSpace if it is full.
   static Result<std::unique_ptr<ShmQueue>> create(std::string_view name,
                                                   const ShmQueueOptions& opt = {});
   static Result<std::unique_ptr<ShmQueue>> open(std::string_view name_or_endpoint);

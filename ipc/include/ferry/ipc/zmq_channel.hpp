@@ -2,7 +2,15 @@
 //
 // The connect side is a DEALER; the bind side is a ROUTER that talks to its single, most
 // recently connected peer, so one point-to-point Channel works both ways. A frame travels as
-// one zmq message part: the 20-byte header followed by the payload.
+// one zmq message: the 20-byte header followed by the payload.
+//
+// Large frames: a payload over 1 MiB travels as a bare header followed by chunks of at most
+// 1 MiB, each its own zmq message (not one multipart message, which libzmq would buffer
+// whole), and the receiver puts them back together. So zmq never holds more than about 1 MiB
+// of a message in progress (ZMQ_MAXMSGSIZE), and a frame's declared length is checked against
+// max_frame before any of it is kept. A send whose deadline passes after the first chunk went
+// commits the frame: the rest goes out before the next frame (during later calls, or within
+// linger when the channel is destroyed) and the send is ok.
 //
 // Peer death: a peer that closes or dies (SIGKILL included) is reported as ChannelClosed, after
 // every frame it sent before has been delivered; the kernel closes a dead process's sockets, so
@@ -55,6 +63,9 @@ struct ZmqOptions {
   // before any message of that peer is read. See curve.hpp for keys.
   std::optional<CurveServer> curve_server{};
   std::optional<CurveClient> curve_client{};
+  // ZmqRouter only: the largest frame a peer may send before ZmqRouter::admit(peer); see
+  // zmq_router.hpp. (ZmqChannel's bind side takes up to max_frame from whoever connects.)
+  std::size_t unadmitted_max_frame = std::size_t{64} << 10;
 };
 
 class ZmqChannel final : public Channel {
@@ -73,8 +84,9 @@ class ZmqChannel final : public Channel {
   // FrameTooLarge if the payload exceeds max_frame (nothing is sent; the channel stays open).
   Status send_until(const Frame& f, Deadline d) override;
   // Try: WouldBlock when nothing is queued. A malformed frame returns decode_header's named
-  // error and closes the channel. A frame longer than header + max_frame is refused by zmq
-  // itself (ZMQ_MAXMSGSIZE), which drops the connection: the caller sees ChannelClosed.
+  // error (a frame declared longer than max_frame: FrameTooLarge) and closes the channel. A
+  // single zmq message longer than header + 1 MiB (never sent by ferry) makes zmq drop the
+  // connection: the caller sees ChannelClosed.
   Status recv_until(Frame& out, Deadline d) override;
   // The address the other end opens (for bind: the resolved address, real port included).
   std::string endpoint() const override;

@@ -38,6 +38,8 @@ enum class Errc : std::uint8_t {
   cancelled,
   rejected,  // handshake refused (version or task-set mismatch, unknown key)
   unsupported,
+  no_space,             // no room to back a resource (a full /dev/shm); detail names it
+  too_many_open_files,  // the process (EMFILE) or system (ENFILE) file-descriptor limit
 };
 
 constexpr std::string_view errc_name(Errc e) noexcept {
@@ -86,6 +88,10 @@ constexpr std::string_view errc_name(Errc e) noexcept {
       return "Rejected";
     case Errc::unsupported:
       return "Unsupported";
+    case Errc::no_space:
+      return "NoSpace";
+    case Errc::too_many_open_files:
+      return "TooManyOpenFiles";
   }
   return "Unknown";
 }
