@@ -113,19 +113,22 @@ void Membership::drop(const ipc::PeerId& peer, EndCause cause, const std::string
     w = std::move(it->second.worker);
     peers_.erase(it);
   }
+  (void)router_->revoke(peer);  // back to the small limit of peers that did not say hello
   EndInfo end;
   end.cause = cause;
   end.detail = detail;
   core_.worker_gone(w->id(), end);
 }
 
-void Membership::ban(const ipc::PeerId& peer, const std::string& why) {
+void Membership::ban(const ipc::PeerInfo& peer, const std::string& why) {
   {
     std::lock_guard lk(mu_);
-    banned_.insert(peer);
+    banned_.insert(peer.id);
   }
-  log_limited("garbage", "dropping a peer that " + why);
-  drop(peer, EndCause::bad_frame, why);
+  const std::string where = peer.address.empty() ? "unknown address" : peer.address;
+  log_limited("garbage " + where, "dropping a peer at " + where + " that " + why +
+                                      " (said once a minute per address)");
+  drop(peer.id, EndCause::bad_frame, why);
 }
 
 void Membership::evict(WorkerId id, const ipc::PeerId& peer, EndCause why) {
@@ -140,9 +143,10 @@ void Membership::evict(WorkerId id, const ipc::PeerId& peer, EndCause why) {
   drop(peer, why, std::string(to_string(why)) + "; worker told to restart");
 }
 
-void Membership::on_hello(const ipc::PeerId& from, const Frame& f) {
+void Membership::on_hello(const ipc::PeerInfo& peer, const Frame& f) {
+  const ipc::PeerId& from = peer.id;
   auto hello = decode_value<msg::Hello>(f.payload);
-  if (!hello) return ban(from, "sent a bad hello: " + hello.error().message());
+  if (!hello) return ban(peer, "sent a bad hello: " + hello.error().message());
   drop(from, EndCause::lost, "registered again");  // same socket, new session
   WorkerIdentity who;
   who.id = core_.next_worker_id();
@@ -155,11 +159,14 @@ void Membership::on_hello(const ipc::PeerId& from, const Frame& f) {
   if (!a.welcome) {
     const Frame r = make_frame(MessageKind::reject, msg::Reject{a.reason});
     (void)send(from, std::span<const Frame>(&r, 1), ipc::Deadline::after(milliseconds(500)));
-    log_limited("refused " + who.host,
+    log_limited("refused " + peer.address,
                 "rejected worker (pid " + std::to_string(who.pid) +
-                    (who.host.empty() ? "" : " on " + who.host) + "): " + a.reason);
+                    (who.host.empty() ? "" : " on " + who.host) + " at " + peer.address +
+                    "): " + a.reason);
     return;
   }
+  // Admitted: from now on it may send frames of any size up to the frame limit.
+  (void)router_->admit(from);
   auto w = std::make_shared<RemoteWorker>(who, from, *this);
   {
     std::lock_guard lk(w->send_mu);
@@ -180,7 +187,8 @@ void Membership::on_hello(const ipc::PeerId& from, const Frame& f) {
   core_.worker_joined(w);
 }
 
-void Membership::on_frame(const ipc::PeerId& from, Frame& f) {
+void Membership::on_frame(const ipc::PeerInfo& peer, Frame& f) {
+  const ipc::PeerId& from = peer.id;
   WorkerId id = 0;
   {
     std::lock_guard lk(mu_);
@@ -190,7 +198,7 @@ void Membership::on_frame(const ipc::PeerId& from, Frame& f) {
       id = it->second.worker->id();
     }
   }
-  if (f.header.kind == MessageKind::hello) return on_hello(from, f);
+  if (f.header.kind == MessageKind::hello) return on_hello(peer, f);
   if (id == 0) {
     // A worker we declared lost (or never met) is still talking: ask it to register again.
     const Frame r = make_frame(MessageKind::reject, msg::Reject{"unknown worker: register again"});
@@ -227,15 +235,16 @@ void Membership::housekeeping() {
 
 void Membership::run() {
   Frame f;
-  ipc::PeerId from;
+  ipc::PeerInfo from;
   while (!stop_.load()) {
     auto st = router_->recv_for(from, f, milliseconds(50));
     if (st) {
       on_frame(from, f);
     } else if (st.error().code == Errc::channel_closed) {
-      drop(from, EndCause::lost, "disconnected");
+      drop(from.id, EndCause::lost, "disconnected");
     } else if (st.error().code != Errc::timeout && st.error().code != Errc::would_block) {
-      // Garbage from a peer: it is dropped (ignored from now on), the pool goes on.
+      // Garbage from a peer (or a large frame before its hello): dropped and ignored from now
+      // on; the pool goes on.
       ban(from, "sent a malformed frame: " + st.error().message());
     }
     housekeeping();

@@ -49,12 +49,12 @@ class Membership {
     TimePoint last_heard{}, last_ping{};
   };
   void run();
-  void on_frame(const ipc::PeerId& from, Frame& f);
-  void on_hello(const ipc::PeerId& from, const Frame& f);
+  void on_frame(const ipc::PeerInfo& from, Frame& f);
+  void on_hello(const ipc::PeerInfo& from, const Frame& f);
   void housekeeping();
   // Forgets the peer's worker (if any) and reports it gone.
   void drop(const ipc::PeerId& peer, EndCause cause, const std::string& detail);
-  void ban(const ipc::PeerId& peer, const std::string& why);
+  void ban(const ipc::PeerInfo& peer, const std::string& why);
   // Logs line unless a line with the same key was logged within the last minute.
   void log_limited(const std::string& key, const std::string& line);
 

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <random>
 #include <ranges>
@@ -61,6 +62,20 @@ ft::Child start_worker(const std::string& endpoint, std::vector<std::string> ext
   return ft::spawn(FERRY_WORKER_EXE, args);
 }
 
+long rss_kib() {
+  std::ifstream in("/proc/self/status");
+  std::string key;
+  long v = 0;
+  while (in >> key) {
+    if (key == "VmRSS:") {
+      in >> v;
+      return v;
+    }
+    in.ignore(1 << 10, '\n');
+  }
+  return v;
+}
+
 int free_port() {
   int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
@@ -106,6 +121,42 @@ FERRY_TEST_PEER(forging_worker) {
     bad.header.length = static_cast<std::uint32_t>(bad.payload.size());
     (void)(*ch)->send(bad);
   }
+}
+
+// Opens `count` connections to the endpoint and sends a `mib` MiB message on each, without a
+// hello; prints "sent" once all are queued, then stays (bounded) until the test kills it.
+FERRY_TEST_PEER(flooder) {
+  const std::string ep = args.at(0);
+  const int count = std::stoi(args.at(1));
+  const std::size_t bytes = std::stoul(args.at(2)) << 20;
+  static std::vector<char> blob(bytes, 'x');
+  zmq::context_t ctx;
+  std::vector<zmq::socket_t> socks;
+  for (int i = 0; i < count; ++i) {
+    socks.emplace_back(ctx, zmq::socket_type::dealer);
+    socks.back().set(zmq::sockopt::linger, 0);
+    socks.back().connect(ep);
+    zmq::message_t m(blob.data(), blob.size(), nullptr, nullptr);  // no copy
+    socks.back().send(m, zmq::send_flags::none);
+  }
+  std::printf("sent\n");
+  std::fflush(stdout);
+  socks.front().set(zmq::sockopt::rcvtimeo, 30000);
+  zmq::message_t none;
+  (void)socks.front().recv(none);  // nothing comes: this only keeps the connections open
+  return 0;
+}
+
+// Sends one small garbage frame from each of `count` connections (no hello).
+FERRY_TEST_PEER(garbage_sender) {
+  zmq::context_t ctx;
+  for (int i = 0; i < std::stoi(args.at(1)); ++i) {
+    zmq::socket_t d(ctx, zmq::socket_type::dealer);
+    d.set(zmq::sockopt::linger, 1000);
+    d.connect(args.at(0));
+    d.send(zmq::buffer(std::string("not a ferry frame")), zmq::send_flags::none);
+  }
+  return 0;
 }
 
 TEST_SUITE("coordinator.remote") {
@@ -321,6 +372,41 @@ TEST_SUITE("coordinator.remote") {
       pool.shutdown();
       ft::expect_exit(forger, 0);
       ft::expect_exit(honest, 0);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("peers that never said hello cannot make the coordinator hold their big frames") {
+    ft::LeakCheck leaks;
+    Events ev;
+    {
+      ferry::Pool pool(remote_only(ev));
+      const std::string ep = pool.listen_endpoint();
+      auto worker = start_worker(ep);
+      REQUIRE(pool.wait_workers(1, 20s));
+      const long before = rss_kib();
+      // 30 connections x 59 MiB each (1.8 GB in all), none of them a worker.
+      auto flood = ft::spawn_reporting_peer("flooder", {ep, "30", "59"});
+      CHECK(flood.line(60s) == "sent");
+      // The pool still serves its worker, and what the flood left here stays small.
+      CHECK(pool.map(square, std::views::iota(0, 200), 10).back() == 199 * 199);
+      const long grown_mib = (rss_kib() - before) / 1024;
+      MESSAGE("coordinator RSS grew by " << grown_mib << " MiB during the flood");
+      CHECK(grown_mib < 256);
+      flood.out.close_r();
+      flood.child.kill(SIGKILL);
+      (void)flood.child.wait_for(10s);
+      // Garbage from 20 connections of one address is logged once, with the address.
+      auto garbage = ft::spawn_peer("garbage_sender", {ep, "20"});
+      ft::expect_exit(garbage, 0);
+      CHECK(pool.map(square, std::views::iota(0, 50), 10).back() == 49 * 49);
+      int said = 0;
+      {
+        std::lock_guard lk(ev.m);
+        for (auto& l : ev.lines)
+          said += l.find("dropping a peer at 127.0.0.1") != std::string::npos ? 1 : 0;
+      }
+      CHECK(said <= 1);
     }
     leaks.verify();
   }
