@@ -410,4 +410,28 @@ TEST_SUITE("coordinator.remote") {
     }
     leaks.verify();
   }
+
+  TEST_CASE("a program that calls ferry::init serves as a remote worker with --ferry-worker") {
+    ft::LeakCheck leaks;
+    Events ev;
+    {
+      ferry::Pool pool(remote_only(ev));
+      // This test binary is such a program: its own tasks, no ferry-worker involved.
+      auto w = ft::spawn(ft::self_exe(), {"--ferry-worker", "--connect", pool.listen_endpoint(),
+                                          "--slots", "2", "--name", "self"});
+      REQUIRE(pool.wait_workers(1, 20s));
+      CHECK(pool.map(square, std::views::iota(0, 100), 10).back() == 99 * 99);
+      const auto st = pool.stats();
+      REQUIRE(st.workers.size() == 1);
+      CHECK(st.workers[0].remote);
+      CHECK(st.workers[0].name == "self");
+      pool.shutdown();
+      ft::expect_exit(w, 0);
+      // A usage error is ferry-worker's: exit 2, naming what is missing.
+      auto bad = ft::run(ft::self_exe(), {"--ferry-worker", "--slots", "2"}, 20s);
+      CHECK(bad.status.code == 2);
+      CHECK(bad.err.find("--connect") != std::string::npos);
+    }
+    leaks.verify();
+  }
 }

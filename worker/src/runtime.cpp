@@ -1,5 +1,7 @@
 #include "ferry/worker/runtime.hpp"
 
+#include "ferry/worker/cli.hpp"
+
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -371,6 +373,12 @@ namespace ferry {
 void init(int argc, char** argv) {
   worker::register_builtin_tasks();
   worker::saved_argv().assign(argv, argv + argc);
+  if (argc >= 2 && std::string_view(argv[1]) == "--ferry-worker") {
+    // The rest of the command line is ferry-worker's.
+    std::vector<char*> args{argv[0]};
+    args.insert(args.end(), argv + 2, argv + argc);
+    std::exit(worker::run_cli(static_cast<int>(args.size()), args.data()));
+  }
   const char* endpoint = std::getenv("FERRY_WORKER_ENDPOINT");
   if (!endpoint) return;
   worker::Options opt;

@@ -60,6 +60,11 @@ namespace ferry {
 // Call first thing in main() of a program that uses ferry::Pool with self-exec workers: in a
 // process spawned as a worker it runs the worker and exits; otherwise it registers the
 // built-in tasks and returns.
+//
+// `PROGRAM --ferry-worker --connect EP [--keys DIR] [--slots N] [--name NAME]
+// [--reconnect-timeout S]` makes the same program a remote worker (the options and exit codes
+// of ferry-worker), serving its own tasks: one binary is the coordinator on one host and the
+// workers on others, as MPI programs are deployed.
 void init(int argc, char** argv);
 
 }  // namespace ferry
