@@ -385,6 +385,9 @@ bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid) const
 }
 
 void Scheduler::pump(TimePoint now) {
+  // Stopping: nothing more is sent; a task back in the queue (a result that could not be
+  // decoded) fails as every pending task did at stop().
+  if (stopping_) return fail_pending(FailCause::shutdown);
   while (!pending_.empty()) {
     const TaskId id = pending_.front();
     Task& t = tasks_.at(id);

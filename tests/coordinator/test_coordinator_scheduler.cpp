@@ -601,4 +601,22 @@ TEST_SUITE("coordinator.scheduler") {
     CHECK(x.s.in_system() == 0);
   }
 
+  TEST_CASE(
+      "stop: a result that cannot be decoded after stop() is not re-run but fails (shutdown)") {
+    SchedulerConfig c;
+    Sched x(c);
+    x.join(1);
+    x.submit(1);
+    x.take();
+    x.s.stop(x.now);
+    x.take();
+    x.s.bad_result(1, 1, x.now);
+    const Actions a = x.take();
+    CHECK(a.sends.empty());
+    REQUIRE(failure_of(a, 1) != nullptr);
+    CHECK(failure_of(a, 1)->cause == FailCause::shutdown);
+    CHECK(x.s.pending() == 0);
+    CHECK(x.s.in_system() == 0);
+  }
+
 }  // TEST_SUITE
