@@ -113,8 +113,8 @@ void Scheduler::spawn_failed(std::string why, TimePoint now) {
   broken_reason_ = std::move(why);
   const unsigned alive = static_cast<unsigned>(workers_.size());
   if (alive == 0) {
+    if (!broken_) out_.notices.push_back({Notice::Kind::broken, 0, cfg_.local_workers});
     broken_ = true;
-    out_.notices.push_back({Notice::Kind::broken, 0, cfg_.local_workers});
     fail_pending(FailCause::no_workers);
     out_.workers_changed = true;
     out_.room_freed = true;

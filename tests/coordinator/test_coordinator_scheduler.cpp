@@ -619,4 +619,20 @@ TEST_SUITE("coordinator.scheduler") {
     CHECK(x.s.in_system() == 0);
   }
 
+  TEST_CASE("a pool broken by spawn failures says so once") {
+    SchedulerConfig c;
+    c.local_workers = 2;
+    Sched x(c);
+    x.s.start();
+    CHECK(x.take().spawns == 2);
+    x.s.spawn_failed("no memory", x.now);
+    Actions a = x.take();
+    REQUIRE(a.notices.size() == 1);
+    CHECK(a.notices[0].kind == Notice::Kind::broken);
+    x.s.spawn_failed("no memory", x.now);  // the second spawn fails too
+    a = x.take();
+    CHECK(a.notices.empty());
+    CHECK(x.s.broken());
+  }
+
 }  // TEST_SUITE
