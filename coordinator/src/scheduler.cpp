@@ -277,9 +277,12 @@ void Scheduler::tick(TimePoint now) {
     }
     if (w.kill) continue;
     if (cfg_.task_timeout.count() <= 0) continue;
+    // A cancelled task still running there counts too: hung, it holds the slot (a remote
+    // worker, or a local one that reached a task cancelled while queued, is not killed by the
+    // cancel). Its kill charges nobody (worker_gone skips tasks that have their outcome).
     for (std::size_t i = 0; i < w.inflight.size() && i < w.slots; ++i) {
       const Task& t = tasks_.at(w.inflight[i]);
-      if (t.done || now - t.started <= cfg_.task_timeout) continue;
+      if (now - t.started <= cfg_.task_timeout) continue;
       w.kill = EndCause::task_timeout;
       w.kill_sent = true;
       w.culprit = w.inflight[i];
@@ -301,10 +304,8 @@ std::optional<TimePoint> Scheduler::next_deadline() const {
     }
     if (w.kill) continue;
     if (cfg_.task_timeout.count() <= 0) continue;
-    for (std::size_t i = 0; i < w.inflight.size() && i < w.slots; ++i) {
-      const Task& t = tasks_.at(w.inflight[i]);
-      if (!t.done) consider(t.started + cfg_.task_timeout);
-    }
+    for (std::size_t i = 0; i < w.inflight.size() && i < w.slots; ++i)
+      consider(tasks_.at(w.inflight[i]).started + cfg_.task_timeout);
   }
   return next;
 }

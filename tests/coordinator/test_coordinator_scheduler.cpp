@@ -635,4 +635,32 @@ TEST_SUITE("coordinator.scheduler") {
     CHECK(x.s.broken());
   }
 
+  TEST_CASE("a cancelled task hanging on a remote worker is timed out, which frees the worker") {
+    SchedulerConfig c;
+    c.task_timeout = 100ms;
+    c.prefetch = 1;
+    Sched x(c);
+    x.join(1);
+    x.submit(1);
+    x.take();
+    CHECK(x.s.cancel(1, x.now));  // remote: not killed, it still runs there
+    x.take();
+    x.submit(2);
+    CHECK(x.take().sends.empty());  // w1's one slot is taken
+    CHECK(x.s.next_deadline() == T0 + 100ms);
+    x.now += 101ms;
+    x.s.tick(x.now);
+    Actions a = x.take();
+    REQUIRE(a.kills.size() == 1);
+    CHECK(a.kills[0].worker == 1);
+    CHECK(a.kills[0].cause == EndCause::task_timeout);
+    x.s.worker_gone(1, EndCause::lost, x.now);
+    a = x.take();
+    CHECK(a.failures.empty());  // the task past the timeout had its outcome: nobody is charged
+    x.join(2);
+    a = x.take();
+    REQUIRE(send_of(a, 2) != nullptr);
+    CHECK(send_of(a, 2)->attempt == 1);
+  }
+
 }  // TEST_SUITE
