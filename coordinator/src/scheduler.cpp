@@ -214,9 +214,9 @@ void Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) {
                      cause == EndCause::task_timeout;
   if (death) ++counters_.worker_deaths;
 
-  std::size_t running = 0;
-  for (std::size_t i = 0; i < w.inflight.size() && i < w.slots; ++i)
-    running += tasks_.at(w.inflight[i]).done ? 0u : 1u;
+  // Tasks running there, cancelled ones included: the worker does not know of the cancel and
+  // still runs them, so one of them may be what killed it.
+  const std::size_t running = std::min<std::size_t>(w.inflight.size(), w.slots);
   std::vector<TaskId> requeue;
   for (std::size_t i = 0; i < w.inflight.size(); ++i) {
     const TaskId id = w.inflight[i];

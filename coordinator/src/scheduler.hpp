@@ -20,9 +20,10 @@
 //   runs: past the timeout it gets its worker killed like any other, charging nobody.
 // - Charging: a run counts against a task's attempts only when the task is to blame: it ran
 //   past the timeout, or its worker died (crashed, lost, sent garbage) while it was the only
-//   task running there. Tasks that had not started, or shared a dying multi-slot worker, are
-//   re-queued without charge; the latter run alone next time (isolation), so a crash is pinned
-//   on the task that causes it. A task is failed once charged 1 + max_retries times.
+//   task running there (cancelled tasks still running there count). Tasks that had not
+//   started, or shared a dying multi-slot worker, are re-queued without charge; the latter run
+//   alone next time (isolation), so a crash is pinned on the task that causes it. A task is
+//   failed once charged 1 + max_retries times.
 // - A killed worker's cause is the one recorded when the kill was decided (cancel, timeout,
 //   start-up timeout, bad frame), never guessed from text.
 // - Replacements: a local worker that ends unexpectedly is replaced; one retired by

@@ -663,4 +663,23 @@ TEST_SUITE("coordinator.scheduler") {
     CHECK(send_of(a, 2)->attempt == 1);
   }
 
+  TEST_CASE("a cancelled task still running on a worker counts as running when that worker dies") {
+    SchedulerConfig c;
+    c.max_retries = 0;
+    Sched x(c);
+    x.join(1, 2);
+    x.submit(1);
+    x.submit(2);
+    x.take();
+    CHECK(x.s.cancel(1, x.now));  // remote: it keeps running beside task 2, and may crash it
+    x.take();
+    x.s.worker_gone(1, EndCause::lost, x.now);
+    Actions a = x.take();
+    CHECK(a.failures.empty());  // task 2 was not alone there: not to blame
+    x.join(2, 2);
+    a = x.take();
+    CHECK(sends_of(a) == Sends{{2, 2}});
+    CHECK(a.sends[0].attempt == 1);
+  }
+
 }  // TEST_SUITE
