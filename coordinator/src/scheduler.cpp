@@ -372,15 +372,17 @@ std::size_t Scheduler::depth() const {
 bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid) const {
   if (w.state != WState::ready || w.kill) return false;
   if (w.local && cfg_.max_tasks_per_worker && w.sent >= cfg_.max_tasks_per_worker) return false;
-  // An isolated task runs alone, and nothing joins a worker running one.
-  if (t.isolate) return w.inflight.empty();
-  if (!w.inflight.empty() && tasks_.at(w.inflight.front()).isolate) return false;
+  // A re-run after an undecodable result goes to another worker if there is one (an isolated
+  // task too: checked before isolation, which would take any idle worker).
   if (t.avoid == wid) {
     const bool other = std::any_of(workers_.begin(), workers_.end(), [&](const auto& p) {
       return p.first != wid && p.second.state == WState::ready;
     });
     if (other) return false;
   }
+  // An isolated task runs alone, and nothing joins a worker running one.
+  if (t.isolate) return w.inflight.empty();
+  if (!w.inflight.empty() && tasks_.at(w.inflight.front()).isolate) return false;
   if (w.inflight.size() < w.slots) return true;
   return w.inflight.size() < w.slots - 1 + depth() && w.inflight_bytes + t.bytes <= w.credit / 2;
 }

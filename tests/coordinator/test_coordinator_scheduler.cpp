@@ -682,4 +682,22 @@ TEST_SUITE("coordinator.scheduler") {
     CHECK(a.sends[0].attempt == 1);
   }
 
+  TEST_CASE("bad_result: an isolated task's re-run goes to another worker too") {
+    SchedulerConfig c;
+    Sched x(c);
+    x.join(1, 2);
+    x.submit(1);
+    x.submit(2);
+    x.take();
+    x.s.worker_gone(1, EndCause::lost, x.now);  // both shared it: isolated
+    x.take();
+    x.join(2);
+    x.join(3);
+    CHECK(sends_of(x.take()) == Sends{{2, 1}, {3, 2}});
+    x.s.bad_result(2, 1, x.now);
+    CHECK(x.take().sends.empty());  // not back to w2 (idle): it waits for w3
+    CHECK(x.s.result(3, 2, x.now));
+    CHECK(sends_of(x.take()) == Sends{{3, 1}});
+  }
+
 }  // TEST_SUITE
