@@ -114,8 +114,8 @@ void Scheduler::spawn_failed(std::string why, TimePoint now) {
   broken_reason_ = std::move(why);
   const unsigned alive = static_cast<unsigned>(workers_.size());
   if (alive == 0) {
+    if (!broken_) out_.notices.push_back({Notice::Kind::broken, 0, cfg_.local_workers});
     broken_ = true;
-    out_.notices.push_back({Notice::Kind::broken, 0, cfg_.local_workers});
     fail_pending(FailCause::no_workers);
     out_.workers_changed = true;
     out_.room_freed = true;
@@ -217,9 +217,9 @@ EndCause Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) 
                      cause == EndCause::task_timeout;
   if (death) ++counters_.worker_deaths;
 
-  std::size_t running = 0;
-  for (std::size_t i = 0; i < w.inflight.size() && i < w.slots; ++i)
-    running += tasks_.at(w.inflight[i]).done ? 0u : 1u;
+  // Tasks running there, cancelled ones included: the worker does not know of the cancel and
+  // still runs them, so one of them may be what killed it.
+  const std::size_t running = std::min<std::size_t>(w.inflight.size(), w.slots);
   std::vector<TaskId> requeue;
   for (std::size_t i = 0; i < w.inflight.size(); ++i) {
     const TaskId id = w.inflight[i];
@@ -281,9 +281,12 @@ void Scheduler::tick(TimePoint now) {
     }
     if (w.kill) continue;
     if (cfg_.task_timeout.count() <= 0) continue;
+    // A cancelled task still running there counts too: hung, it holds the slot (a remote
+    // worker, or a local one that reached a task cancelled while queued, is not killed by the
+    // cancel). Its kill charges nobody (worker_gone skips tasks that have their outcome).
     for (std::size_t i = 0; i < w.inflight.size() && i < w.slots; ++i) {
       const Task& t = tasks_.at(w.inflight[i]);
-      if (t.done || now - t.started <= cfg_.task_timeout) continue;
+      if (now - t.started <= cfg_.task_timeout) continue;
       w.kill = EndCause::task_timeout;
       w.kill_sent = true;
       w.culprit = w.inflight[i];
@@ -305,10 +308,8 @@ std::optional<TimePoint> Scheduler::next_deadline() const {
     }
     if (w.kill) continue;
     if (cfg_.task_timeout.count() <= 0) continue;
-    for (std::size_t i = 0; i < w.inflight.size() && i < w.slots; ++i) {
-      const Task& t = tasks_.at(w.inflight[i]);
-      if (!t.done) consider(t.started + cfg_.task_timeout);
-    }
+    for (std::size_t i = 0; i < w.inflight.size() && i < w.slots; ++i)
+      consider(tasks_.at(w.inflight[i]).started + cfg_.task_timeout);
   }
   return next;
 }
@@ -382,9 +383,8 @@ std::size_t Scheduler::depth() const {
 bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid) const {
   if (w.state != WState::ready || w.kill) return false;
   if (w.local && cfg_.max_tasks_per_worker && w.sent >= cfg_.max_tasks_per_worker) return false;
-  // An isolated task runs alone, and nothing joins a worker running one.
-  if (t.isolate) return w.inflight.empty();
-  if (!w.inflight.empty() && tasks_.at(w.inflight.front()).isolate) return false;
+  // A re-run after an undecodable result goes to another worker if there is one (an isolated
+  // task too: checked before isolation, which would take any idle worker).
   if (t.avoid == wid) {
     // Elsewhere: another worker, when there is or may be one (a remote worker that sent an
     // undecodable result never gets the task back; a lone local worker does).
@@ -392,11 +392,17 @@ bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid) const
                                    [&](const auto& p) { return p.first != wid; });
     if (other || !w.local) return false;
   }
+  // An isolated task runs alone, and nothing joins a worker running one.
+  if (t.isolate) return w.inflight.empty();
+  if (!w.inflight.empty() && tasks_.at(w.inflight.front()).isolate) return false;
   if (w.inflight.size() < w.slots) return true;
   return w.inflight.size() < w.slots - 1 + depth() && w.inflight_bytes + t.bytes <= w.credit / 2;
 }
 
 void Scheduler::pump(TimePoint now) {
+  // Stopping: nothing more is sent; a task back in the queue (a result that could not be
+  // decoded) fails as every pending task did at stop().
+  if (stopping_) return fail_pending(FailCause::shutdown);
   while (!pending_.empty()) {
     const TaskId id = pending_.front();
     Task& t = tasks_.at(id);

@@ -15,12 +15,15 @@
 //   of work, at most `prefetch`) within half its transport buffer. While any worker is still
 //   starting, nobody queues beyond its running slots (so early tasks do not all land on the
 //   first worker to register).
-// - A worker runs its queue in order, `slots` at a time: the first `slots` in flight run.
+// - A worker runs its queue in order, `slots` at a time: the first `slots` in flight run. A
+//   task cancelled there without killing the worker (remote, or queued when cancelled) still
+//   runs: past the timeout it gets its worker killed like any other, charging nobody.
 // - Charging: a run counts against a task's attempts only when the task is to blame: it ran
 //   past the timeout, or its worker died (crashed, lost, sent garbage) while it was the only
-//   task running there. Tasks that had not started, or shared a dying multi-slot worker, are
-//   re-queued without charge; the latter run alone next time (isolation), so a crash is pinned
-//   on the task that causes it. A task is failed once charged 1 + max_retries times.
+//   task running there (cancelled tasks still running there count). Tasks that had not
+//   started, or shared a dying multi-slot worker, are re-queued without charge; the latter run
+//   alone next time (isolation), so a crash is pinned on the task that causes it. A task is
+//   failed once charged 1 + max_retries times.
 // - A killed worker's cause is the one recorded when the kill was decided (cancel, timeout,
 //   start-up timeout, bad frame), never guessed from text.
 // - Replacements: a local worker that ends unexpectedly is replaced; one retired by
