@@ -363,12 +363,27 @@ TEST_SUITE("coordinator.scheduler") {
     CHECK(f->cause == FailCause::bad_result);
     CHECK(f->worker == 2);
     CHECK(x.s.in_system() == 0);
-    // With one worker only, the re-run goes to the same worker.
+    // A remote worker that sent garbage never gets the task back: it waits for another one.
     x.s.worker_gone(2, EndCause::lost, x.now);
     x.submit(2);
     x.take();
     x.s.bad_result(1, 2, x.now);
-    CHECK(sends_of(x.take()) == Sends{{1, 2}});
+    CHECK(x.take().sends.empty());
+    x.join(3);
+    CHECK(sends_of(x.take()) == Sends{{3, 2}});
+  }
+
+  TEST_CASE("bad_result: a lone local worker gets the re-run itself") {
+    SchedulerConfig c;
+    c.local_workers = 1;
+    Sched x(c);
+    x.s.start();
+    x.take();
+    x.start_local(1);
+    x.submit(1);
+    CHECK(sends_of(x.take()) == Sends{{1, 1}});
+    x.s.bad_result(1, 1, x.now);
+    CHECK(sends_of(x.take()) == Sends{{1, 1}});
   }
 
   TEST_CASE("recycling: max_tasks_per_worker drains a worker, replaces it at once, then stops it") {
@@ -921,14 +936,21 @@ class Harness {
   void run_out() {
     if (stopped_) return;
     step_ = "run out";
+    int idle = 0;
     for (int round = 0; round < 20000; ++round) {
       if (open_tasks() == 0) return;
-      if (progress()) continue;
-      if (live_workers() == 0 && spawns_pending_ == 0) {
-        // Nobody to run them and nobody coming (no local workers wanted, or all failed): a remote
-        // worker joins, as the pool would wait for one.
-        NEED(!s_.broken(), "broken, no workers, yet tasks are still open");
+      if (progress()) {
+        idle = 0;
+        continue;
+      }
+      // Nobody to run them and nobody coming (no local workers wanted, or all failed), or
+      // only workers a task must avoid (a remote one that sent garbage for it), and time
+      // passing changed nothing: a remote worker joins, as the pool would wait for one.
+      if ((live_workers() == 0 && spawns_pending_ == 0) || ++idle > 2) {
+        // (A broken pool fails what is pending once it has no worker at all.)
+        NEED(!s_.broken() || live_workers() > 0, "broken, no workers, yet tasks are still open");
         join_worker(1, kCredit);
+        idle = 0;
         continue;
       }
       advance(std::max(cfg_.task_timeout, cfg_.startup_timeout) + 1ms);
