@@ -16,6 +16,12 @@ target_compile_options(ferry_settings INTERFACE
 
 if(FERRY_SANITIZE)
   set(_san "-fsanitize=${FERRY_SANITIZE}" -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  if(FERRY_SANITIZE MATCHES "undefined")
+    # UBSan's vptr check probes memory through a pipe: with descriptors exhausted (which tests
+    # do on purpose) every virtual call is reported as an invalid vptr. ASan covers the
+    # use-after-free that check is after.
+    list(APPEND _san -fno-sanitize=vptr)
+  endif()
   add_compile_options(${_san})
   add_link_options(${_san})
   message(STATUS "ferry: building with -fsanitize=${FERRY_SANITIZE}")

@@ -1044,7 +1044,11 @@ TEST_SUITE("ipc.zmq") {
       CHECK(closed.size() >= 6);
       const auto grew = (peak > before ? peak - before : 0) >> 20;
       MESSAGE(name(scheme) << ": RSS grew by at most " << grew << " MiB while 960 MiB arrived");
+#if defined(__SANITIZE_ADDRESS__)
+      CHECK(grew < 200 + 256);  // ASan keeps up to 256 MiB of freed memory in quarantine
+#else
       CHECK(grew < 200);
+#endif
       CHECK(flood1.wait_for(20s));
       CHECK(flood2.wait_for(20s));
 
