@@ -6,6 +6,7 @@
 
 #include "ferry/coordinator/map_command.hpp"
 #include "ferry/ipc/curve.hpp"
+#include "ferry/ipc/endpoint.hpp"
 #include "ferry/shared/cli_support.hpp"
 #include "ferry/shared/session.hpp"
 
@@ -100,13 +101,24 @@ int cleanup_command(bool include_live) {
   return cli::kExitOk;
 }
 
+// Refuses a malformed endpoint while parsing, so a usage error starts no worker.
+CLI::Validator endpoint_check() {
+  return CLI::Validator(
+      [](std::string& text) {
+        auto ep = ipc::Endpoint::parse(text);
+        return ep ? std::string() : ep.error().detail;
+      },
+      "ENDPOINT");
+}
+
 // The options every command shares (before the command on the command line).
 void add_global_options(CLI::App& app, Options& opt) {
   app.add_option("-w,--workers", opt.workers, "local worker processes (default: CPU count)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("-t,--transport", opt.transport, "local transport: pipe | shm | zmq")
       ->check(CLI::IsMember({"pipe", "shm", "zmq"}));
-  app.add_option("--listen", opt.listen, "also accept remote workers (e.g. tcp://0.0.0.0:5555)");
+  app.add_option("--listen", opt.listen, "also accept remote workers (e.g. tcp://0.0.0.0:5555)")
+      ->check(endpoint_check());
   app.add_option("--keys", opt.keys, "CURVE key directory (from `keygen`)");
   app.add_flag("--insecure", opt.insecure, "allow plain TCP on a non-loopback address");
   app.add_option("--max-retries", opt.max_retries, "re-runs of a task whose worker died");

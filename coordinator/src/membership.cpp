@@ -30,10 +30,8 @@ Membership::Membership(PoolCore& core, const PoolOptions& opt) : core_(core), op
   auto ep = ipc::Endpoint::parse(opt_.listen);
   if (!ep) throw Exception(Error{ep.error().code, "--listen: " + ep.error().detail});
   if (ep->scheme == ipc::Scheme::zmq_tcp && opt_.keys.empty() && !opt_.insecure) {
-    const std::string& a = ep->address;  // "tcp://HOST:PORT"
-    const auto host_begin = a.find("://") + 3;
-    const std::string host = a.substr(host_begin, a.rfind(':') - host_begin);
-    if (!is_loopback_host(host)) {
+    const auto tcp = ipc::parse_tcp_address(ep->address);  // parse() checked it
+    if (!tcp || !is_loopback_host(tcp->host)) {
       throw Exception(Error{
           Errc::invalid_argument,
           "refusing to listen on " + opt_.listen +
