@@ -1,6 +1,7 @@
 #include "ferry/coordinator/cli.hpp"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 
@@ -17,7 +18,8 @@ PoolOptions pool_options(const Options& opt) {
   p.workers = opt.workers;
   p.transport = parse_transport(opt.transport).value_or(Transport::shm);
   p.max_retries = opt.max_retries;
-  p.task_timeout = std::chrono::milliseconds(static_cast<long>(opt.task_timeout_s * 1000));
+  // The parser bounds it (0 or 0.001 s to 1e6 s), so this neither overflows nor rounds to 0.
+  p.task_timeout = std::chrono::milliseconds(std::llround(opt.task_timeout_s * 1000));
   p.listen = opt.listen;
   p.keys = opt.keys;
   p.insecure = opt.insecure;
@@ -36,7 +38,7 @@ bool await_joined_workers(Pool& pool, const Options& opt) {
   if (want == 0) return true;
   std::cerr << "ferry: listening on " << pool.listen_endpoint() << "; waiting for " << want
             << " worker(s) to join (up to " << opt.wait_timeout_s << " s)\n";
-  const auto limit = std::chrono::milliseconds(static_cast<long>(opt.wait_timeout_s * 1000));
+  const auto limit = std::chrono::milliseconds(std::llround(opt.wait_timeout_s * 1000));
   if (pool.wait_workers(want, limit)) return true;
   std::cerr << "ferry: no job run: fewer than " << want << " worker(s) joined within "
             << opt.wait_timeout_s << " s\n";
@@ -101,6 +103,9 @@ int cleanup_command(bool include_live) {
   return cli::kExitOk;
 }
 
+// More re-runs than anyone means, and far from the wrap-around of the attempt counter.
+constexpr unsigned kMaxRetries = 1'000'000;
+
 // Refuses a malformed endpoint while parsing, so a usage error starts no worker.
 CLI::Validator endpoint_check() {
   return CLI::Validator(
@@ -121,9 +126,13 @@ void add_global_options(CLI::App& app, Options& opt) {
       ->check(endpoint_check());
   app.add_option("--keys", opt.keys, "CURVE key directory (from `keygen`)");
   app.add_flag("--insecure", opt.insecure, "allow plain TCP on a non-loopback address");
-  app.add_option("--max-retries", opt.max_retries, "re-runs of a task whose worker died");
-  app.add_option("--task-timeout", opt.task_timeout_s, "kill and retry a task that runs longer")
-      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-retries", opt.max_retries,
+                 "re-runs of a task whose worker died (default 3, at most 1000000)")
+      ->check(CLI::Range(0u, kMaxRetries));
+  app.add_option("--task-timeout", opt.task_timeout_s,
+                 "kill and retry a task that runs longer than this many seconds (0.001 to "
+                 "1000000; default 0: none)")
+      ->check(cli::seconds(0.001, 1e6, /*zero_means_none=*/true));
   app.add_flag_function(
       "--progress,!--no-progress", [&](std::int64_t n) { opt.progress = n > 0; },
       "progress bar on stderr (default: when it is a terminal)");
@@ -132,7 +141,7 @@ void add_global_options(CLI::App& app, Options& opt) {
                  "wait for this many workers to register before starting (default: 1 when "
                  "--workers 0)");
   app.add_option("--wait-timeout", opt.wait_timeout_s, "seconds to wait for them (default 60)")
-      ->check(CLI::PositiveNumber);
+      ->check(cli::seconds(0.001, 1e6));
   app.add_option("--heartbeat-interval", opt.heartbeat_interval_ms,
                  "ms between pings to remote workers (default 500)")
       ->check(CLI::PositiveNumber);

@@ -30,4 +30,33 @@ TEST_SUITE("cli.edges") {
     CHECK(w.status.code == 2);
     CHECK_MESSAGE(w.err.find("70000") != std::string::npos, w.err);
   }
+
+  TEST_CASE("timeouts and --max-retries out of range are usage errors naming the option") {
+    const std::vector<std::vector<std::string>> bad{
+        {"--task-timeout", "nan"},    {"--task-timeout", "inf"}, {"--task-timeout", "1e300"},
+        {"--task-timeout", "0.0001"}, {"--task-timeout", "-1"},  {"--max-retries", "4294967295"},
+        {"--max-retries", "1000001"}, {"--max-retries", "-1"},   {"--wait-timeout", "nan"},
+        {"--wait-timeout", "1e300"}};
+    for (const auto& b : bad) {
+      CAPTURE(b[0] + " " + b[1]);
+      std::vector<std::string> args{"-w", "1"};
+      args.insert(args.end(), b.begin(), b.end());
+      args.insert(args.end(), {"map", "square", "--items", "1"});
+      auto r = ft::run(FERRY_COORDINATOR_EXE, args);
+      CHECK(r.status.code == 2);
+      CHECK_MESSAGE(r.err.find(b[0]) != std::string::npos, r.err);
+    }
+    auto w = ft::run(FERRY_WORKER_EXE,
+                     {"--connect", "tcp://127.0.0.1:1", "--reconnect-timeout", "nan"}, 10s);
+    CHECK(w.status.code == 2);
+    CHECK_MESSAGE(w.err.find("--reconnect-timeout") != std::string::npos, w.err);
+    // The bounds themselves, and 0 (no timeout), are accepted.
+    for (const char* t : {"0", "0.001", "1000000"}) {
+      CAPTURE(t);
+      auto r = ft::run(FERRY_COORDINATOR_EXE, {"-w", "1", "--task-timeout", t, "--max-retries",
+                                               "1000000", "map", "square", "--items", "3"});
+      CHECK(r.status.code == 0);
+      CHECK(r.out == "9\n");
+    }
+  }
 }
