@@ -177,7 +177,8 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
   auto* map = app.add_subcommand("map", "run TASK over items: one result per line on stdout");
   map->add_option("task", margs.task, "a registered task (see `tasks`)")->required();
   map->add_option("--range", margs.range, "integers A..B-1, as A:B");
-  map->add_option("--items", margs.items, "the items, comma separated")->delimiter(',');
+  // Split by map itself: CLI11's delimiter drops empty items ("1,,2" would map 1 and 2).
+  map->add_option("--items", margs.items, "the items, comma separated");
   map->add_flag("--stdin", margs.from_stdin, "one item per line on stdin");
   map->add_option("--chunksize", margs.chunksize, "items per task message (default: automatic)")
       ->check(CLI::PositiveNumber);

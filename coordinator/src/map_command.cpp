@@ -76,7 +76,7 @@ class ItemSource {
       s.total_ = static_cast<std::size_t>(s.end_ - s.next_);
     } else if (!a.items.empty()) {
       s.kind_ = Kind::list;
-      s.list_ = a.items;
+      if (auto st = split_items(a.items, s.list_); !st) return std::move(st).error();
       s.total_ = s.list_.size();
     } else {
       s.kind_ = Kind::stdin_lines;
@@ -107,6 +107,25 @@ class ItemSource {
   }
 
  private:
+  // The --items arguments, each split at ','. An empty item is refused, not skipped: it is
+  // a typo ("1,,2") or a lost shell variable, and skipping it would shift every index after.
+  static Status split_items(const std::vector<std::string>& args, std::vector<std::string>& out) {
+    for (const auto& arg : args) {
+      std::size_t begin = 0;
+      for (;;) {
+        const auto comma = arg.find(',', begin);
+        out.push_back(arg.substr(begin, comma - begin));
+        if (out.back().empty()) {
+          return Error{Errc::invalid_argument,
+                       "--items: item " + std::to_string(out.size() - 1) + " is empty"};
+        }
+        if (comma == std::string::npos) break;
+        begin = comma + 1;
+      }
+    }
+    return {};
+  }
+
   enum class Kind { range, list, stdin_lines };
   Kind kind_ = Kind::range;
   std::int64_t next_ = 0, end_ = 0;

@@ -59,4 +59,17 @@ TEST_SUITE("cli.edges") {
       CHECK(r.out == "9\n");
     }
   }
+
+  TEST_CASE("--items with an empty item is a usage error naming its index") {
+    auto r = ft::run(FERRY_COORDINATOR_EXE, {"-w", "1", "map", "square", "--items", "1,,2"});
+    CHECK(r.status.code == 2);
+    CHECK_MESSAGE(r.err.find("item 1 is empty") != std::string::npos, r.err);
+    CHECK(r.out.empty());
+    auto e = ft::run(FERRY_COORDINATOR_EXE, {"-w", "1", "map", "square", "--items", ""});
+    CHECK(e.status.code == 2);
+    CHECK_MESSAGE(e.err.find("item 0 is empty") != std::string::npos, e.err);
+    auto t = ft::run(FERRY_COORDINATOR_EXE, {"-w", "1", "map", "square", "--items", "1,2,"});
+    CHECK(t.status.code == 2);
+    CHECK_MESSAGE(t.err.find("item 2 is empty") != std::string::npos, t.err);
+  }
 }
