@@ -1,8 +1,10 @@
 #include "ferry/coordinator/cli.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 
 #include "ferry/coordinator/map_command.hpp"
@@ -33,13 +35,27 @@ unsigned workers_to_await(const Options& opt) noexcept {
   return opt.workers == 0 ? 1u : 0u;
 }
 
-bool await_joined_workers(Pool& pool, const Options& opt) {
+bool await_joined_workers(Pool& pool, const Options& opt,
+                          const std::function<bool()>& interrupted) {
+  using Clock = std::chrono::steady_clock;
   const unsigned want = workers_to_await(opt);
   if (want == 0) return true;
   std::cerr << "ferry: listening on " << pool.listen_endpoint() << "; waiting for " << want
             << " worker(s) to join (up to " << opt.wait_timeout_s << " s)\n";
-  const auto limit = std::chrono::milliseconds(std::llround(opt.wait_timeout_s * 1000));
-  if (pool.wait_workers(want, limit)) return true;
+  const auto deadline =
+      Clock::now() + std::chrono::milliseconds(std::llround(opt.wait_timeout_s * 1000));
+  // In slices: a signal handler cannot wake the pool's condition variable, so an interrupt
+  // is seen at the end of the slice it arrives in.
+  for (auto now = Clock::now(); now < deadline; now = Clock::now()) {
+    if (interrupted && interrupted()) return false;
+    const auto slice_end = std::min(deadline, now + std::chrono::milliseconds(50));
+    if (pool.wait_workers(want, std::chrono::ceil<std::chrono::milliseconds>(slice_end - now))) {
+      return true;
+    }
+    // False before its time was up: the pool is closed (broken), no worker will come.
+    if (Clock::now() < slice_end) break;
+  }
+  if (interrupted && interrupted()) return false;
   std::cerr << "ferry: no job run: fewer than " << want << " worker(s) joined within "
             << opt.wait_timeout_s << " s\n";
   return false;

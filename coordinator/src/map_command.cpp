@@ -400,9 +400,12 @@ int map_command(const MapArgs& args, const Options& opt) {
   auto made = make_pool(opt);
   if (auto* code = std::get_if<int>(&made)) return *code;
   Pool& pool = *std::get<std::unique_ptr<Pool>>(made);
-  if (!await_joined_workers(pool, opt)) {
+  const auto interrupted = [] { return g_signal.load() != 0; };
+  if (!await_joined_workers(pool, opt, interrupted)) {
     pool.shutdown(ShutdownMode::cancel);
-    return cli::kExitFailed;
+    if (!interrupted()) return cli::kExitFailed;
+    std::cerr << "ferry: interrupted while waiting for workers: no job run\n";
+    return cli::kExitInterrupted;
   }
   return job.run(pool);
 }

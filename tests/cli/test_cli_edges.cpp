@@ -17,7 +17,92 @@ using namespace std::chrono_literals;
 namespace ft = ferry::testing;
 using Clock = std::chrono::steady_clock;
 
+namespace {
+
+std::string session_env() {
+  return std::string(ferry::kSessionEnv) + "=" + ferry::SessionId::current().str();
+}
+
+// A coordinator (or worker) whose stdout and stderr come back on pipes; stdin is a pipe the
+// test holds when asked for, else the test's own.
+struct Running {
+  ft::Child child;
+  ft::PipeFds out, err, in;
+};
+
+Running start(const std::string& exe, const std::vector<std::string>& args, bool pipe_stdin = false,
+              int stdout_fd = -1) {
+  Running r;
+  ft::SpawnOptions o;
+  o.env.push_back(session_env());
+  o.fds.emplace_back(r.err.w, 2);
+  if (pipe_stdin) o.fds.emplace_back(r.in.r, 0);
+  o.stdout_fd = stdout_fd >= 0 ? stdout_fd : r.out.w;
+  r.child = ft::spawn(exe, args, o);
+  // The child holds the only other ends: its exit is EOF here, a closed stdin EOF there.
+  r.out.close_w();
+  r.err.close_w();
+  r.in.close_r();
+  return r;
+}
+
+// Reads lines from fd (appending them to `seen`) until one contains `what`; that line, or ""
+// if the stream ended or `timeout` passed first.
+std::string read_until(int fd, const std::string& what, std::string& seen,
+                       std::chrono::milliseconds timeout = 30s) {
+  const auto until = Clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+    if (left.count() <= 0) return {};
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    const std::string line = ft::read_line(fd, left);
+    if (line.empty() && p.revents & POLLHUP && !(p.revents & POLLIN)) return {};
+    seen += line + "\n";
+    if (line.find(what) != std::string::npos) return line;
+  }
+}
+
+// Everything left on fd until EOF (bounded by timeout).
+std::string read_rest(int fd, std::chrono::milliseconds timeout = 30s) {
+  const auto until = Clock::now() + timeout;
+  std::string s;
+  char buf[4096];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+    if (left.count() <= 0) return s;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    const auto n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return s;
+    s.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+}  // namespace
+
 TEST_SUITE("cli.edges") {
+  TEST_CASE("SIGINT or SIGTERM while waiting for remote workers: exit 130 within 2 s") {
+    ft::LeakCheck leaks;
+    for (int sig : {SIGINT, SIGTERM}) {
+      CAPTURE(sig);
+      auto c =
+          start(FERRY_COORDINATOR_EXE, {"-w", "0", "--listen", "tcp://127.0.0.1:0",
+                                        "--wait-workers", "1", "map", "square", "--range", "0:10"});
+      std::string err;
+      REQUIRE(!read_until(c.err.r, "waiting for 1 worker(s)", err).empty());
+      const auto t0 = Clock::now();
+      c.child.kill(sig);
+      auto st = c.child.wait_for(5s);
+      REQUIRE(st.has_value());
+      CHECK(st->code == 130);
+      CHECK(Clock::now() - t0 < 2s);
+      err += read_rest(c.err.r);
+      CHECK_MESSAGE(err.find("interrupted while waiting for workers") != std::string::npos, err);
+    }
+    leaks.verify();
+  }
+
   TEST_CASE("a port over 65535 is a usage error naming it, in --listen and --connect") {
     auto r =
         ft::run(FERRY_COORDINATOR_EXE, {"-w", "0", "--listen", "tcp://127.0.0.1:70000",

@@ -3,6 +3,7 @@
 
 #include "ferry/coordinator/pool.hpp"
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
@@ -34,6 +35,8 @@ PoolOptions pool_options(const Options& opt);
 unsigned workers_to_await(const Options& opt) noexcept;
 // Waits (up to --wait-timeout) until that many workers have registered, saying on stderr where
 // it listens and, on failure, that nothing was run. True when they joined (or none is awaited).
-bool await_joined_workers(Pool& pool, const Options& opt);
+// `interrupted` is asked every 50 ms; once it says true the wait ends (false, nothing said).
+bool await_joined_workers(Pool& pool, const Options& opt,
+                          const std::function<bool()>& interrupted = {});
 
 }  // namespace ferry::coordinator
