@@ -1,18 +1,24 @@
 #include "ferry/coordinator/map_command.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <iostream>
 #include <map>
 #include <memory>
-#include <variant>
 #include <nlohmann/json.hpp>
+#include <utility>
+#include <variant>
 
 #include "ferry/coordinator/pool.hpp"
 #include "ferry/shared/cli_support.hpp"
@@ -52,6 +58,69 @@ class InterruptGuard {
   struct sigaction old_term_ {};
 };
 
+// Whether an item came, none has yet, the items are over, or the input failed.
+enum class Got { item, later, end, failed };
+
+// Lines of stdin, read with poll() and read(): a std::getline blocked in read() ignores a
+// Ctrl-C whenever another thread takes the signal, and would take a line cut short by one.
+class StdinLines {
+ public:
+  // The next non-empty line (without "\n" or "\r\n"), a last line without "\n" once the input
+  // ended, or `later` at `until` or once g_signal is set (a partial line is then dropped).
+  Got next(std::string& out, Clock::time_point until) {
+    for (;;) {
+      if (take_line(out)) {
+        if (!out.empty()) return Got::item;
+        continue;
+      }
+      if (eof_) {
+        if (buf_.empty()) return Got::end;
+        out = std::exchange(buf_, {});
+        if (out.back() == '\r') out.pop_back();
+        if (!out.empty()) return Got::item;
+        continue;
+      }
+      if (!error_.empty()) return Got::failed;
+      if (g_signal.load() != 0 || Clock::now() >= until) return Got::later;
+      // Short polls, so that a signal taken by another thread is seen within 100 ms.
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
+      pollfd p{0, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(std::clamp<long>(left.count(), 0, 100))) > 0) fill();
+    }
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  bool take_line(std::string& out) {
+    const auto nl = buf_.find('\n', scanned_);
+    if (nl == std::string::npos) {
+      scanned_ = buf_.size();
+      return false;
+    }
+    out.assign(buf_, 0, nl);
+    if (!out.empty() && out.back() == '\r') out.pop_back();
+    buf_.erase(0, nl + 1);
+    scanned_ = 0;
+    return true;
+  }
+  void fill() {
+    char chunk[65536];
+    const auto n = ::read(0, chunk, sizeof chunk);
+    if (n > 0) {
+      buf_.append(chunk, static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      eof_ = true;
+    } else if (errno != EINTR && errno != EAGAIN) {
+      error_ = std::strerror(errno);
+    }
+  }
+
+  std::string buf_;
+  std::size_t scanned_ = 0;  // buf_ before this has no '\n'
+  bool eof_ = false;
+  std::string error_;
+};
+
 // Reads the items lazily: a range, a list, or stdin lines.
 class ItemSource {
  public:
@@ -79,6 +148,10 @@ class ItemSource {
       if (auto st = split_items(a.items, s.list_); !st) return std::move(st).error();
       s.total_ = s.list_.size();
     } else {
+      // A closed stdin's descriptor would be reused by the pool's own pipes and sockets.
+      if (::fcntl(0, F_GETFD) < 0) {
+        return Error{Errc::invalid_argument, "--stdin: standard input is closed"};
+      }
       s.kind_ = Kind::stdin_lines;
     }
     return s;
@@ -86,25 +159,23 @@ class ItemSource {
   std::optional<std::size_t> total() const {
     return kind_ == Kind::stdin_lines ? std::nullopt : std::optional<std::size_t>(total_);
   }
-  bool next(std::string& out) {
+  // The next item; stdin may also say `later` (nothing by `until`) or `failed` (error()).
+  Got next(std::string& out, Clock::time_point until) {
     switch (kind_) {
       case Kind::range:
-        if (next_ >= end_) return false;
+        if (next_ >= end_) return Got::end;
         out = std::to_string(next_++);
-        return true;
+        return Got::item;
       case Kind::list:
-        if (pos_ >= list_.size()) return false;
+        if (pos_ >= list_.size()) return Got::end;
         out = list_[pos_++];
-        return true;
+        return Got::item;
       case Kind::stdin_lines:
-        while (std::getline(std::cin, out)) {
-          if (!out.empty() && out.back() == '\r') out.pop_back();
-          if (!out.empty()) return true;
-        }
-        return false;
+        return stdin_.next(out, until);
     }
-    return false;
+    return Got::end;
   }
+  std::string error() const { return "reading stdin: " + stdin_.error(); }
 
  private:
   // The --items arguments, each split at ','. An empty item is refused, not skipped: it is
@@ -131,6 +202,7 @@ class ItemSource {
   std::int64_t next_ = 0, end_ = 0;
   std::vector<std::string> list_;
   std::size_t pos_ = 0, total_ = 0;
+  StdinLines stdin_;
 };
 
 class Progress {
@@ -206,22 +278,29 @@ class MapRun {
     pool.shutdown(ShutdownMode::drain);
     bar_.update(done_, true);
     summary(pool.stats());
-    return failed_ == 0 ? cli::kExitOk : cli::kExitFailed;
+    return failed_ == 0 && !input_failed_ ? cli::kExitOk : cli::kExitFailed;
   }
 
  private:
   // Submits chunks while the window has room; an exit code if an item cannot be parsed.
+  // Input that has not arrived yet must not hold back the results that have, nor a Ctrl-C:
+  // stdin is waited on briefly, and a chunk goes out with the items it has so far.
   std::optional<int> feed(Pool& pool) {
+    const auto until = Clock::now() + std::chrono::milliseconds(outstanding_.empty() ? 100 : 10);
     while (more_ && outstanding_.size() < window_) {
       Chunk c;
       c.first = next_index_;
       std::string item;
-      while (c.inputs.size() < chunksize_ && source_.next(item))
+      Got got = Got::item;
+      while (c.inputs.size() < chunksize_ && (got = source_.next(item, until)) == Got::item)
         c.inputs.push_back(item);
-      if (c.inputs.empty()) {
-        more_ = false;
-        break;
+      if (g_signal.load() != 0) return std::nullopt;  // run() cancels the job
+      if (got == Got::failed) {
+        std::cerr << "ferry-coordinator: map: " << source_.error() << "\n";
+        input_failed_ = true;
       }
+      if (got == Got::end || got == Got::failed) more_ = false;
+      if (c.inputs.empty()) break;
       auto encoded = task_.parse_chunk(c.inputs);
       if (!encoded) {
         std::cerr << "ferry-coordinator: map: item " << c.first << ": "
@@ -233,6 +312,7 @@ class MapRun {
                                      static_cast<std::uint32_t>(c.inputs.size()),
                                      static_cast<std::int64_t>(c.first));
       outstanding_.push_back(std::move(c));
+      if (got != Got::item) break;
     }
     return std::nullopt;
   }
@@ -347,6 +427,7 @@ class MapRun {
   std::size_t chunksize_ = 1, window_ = 1;
   std::deque<Chunk> outstanding_;
   bool more_ = true;
+  bool input_failed_ = false;  // stdin could not be read to its end
   std::size_t next_index_ = 0, done_ = 0, failed_ = 0;
 };
 

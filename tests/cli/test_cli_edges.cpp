@@ -79,6 +79,10 @@ std::string read_rest(int fd, std::chrono::milliseconds timeout = 30s) {
   }
 }
 
+void write_all(int fd, const std::string& s) {
+  REQUIRE(::write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size()));
+}
+
 }  // namespace
 
 TEST_SUITE("cli.edges") {
@@ -99,6 +103,27 @@ TEST_SUITE("cli.edges") {
       CHECK(Clock::now() - t0 < 2s);
       err += read_rest(c.err.r);
       CHECK_MESSAGE(err.find("interrupted while waiting for workers") != std::string::npos, err);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("SIGINT or SIGTERM while --stdin waits: exit 130, a partial line is not an item") {
+    ft::LeakCheck leaks;
+    for (int sig : {SIGINT, SIGTERM}) {
+      CAPTURE(sig);
+      auto c = start(FERRY_COORDINATOR_EXE,
+                     {"-w", "1", "map", "square", "--stdin", "--chunksize", "1"}, true);
+      write_all(c.in.w, "5\n");
+      // The first result is out: the job runs and the next read waits for more input.
+      CHECK(ft::read_line(c.out.r, 30s) == "25");
+      if (sig == SIGINT) write_all(c.in.w, "7");  // a last line still being written
+      const auto t0 = Clock::now();
+      c.child.kill(sig);
+      auto st = c.child.wait_for(5s);
+      REQUIRE(st.has_value());
+      CHECK(st->code == 130);
+      CHECK(Clock::now() - t0 < 2s);
+      CHECK(read_rest(c.out.r) == "");  // 7 was never mapped
     }
     leaks.verify();
   }
