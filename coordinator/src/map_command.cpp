@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <string_view>
 #include <utility>
 #include <variant>
 
@@ -30,8 +32,15 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 std::atomic<int> g_signal{0};
+std::atomic<pid_t> g_main_tid{0};
+pthread_t g_main_thread{};
 extern "C" void on_interrupt(int sig) {
+  const int saved = errno;
   g_signal.store(sig);
+  // Whichever thread the kernel chose, the main thread's blocking call (a write to a stalled
+  // stdout, a read of stdin) must return EINTR so that it sees the flag.
+  if (::gettid() != g_main_tid.load()) ::pthread_kill(g_main_thread, sig);
+  errno = saved;
 }
 
 // Ctrl-C and SIGTERM set g_signal while it lives; the previous handlers are back on every
@@ -40,6 +49,8 @@ class InterruptGuard {
  public:
   InterruptGuard() {
     g_signal.store(0);
+    g_main_thread = ::pthread_self();
+    g_main_tid.store(::gettid());
     struct sigaction sa {};
     sa.sa_handler = on_interrupt;
     sigemptyset(&sa.sa_mask);
@@ -205,6 +216,59 @@ class ItemSource {
   StdinLines stdin_;
 };
 
+// Results go to fd 1 through write(2): a failed write (a full disk, a reader that went away)
+// must end the job with its reason, where std::cout would only set a bit and lose errno.
+class ResultOut {
+ public:
+  void put(std::string_view text) { buf_.append(text); }
+  // Writes what was put; false once a write has failed (error() says why). Gives up quietly
+  // once g_signal is set: the job is being interrupted.
+  bool flush() {
+    std::size_t off = 0;
+    // A signal cuts a blocked write short (a count, or EINTR if nothing was written yet).
+    while (error_.empty() && off < buf_.size() && g_signal.load() == 0) {
+      const auto n = write_no_sigpipe(std::string_view(buf_).substr(off));
+      if (n >= 0) {
+        off += static_cast<std::size_t>(n);
+      } else if (errno == EAGAIN) {
+        wait_writable();  // stdout was left non-blocking by someone
+      } else if (errno != EINTR) {
+        error_ = std::strerror(errno);
+      }
+    }
+    buf_.clear();
+    return error_.empty();
+  }
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+
+ private:
+  // A reader that went away must be an error to report, not a death by SIGPIPE: the signal
+  // is blocked in this thread during the write and a pending one taken back afterwards (also
+  // after a partial write: the kernel raises it when the reader goes in the middle).
+  static ssize_t write_no_sigpipe(std::string_view data) {
+    sigset_t pipe_only, old;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    ::pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+    const ssize_t n = ::write(1, data.data(), data.size());
+    const int err = errno;
+    const timespec none{};
+    while (::sigtimedwait(&pipe_only, nullptr, &none) < 0 && errno == EINTR) {
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    errno = err;
+    return n;
+  }
+  static void wait_writable() {
+    pollfd p{1, POLLOUT, 0};
+    (void)::poll(&p, 1, 100);
+  }
+
+  std::string buf_;
+  std::string error_;
+};
+
 class Progress {
  public:
   Progress(bool on, std::optional<std::size_t> total) : on_(on), total_(total), t0_(Clock::now()) {}
@@ -273,11 +337,12 @@ class MapRun {
         return *bad;
       }
       if (!outstanding_.empty()) args_.unordered ? print_finished() : print_next_in_order();
+      if (!out_.ok()) return output_failed(pool);
     }
-    std::cout.flush();
     pool.shutdown(ShutdownMode::drain);
     bar_.update(done_, true);
     summary(pool.stats());
+    if (!out_.flush()) return output_failed(pool);
     return failed_ == 0 && !input_failed_ ? cli::kExitOk : cli::kExitFailed;
   }
 
@@ -357,8 +422,8 @@ class MapRun {
                                                     : "missing result";
       print_item(c.first + i, c.inputs[i], ok, text);
     }
-    // Results stream to whatever reads stdout (a pipe is block-buffered otherwise).
-    std::cout.flush();
+    // Results stream to whatever reads stdout, chunk by chunk.
+    out_.flush();
     done_ += c.inputs.size();
     bar_.update(done_);
   }
@@ -368,17 +433,26 @@ class MapRun {
     if (opt_.json) {
       nlohmann::json line = {{"index", index}, {"input", input}, {"ok", ok}};
       line[ok ? "value" : "error"] = text;
-      std::cout << line.dump() << "\n";
+      out_.put(line.dump() + "\n");
     } else if (ok) {
-      std::cout << text << "\n";
+      out_.put(text + "\n");
     } else {
       if (progress_) std::fputs("\r\033[K", stderr);
       std::cerr << "ferry: " << task_.name << "(" << input << ") failed: " << text << "\n";
     }
   }
 
+  // Results that cannot be written are lost: the job stops rather than run on for nobody,
+  // and the status is 1 whatever the tasks did.
+  int output_failed(Pool& pool) {
+    if (progress_) std::fputs("\n", stderr);
+    std::cerr << "ferry-coordinator: writing results: " << out_.error() << "\n";
+    pool.shutdown(ShutdownMode::cancel);
+    return cli::kExitFailed;
+  }
+
   int interrupted(Pool& pool) {
-    std::cout.flush();
+    out_.flush();
     if (progress_) std::fputs("\n", stderr);
     std::cerr << "ferry: interrupted: cancelling " << outstanding_.size()
               << " chunk(s) in flight and stopping the workers\n";
@@ -386,7 +460,7 @@ class MapRun {
     return cli::kExitInterrupted;
   }
 
-  void summary(const PoolStats& st) const {
+  void summary(const PoolStats& st) {
     const double wall = std::chrono::duration<double>(Clock::now() - t0_).count();
     if (opt_.json) {
       nlohmann::json per = nlohmann::json::array();
@@ -401,7 +475,7 @@ class MapRun {
                             {"worker_deaths", st.worker_deaths},
                             {"workers", per},
                             {"wall_s", wall}}}};
-      std::cout << s.dump() << "\n";
+      out_.put(s.dump() + "\n");
       return;
     }
     std::string per;
@@ -423,6 +497,7 @@ class MapRun {
   ItemSource source_;
   const bool progress_;
   Progress bar_;
+  ResultOut out_;
   const Clock::time_point t0_ = Clock::now();
   std::size_t chunksize_ = 1, window_ = 1;
   std::deque<Chunk> outstanding_;

@@ -128,6 +128,68 @@ TEST_SUITE("cli.edges") {
     leaks.verify();
   }
 
+  TEST_CASE("SIGINT or SIGTERM while results wait for a reader that stopped: exit 130 in 2 s") {
+    ft::LeakCheck leaks;
+    for (int sig : {SIGINT, SIGTERM}) {
+      CAPTURE(sig);
+      auto c = start(FERRY_COORDINATOR_EXE, {"-w", "2", "map", "square", "--range", "0:1000000"});
+      // One line read, then no more: the coordinator fills the pipe and blocks in write().
+      CHECK(ft::read_line(c.out.r, 30s) == "0");
+      const auto t0 = Clock::now();
+      c.child.kill(sig);
+      auto st = c.child.wait_for(5s);
+      REQUIRE(st.has_value());
+      CHECK(st->code == 130);
+      CHECK(Clock::now() - t0 < 2s);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("results that cannot be written: a message naming why, exit 1, nothing left") {
+    ft::LeakCheck leaks;
+    {
+      const int full = ::open("/dev/full", O_WRONLY | O_CLOEXEC);
+      REQUIRE(full >= 0);
+      auto c = start(FERRY_COORDINATOR_EXE, {"-w", "2", "map", "square", "--range", "0:1000"},
+                     false, full);
+      ::close(full);
+      const std::string err = read_rest(c.err.r);
+      auto st = c.child.wait_for(30s);
+      REQUIRE(st.has_value());
+      CHECK(st->code == 1);
+      CHECK_MESSAGE(err.find("ferry-coordinator: writing results: No space left on device") !=
+                        std::string::npos,
+                    err);
+    }
+    {
+      // A reader that went away (`| head -0`): EPIPE, not a death by SIGPIPE.
+      auto c = start(FERRY_COORDINATOR_EXE, {"-w", "2", "map", "square", "--range", "0:1000"});
+      c.out.close_r();
+      const std::string err = read_rest(c.err.r);
+      auto st = c.child.wait_for(30s);
+      REQUIRE(st.has_value());
+      CHECK(st->signal == 0);
+      CHECK(st->code == 1);
+      CHECK_MESSAGE(
+          err.find("ferry-coordinator: writing results: Broken pipe") != std::string::npos, err);
+    }
+    {
+      // `| head -1`: the reader goes while results are being written (the coordinator is
+      // blocked in, or between, writes bigger than the pipe holds).
+      auto c = start(FERRY_COORDINATOR_EXE, {"-w", "2", "map", "square", "--range", "0:1000000"});
+      CHECK(ft::read_line(c.out.r, 30s) == "0");
+      c.out.close_r();
+      const std::string err = read_rest(c.err.r);
+      auto st = c.child.wait_for(30s);
+      REQUIRE(st.has_value());
+      CHECK(st->signal == 0);
+      CHECK(st->code == 1);
+      CHECK_MESSAGE(
+          err.find("ferry-coordinator: writing results: Broken pipe") != std::string::npos, err);
+    }
+    leaks.verify();
+  }
+
   TEST_CASE("a port over 65535 is a usage error naming it, in --listen and --connect") {
     auto r =
         ft::run(FERRY_COORDINATOR_EXE, {"-w", "0", "--listen", "tcp://127.0.0.1:70000",
