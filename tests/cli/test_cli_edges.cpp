@@ -2,8 +2,10 @@
 // stdout that cannot be written, option values out of range, addresses, log levels.
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -81,6 +83,27 @@ std::string read_rest(int fd, std::chrono::milliseconds timeout = 30s) {
 
 void write_all(int fd, const std::string& s) {
   REQUIRE(::write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size()));
+}
+
+// Whether this host has an IPv6 loopback to bind (containers may have IPv6 disabled).
+bool have_ipv6_loopback() {
+  const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  const bool ok = ::bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// The endpoint in "ferry: listening on ENDPOINT; waiting for ...".
+std::string listened_endpoint(const std::string& line) {
+  const std::string on = "listening on ";
+  const auto b = line.find(on);
+  if (b == std::string::npos) return {};
+  const auto e = line.find(';', b);
+  return line.substr(b + on.size(), e - b - on.size());
 }
 
 }  // namespace
@@ -243,5 +266,29 @@ TEST_SUITE("cli.edges") {
     auto t = ft::run(FERRY_COORDINATOR_EXE, {"-w", "1", "map", "square", "--items", "1,2,"});
     CHECK(t.status.code == 2);
     CHECK_MESSAGE(t.err.find("item 2 is empty") != std::string::npos, t.err);
+  }
+
+  TEST_CASE("--listen on localhost and [::1]: a remote ferry-worker joins and the map completes") {
+    ft::LeakCheck leaks;
+    for (const std::string ep : {"tcp://localhost:0", "tcp://[::1]:0"}) {
+      CAPTURE(ep);
+      if (ep.find("::1") != std::string::npos && !have_ipv6_loopback()) {
+        MESSAGE("skipped " << ep << ": no IPv6 loopback on this host");
+        continue;
+      }
+      auto c = start(FERRY_COORDINATOR_EXE, {"-w", "0", "--listen", ep, "--wait-workers", "1",
+                                             "map", "square", "--range", "0:5"});
+      std::string err;
+      const std::string endpoint =
+          listened_endpoint(read_until(c.err.r, "waiting for 1 worker(s)", err));
+      REQUIRE_MESSAGE(!endpoint.empty(), err << read_rest(c.err.r, 5s));
+      auto w = start(FERRY_WORKER_EXE, {"--connect", endpoint, "--reconnect-timeout", "5"});
+      CHECK(read_rest(c.out.r) == "0\n1\n4\n9\n16\n");
+      auto st = c.child.wait_for(30s);
+      REQUIRE(st.has_value());
+      CHECK(st->code == 0);
+      ft::expect_exit(w.child, 0, 30s);  // a drained pool tells its remote workers to go
+    }
+    leaks.verify();
   }
 }
