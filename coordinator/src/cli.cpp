@@ -15,8 +15,15 @@
 
 namespace ferry::coordinator {
 
+EventLevel event_level(const Options& opt) noexcept {
+  // warn shows what info shows for now: the coordinator's lines are news or failures, and
+  // only `error` asks for less (debug adds nothing yet).
+  return opt.log_level == "error" ? EventLevel::error : EventLevel::info;
+}
+
 PoolOptions pool_options(const Options& opt) {
   PoolOptions p;
+  p.event_level = event_level(opt);
   p.workers = opt.workers;
   p.transport = parse_transport(opt.transport).value_or(Transport::shm);
   p.max_retries = opt.max_retries;
@@ -40,8 +47,10 @@ bool await_joined_workers(Pool& pool, const Options& opt,
   using Clock = std::chrono::steady_clock;
   const unsigned want = workers_to_await(opt);
   if (want == 0) return true;
-  std::cerr << "ferry: listening on " << pool.listen_endpoint() << "; waiting for " << want
-            << " worker(s) to join (up to " << opt.wait_timeout_s << " s)\n";
+  if (event_level(opt) <= EventLevel::info) {
+    std::cerr << "ferry: listening on " << pool.listen_endpoint() << "; waiting for " << want
+              << " worker(s) to join (up to " << opt.wait_timeout_s << " s)\n";
+  }
   const auto deadline =
       Clock::now() + std::chrono::milliseconds(std::llround(opt.wait_timeout_s * 1000));
   // In slices: a signal handler cannot wake the pool's condition variable, so an interrupt
@@ -164,9 +173,10 @@ void add_global_options(CLI::App& app, Options& opt) {
   app.add_option("--heartbeat-timeout", opt.heartbeat_timeout_ms,
                  "ms of silence after which a remote worker is lost (default 3000)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--log-level", opt.log_level, "error | warn | info | debug")
+  app.add_option("--log-level", opt.log_level,
+                 "error: failures only, without the news of workers joining, leaving and where "
+                 "the coordinator listens | warn | info (default) | debug: all of it")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
-
 }
 
 }  // namespace

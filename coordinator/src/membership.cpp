@@ -72,7 +72,8 @@ void Membership::start() {
     try {
       run();
     } catch (const std::exception& e) {
-      core_.event(std::string("remote workers: the listener failed: ") + e.what());
+      core_.event(EventLevel::error,
+                  std::string("remote workers: the listener failed: ") + e.what());
     }
   });
 }
@@ -99,7 +100,7 @@ void Membership::log_limited(const std::string& key, const std::string& line) {
       it->second = now;
     }
   }
-  core_.event(line);
+  core_.event(EventLevel::warn, line);
 }
 
 void Membership::drop(const ipc::PeerId& peer, EndCause cause, const std::string& detail) {
@@ -179,9 +180,10 @@ void Membership::on_hello(const ipc::PeerInfo& peer, const Frame& f) {
     const auto now = SchedClock::now();
     peers_[from] = Peer{w, now, now};
   }
-  core_.event("worker w" + std::to_string(who.id) + " joined from " + who.host + " (pid " +
-              std::to_string(who.pid) + ", " + std::to_string(who.slots) + " slot(s)" +
-              (who.name.empty() ? "" : ", " + who.name) + ")");
+  const std::string joined = "worker w" + std::to_string(who.id) + " joined from " + who.host +
+                             " (pid " + std::to_string(who.pid) + ", " + std::to_string(who.slots) +
+                             " slot(s)" + (who.name.empty() ? "" : ", " + who.name) + ")";
+  core_.event(EventLevel::info, joined);
   core_.worker_joined(w);
 }
 

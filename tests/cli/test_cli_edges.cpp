@@ -291,4 +291,39 @@ TEST_SUITE("cli.edges") {
     }
     leaks.verify();
   }
+
+  TEST_CASE("--log-level error silences the joined and listening lines, the default shows them") {
+    ft::LeakCheck leaks;
+    int n = 0;
+    for (const char* level : {"info", "error"}) {
+      CAPTURE(level);
+      // An ipc:// path the worker can be told before the coordinator says where it listens.
+      const std::string ep = "ipc:///tmp/ferry-edges-" + std::to_string(::getpid()) + "-" +
+                             std::to_string(n++) + ".sock";
+      auto c =
+          start(FERRY_COORDINATOR_EXE, {"--log-level", level, "-w", "0", "--listen", ep,
+                                        "--wait-workers", "1", "map", "square", "--range", "0:3"});
+      auto w = start(FERRY_WORKER_EXE, {"--connect", ep, "--reconnect-timeout", "5"});
+      CHECK(read_rest(c.out.r) == "0\n1\n4\n");
+      const std::string err = read_rest(c.err.r);
+      auto st = c.child.wait_for(30s);
+      REQUIRE(st.has_value());
+      CHECK(st->code == 0);
+      ft::expect_exit(w.child, 0, 30s);
+      const bool quiet = std::string(level) == "error";
+      CHECK_MESSAGE((err.find("joined") == std::string::npos) == quiet, err);
+      CHECK_MESSAGE((err.find("listening on") == std::string::npos) == quiet, err);
+      CHECK_MESSAGE(err.find("ferry: map square: 3 items") != std::string::npos, err);
+    }
+    // Failures are still said at error level.
+    const std::string ep = "ipc:///tmp/ferry-edges-" + std::to_string(::getpid()) + "-none.sock";
+    auto r = ft::run(FERRY_COORDINATOR_EXE,
+                     {"--log-level", "error", "-w", "0", "--listen", ep, "--wait-workers", "1",
+                      "--wait-timeout", "0.2", "map", "square", "--range", "0:3"});
+    CHECK(r.status.code == 1);
+    CHECK_MESSAGE(r.err.find("no job run: fewer than 1 worker(s) joined") != std::string::npos,
+                  r.err);
+    CHECK(r.err.find("listening on") == std::string::npos);
+    leaks.verify();
+  }
 }
