@@ -1,22 +1,34 @@
 #include "ferry/coordinator/cli.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 
 #include "ferry/coordinator/map_command.hpp"
 #include "ferry/ipc/curve.hpp"
+#include "ferry/ipc/endpoint.hpp"
 #include "ferry/shared/cli_support.hpp"
 #include "ferry/shared/session.hpp"
 
 namespace ferry::coordinator {
 
+EventLevel event_level(const Options& opt) noexcept {
+  // warn shows what info shows for now: the coordinator's lines are news or failures, and
+  // only `error` asks for less (debug adds nothing yet).
+  return opt.log_level == "error" ? EventLevel::error : EventLevel::info;
+}
+
 PoolOptions pool_options(const Options& opt) {
   PoolOptions p;
+  p.event_level = event_level(opt);
   p.workers = opt.workers;
   p.transport = parse_transport(opt.transport).value_or(Transport::shm);
   p.max_retries = opt.max_retries;
-  p.task_timeout = std::chrono::milliseconds(static_cast<long>(opt.task_timeout_s * 1000));
+  // The parser bounds it (0 or 0.001 s to 1e6 s), so this neither overflows nor rounds to 0.
+  p.task_timeout = std::chrono::milliseconds(std::llround(opt.task_timeout_s * 1000));
   p.listen = opt.listen;
   p.keys = opt.keys;
   p.insecure = opt.insecure;
@@ -30,13 +42,29 @@ unsigned workers_to_await(const Options& opt) noexcept {
   return opt.workers == 0 ? 1u : 0u;
 }
 
-bool await_joined_workers(Pool& pool, const Options& opt) {
+bool await_joined_workers(Pool& pool, const Options& opt,
+                          const std::function<bool()>& interrupted) {
+  using Clock = std::chrono::steady_clock;
   const unsigned want = workers_to_await(opt);
   if (want == 0) return true;
-  std::cerr << "ferry: listening on " << pool.listen_endpoint() << "; waiting for " << want
-            << " worker(s) to join (up to " << opt.wait_timeout_s << " s)\n";
-  const auto limit = std::chrono::milliseconds(static_cast<long>(opt.wait_timeout_s * 1000));
-  if (pool.wait_workers(want, limit)) return true;
+  if (event_level(opt) <= EventLevel::info) {
+    std::cerr << "ferry: listening on " << pool.listen_endpoint() << "; waiting for " << want
+              << " worker(s) to join (up to " << opt.wait_timeout_s << " s)\n";
+  }
+  const auto deadline =
+      Clock::now() + std::chrono::milliseconds(std::llround(opt.wait_timeout_s * 1000));
+  // In slices: a signal handler cannot wake the pool's condition variable, so an interrupt
+  // is seen at the end of the slice it arrives in.
+  for (auto now = Clock::now(); now < deadline; now = Clock::now()) {
+    if (interrupted && interrupted()) return false;
+    const auto slice_end = std::min(deadline, now + std::chrono::milliseconds(50));
+    if (pool.wait_workers(want, std::chrono::ceil<std::chrono::milliseconds>(slice_end - now))) {
+      return true;
+    }
+    // False before its time was up: the pool is closed (broken), no worker will come.
+    if (Clock::now() < slice_end) break;
+  }
+  if (interrupted && interrupted()) return false;
   std::cerr << "ferry: no job run: fewer than " << want << " worker(s) joined within "
             << opt.wait_timeout_s << " s\n";
   return false;
@@ -100,18 +128,36 @@ int cleanup_command(bool include_live) {
   return cli::kExitOk;
 }
 
+// More re-runs than anyone means, and far from the wrap-around of the attempt counter.
+constexpr unsigned kMaxRetries = 1'000'000;
+
+// Refuses a malformed endpoint while parsing, so a usage error starts no worker.
+CLI::Validator endpoint_check() {
+  return CLI::Validator(
+      [](std::string& text) {
+        auto ep = ipc::Endpoint::parse(text);
+        return ep ? std::string() : ep.error().detail;
+      },
+      "ENDPOINT");
+}
+
 // The options every command shares (before the command on the command line).
 void add_global_options(CLI::App& app, Options& opt) {
   app.add_option("-w,--workers", opt.workers, "local worker processes (default: CPU count)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("-t,--transport", opt.transport, "local transport: pipe | shm | zmq")
       ->check(CLI::IsMember({"pipe", "shm", "zmq"}));
-  app.add_option("--listen", opt.listen, "also accept remote workers (e.g. tcp://0.0.0.0:5555)");
+  app.add_option("--listen", opt.listen, "also accept remote workers (e.g. tcp://0.0.0.0:5555)")
+      ->check(endpoint_check());
   app.add_option("--keys", opt.keys, "CURVE key directory (from `keygen`)");
   app.add_flag("--insecure", opt.insecure, "allow plain TCP on a non-loopback address");
-  app.add_option("--max-retries", opt.max_retries, "re-runs of a task whose worker died");
-  app.add_option("--task-timeout", opt.task_timeout_s, "kill and retry a task that runs longer")
-      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-retries", opt.max_retries,
+                 "re-runs of a task whose worker died (default 3, at most 1000000)")
+      ->check(CLI::Range(0u, kMaxRetries));
+  app.add_option("--task-timeout", opt.task_timeout_s,
+                 "kill and retry a task that runs longer than this many seconds (0.001 to "
+                 "1000000; default 0: none)")
+      ->check(cli::seconds(0.001, 1e6, /*zero_means_none=*/true));
   app.add_flag_function(
       "--progress,!--no-progress", [&](std::int64_t n) { opt.progress = n > 0; },
       "progress bar on stderr (default: when it is a terminal)");
@@ -120,16 +166,17 @@ void add_global_options(CLI::App& app, Options& opt) {
                  "wait for this many workers to register before starting (default: 1 when "
                  "--workers 0)");
   app.add_option("--wait-timeout", opt.wait_timeout_s, "seconds to wait for them (default 60)")
-      ->check(CLI::PositiveNumber);
+      ->check(cli::seconds(0.001, 1e6));
   app.add_option("--heartbeat-interval", opt.heartbeat_interval_ms,
                  "ms between pings to remote workers (default 500)")
       ->check(CLI::PositiveNumber);
   app.add_option("--heartbeat-timeout", opt.heartbeat_timeout_ms,
                  "ms of silence after which a remote worker is lost (default 3000)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--log-level", opt.log_level, "error | warn | info | debug")
+  app.add_option("--log-level", opt.log_level,
+                 "error: failures only, without the news of workers joining, leaving and where "
+                 "the coordinator listens | warn | info (default) | debug: all of it")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
-
 }
 
 }  // namespace
@@ -156,7 +203,8 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
   auto* map = app.add_subcommand("map", "run TASK over items: one result per line on stdout");
   map->add_option("task", margs.task, "a registered task (see `tasks`)")->required();
   map->add_option("--range", margs.range, "integers A..B-1, as A:B");
-  map->add_option("--items", margs.items, "the items, comma separated")->delimiter(',');
+  // Split by map itself: CLI11's delimiter drops empty items ("1,,2" would map 1 and 2).
+  map->add_option("--items", margs.items, "the items, comma separated");
   map->add_flag("--stdin", margs.from_stdin, "one item per line on stdin");
   map->add_option("--chunksize", margs.chunksize, "items per task message (default: automatic)")
       ->check(CLI::PositiveNumber);

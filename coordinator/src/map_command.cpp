@@ -1,18 +1,26 @@
 #include "ferry/coordinator/map_command.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <iostream>
 #include <map>
 #include <memory>
-#include <variant>
 #include <nlohmann/json.hpp>
+#include <string_view>
+#include <utility>
+#include <variant>
 
 #include "ferry/coordinator/pool.hpp"
 #include "ferry/shared/cli_support.hpp"
@@ -24,8 +32,15 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 std::atomic<int> g_signal{0};
+std::atomic<pid_t> g_main_tid{0};
+pthread_t g_main_thread{};
 extern "C" void on_interrupt(int sig) {
+  const int saved = errno;
   g_signal.store(sig);
+  // Whichever thread the kernel chose, the main thread's blocking call (a write to a stalled
+  // stdout, a read of stdin) must return EINTR so that it sees the flag.
+  if (::gettid() != g_main_tid.load()) ::pthread_kill(g_main_thread, sig);
+  errno = saved;
 }
 
 // Ctrl-C and SIGTERM set g_signal while it lives; the previous handlers are back on every
@@ -34,6 +49,8 @@ class InterruptGuard {
  public:
   InterruptGuard() {
     g_signal.store(0);
+    g_main_thread = ::pthread_self();
+    g_main_tid.store(::gettid());
     struct sigaction sa {};
     sa.sa_handler = on_interrupt;
     sigemptyset(&sa.sa_mask);
@@ -50,6 +67,69 @@ class InterruptGuard {
  private:
   struct sigaction old_int_ {};
   struct sigaction old_term_ {};
+};
+
+// Whether an item came, none has yet, the items are over, or the input failed.
+enum class Got { item, later, end, failed };
+
+// Lines of stdin, read with poll() and read(): a std::getline blocked in read() ignores a
+// Ctrl-C whenever another thread takes the signal, and would take a line cut short by one.
+class StdinLines {
+ public:
+  // The next non-empty line (without "\n" or "\r\n"), a last line without "\n" once the input
+  // ended, or `later` at `until` or once g_signal is set (a partial line is then dropped).
+  Got next(std::string& out, Clock::time_point until) {
+    for (;;) {
+      if (take_line(out)) {
+        if (!out.empty()) return Got::item;
+        continue;
+      }
+      if (eof_) {
+        if (buf_.empty()) return Got::end;
+        out = std::exchange(buf_, {});
+        if (out.back() == '\r') out.pop_back();
+        if (!out.empty()) return Got::item;
+        continue;
+      }
+      if (!error_.empty()) return Got::failed;
+      if (g_signal.load() != 0 || Clock::now() >= until) return Got::later;
+      // Short polls, so that a signal taken by another thread is seen within 100 ms.
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
+      pollfd p{0, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(std::clamp<long>(left.count(), 0, 100))) > 0) fill();
+    }
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  bool take_line(std::string& out) {
+    const auto nl = buf_.find('\n', scanned_);
+    if (nl == std::string::npos) {
+      scanned_ = buf_.size();
+      return false;
+    }
+    out.assign(buf_, 0, nl);
+    if (!out.empty() && out.back() == '\r') out.pop_back();
+    buf_.erase(0, nl + 1);
+    scanned_ = 0;
+    return true;
+  }
+  void fill() {
+    char chunk[65536];
+    const auto n = ::read(0, chunk, sizeof chunk);
+    if (n > 0) {
+      buf_.append(chunk, static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      eof_ = true;
+    } else if (errno != EINTR && errno != EAGAIN) {
+      error_ = std::strerror(errno);
+    }
+  }
+
+  std::string buf_;
+  std::size_t scanned_ = 0;  // buf_ before this has no '\n'
+  bool eof_ = false;
+  std::string error_;
 };
 
 // Reads the items lazily: a range, a list, or stdin lines.
@@ -76,9 +156,13 @@ class ItemSource {
       s.total_ = static_cast<std::size_t>(s.end_ - s.next_);
     } else if (!a.items.empty()) {
       s.kind_ = Kind::list;
-      s.list_ = a.items;
+      if (auto st = split_items(a.items, s.list_); !st) return std::move(st).error();
       s.total_ = s.list_.size();
     } else {
+      // A closed stdin's descriptor would be reused by the pool's own pipes and sockets.
+      if (::fcntl(0, F_GETFD) < 0) {
+        return Error{Errc::invalid_argument, "--stdin: standard input is closed"};
+      }
       s.kind_ = Kind::stdin_lines;
     }
     return s;
@@ -86,32 +170,103 @@ class ItemSource {
   std::optional<std::size_t> total() const {
     return kind_ == Kind::stdin_lines ? std::nullopt : std::optional<std::size_t>(total_);
   }
-  bool next(std::string& out) {
+  // The next item; stdin may also say `later` (nothing by `until`) or `failed` (error()).
+  Got next(std::string& out, Clock::time_point until) {
     switch (kind_) {
       case Kind::range:
-        if (next_ >= end_) return false;
+        if (next_ >= end_) return Got::end;
         out = std::to_string(next_++);
-        return true;
+        return Got::item;
       case Kind::list:
-        if (pos_ >= list_.size()) return false;
+        if (pos_ >= list_.size()) return Got::end;
         out = list_[pos_++];
-        return true;
+        return Got::item;
       case Kind::stdin_lines:
-        while (std::getline(std::cin, out)) {
-          if (!out.empty() && out.back() == '\r') out.pop_back();
-          if (!out.empty()) return true;
-        }
-        return false;
+        return stdin_.next(out, until);
     }
-    return false;
+    return Got::end;
   }
+  std::string error() const { return "reading stdin: " + stdin_.error(); }
 
  private:
+  // The --items arguments, each split at ','. An empty item is refused, not skipped: it is
+  // a typo ("1,,2") or a lost shell variable, and skipping it would shift every index after.
+  static Status split_items(const std::vector<std::string>& args, std::vector<std::string>& out) {
+    for (const auto& arg : args) {
+      std::size_t begin = 0;
+      for (;;) {
+        const auto comma = arg.find(',', begin);
+        out.push_back(arg.substr(begin, comma - begin));
+        if (out.back().empty()) {
+          return Error{Errc::invalid_argument,
+                       "--items: item " + std::to_string(out.size() - 1) + " is empty"};
+        }
+        if (comma == std::string::npos) break;
+        begin = comma + 1;
+      }
+    }
+    return {};
+  }
+
   enum class Kind { range, list, stdin_lines };
   Kind kind_ = Kind::range;
   std::int64_t next_ = 0, end_ = 0;
   std::vector<std::string> list_;
   std::size_t pos_ = 0, total_ = 0;
+  StdinLines stdin_;
+};
+
+// Results go to fd 1 through write(2): a failed write (a full disk, a reader that went away)
+// must end the job with its reason, where std::cout would only set a bit and lose errno.
+class ResultOut {
+ public:
+  void put(std::string_view text) { buf_.append(text); }
+  // Writes what was put; false once a write has failed (error() says why). Gives up quietly
+  // once g_signal is set: the job is being interrupted.
+  bool flush() {
+    std::size_t off = 0;
+    // A signal cuts a blocked write short (a count, or EINTR if nothing was written yet).
+    while (error_.empty() && off < buf_.size() && g_signal.load() == 0) {
+      const auto n = write_no_sigpipe(std::string_view(buf_).substr(off));
+      if (n >= 0) {
+        off += static_cast<std::size_t>(n);
+      } else if (errno == EAGAIN) {
+        wait_writable();  // stdout was left non-blocking by someone
+      } else if (errno != EINTR) {
+        error_ = std::strerror(errno);
+      }
+    }
+    buf_.clear();
+    return error_.empty();
+  }
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+
+ private:
+  // A reader that went away must be an error to report, not a death by SIGPIPE: the signal
+  // is blocked in this thread during the write and a pending one taken back afterwards (also
+  // after a partial write: the kernel raises it when the reader goes in the middle).
+  static ssize_t write_no_sigpipe(std::string_view data) {
+    sigset_t pipe_only, old;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    ::pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+    const ssize_t n = ::write(1, data.data(), data.size());
+    const int err = errno;
+    const timespec none{};
+    while (::sigtimedwait(&pipe_only, nullptr, &none) < 0 && errno == EINTR) {
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    errno = err;
+    return n;
+  }
+  static void wait_writable() {
+    pollfd p{1, POLLOUT, 0};
+    (void)::poll(&p, 1, 100);
+  }
+
+  std::string buf_;
+  std::string error_;
 };
 
 class Progress {
@@ -182,27 +337,35 @@ class MapRun {
         return *bad;
       }
       if (!outstanding_.empty()) args_.unordered ? print_finished() : print_next_in_order();
+      if (!out_.ok()) return output_failed(pool);
     }
-    std::cout.flush();
     pool.shutdown(ShutdownMode::drain);
     bar_.update(done_, true);
     summary(pool.stats());
-    return failed_ == 0 ? cli::kExitOk : cli::kExitFailed;
+    if (!out_.flush()) return output_failed(pool);
+    return failed_ == 0 && !input_failed_ ? cli::kExitOk : cli::kExitFailed;
   }
 
  private:
   // Submits chunks while the window has room; an exit code if an item cannot be parsed.
+  // Input that has not arrived yet must not hold back the results that have, nor a Ctrl-C:
+  // stdin is waited on briefly, and a chunk goes out with the items it has so far.
   std::optional<int> feed(Pool& pool) {
+    const auto until = Clock::now() + std::chrono::milliseconds(outstanding_.empty() ? 100 : 10);
     while (more_ && outstanding_.size() < window_) {
       Chunk c;
       c.first = next_index_;
       std::string item;
-      while (c.inputs.size() < chunksize_ && source_.next(item))
+      Got got = Got::item;
+      while (c.inputs.size() < chunksize_ && (got = source_.next(item, until)) == Got::item)
         c.inputs.push_back(item);
-      if (c.inputs.empty()) {
-        more_ = false;
-        break;
+      if (g_signal.load() != 0) return std::nullopt;  // run() cancels the job
+      if (got == Got::failed) {
+        std::cerr << "ferry-coordinator: map: " << source_.error() << "\n";
+        input_failed_ = true;
       }
+      if (got == Got::end || got == Got::failed) more_ = false;
+      if (c.inputs.empty()) break;
       auto encoded = task_.parse_chunk(c.inputs);
       if (!encoded) {
         std::cerr << "ferry-coordinator: map: item " << c.first << ": "
@@ -214,6 +377,7 @@ class MapRun {
                                      static_cast<std::uint32_t>(c.inputs.size()),
                                      static_cast<std::int64_t>(c.first));
       outstanding_.push_back(std::move(c));
+      if (got != Got::item) break;
     }
     return std::nullopt;
   }
@@ -258,8 +422,8 @@ class MapRun {
                                                     : "missing result";
       print_item(c.first + i, c.inputs[i], ok, text);
     }
-    // Results stream to whatever reads stdout (a pipe is block-buffered otherwise).
-    std::cout.flush();
+    // Results stream to whatever reads stdout, chunk by chunk.
+    out_.flush();
     done_ += c.inputs.size();
     bar_.update(done_);
   }
@@ -269,17 +433,26 @@ class MapRun {
     if (opt_.json) {
       nlohmann::json line = {{"index", index}, {"input", input}, {"ok", ok}};
       line[ok ? "value" : "error"] = text;
-      std::cout << line.dump() << "\n";
+      out_.put(line.dump() + "\n");
     } else if (ok) {
-      std::cout << text << "\n";
+      out_.put(text + "\n");
     } else {
       if (progress_) std::fputs("\r\033[K", stderr);
       std::cerr << "ferry: " << task_.name << "(" << input << ") failed: " << text << "\n";
     }
   }
 
+  // Results that cannot be written are lost: the job stops rather than run on for nobody,
+  // and the status is 1 whatever the tasks did.
+  int output_failed(Pool& pool) {
+    if (progress_) std::fputs("\n", stderr);
+    std::cerr << "ferry-coordinator: writing results: " << out_.error() << "\n";
+    pool.shutdown(ShutdownMode::cancel);
+    return cli::kExitFailed;
+  }
+
   int interrupted(Pool& pool) {
-    std::cout.flush();
+    out_.flush();
     if (progress_) std::fputs("\n", stderr);
     std::cerr << "ferry: interrupted: cancelling " << outstanding_.size()
               << " chunk(s) in flight and stopping the workers\n";
@@ -287,7 +460,7 @@ class MapRun {
     return cli::kExitInterrupted;
   }
 
-  void summary(const PoolStats& st) const {
+  void summary(const PoolStats& st) {
     const double wall = std::chrono::duration<double>(Clock::now() - t0_).count();
     if (opt_.json) {
       nlohmann::json per = nlohmann::json::array();
@@ -302,7 +475,7 @@ class MapRun {
                             {"worker_deaths", st.worker_deaths},
                             {"workers", per},
                             {"wall_s", wall}}}};
-      std::cout << s.dump() << "\n";
+      out_.put(s.dump() + "\n");
       return;
     }
     std::string per;
@@ -324,10 +497,12 @@ class MapRun {
   ItemSource source_;
   const bool progress_;
   Progress bar_;
+  ResultOut out_;
   const Clock::time_point t0_ = Clock::now();
   std::size_t chunksize_ = 1, window_ = 1;
   std::deque<Chunk> outstanding_;
   bool more_ = true;
+  bool input_failed_ = false;  // stdin could not be read to its end
   std::size_t next_index_ = 0, done_ = 0, failed_ = 0;
 };
 
@@ -381,9 +556,12 @@ int map_command(const MapArgs& args, const Options& opt) {
   auto made = make_pool(opt);
   if (auto* code = std::get_if<int>(&made)) return *code;
   Pool& pool = *std::get<std::unique_ptr<Pool>>(made);
-  if (!await_joined_workers(pool, opt)) {
+  const auto interrupted = [] { return g_signal.load() != 0; };
+  if (!await_joined_workers(pool, opt, interrupted)) {
     pool.shutdown(ShutdownMode::cancel);
-    return cli::kExitFailed;
+    if (!interrupted()) return cli::kExitFailed;
+    std::cerr << "ferry: interrupted while waiting for workers: no job run\n";
+    return cli::kExitInterrupted;
   }
   return job.run(pool);
 }

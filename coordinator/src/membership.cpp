@@ -30,10 +30,8 @@ Membership::Membership(PoolCore& core, const PoolOptions& opt) : core_(core), op
   auto ep = ipc::Endpoint::parse(opt_.listen);
   if (!ep) throw Exception(Error{ep.error().code, "--listen: " + ep.error().detail});
   if (ep->scheme == ipc::Scheme::zmq_tcp && opt_.keys.empty() && !opt_.insecure) {
-    const std::string& a = ep->address;  // "tcp://HOST:PORT"
-    const auto host_begin = a.find("://") + 3;
-    const std::string host = a.substr(host_begin, a.rfind(':') - host_begin);
-    if (!is_loopback_host(host)) {
+    const auto tcp = ipc::parse_tcp_address(ep->address);  // parse() checked it
+    if (!tcp || !is_loopback_host(tcp->host)) {
       throw Exception(Error{
           Errc::invalid_argument,
           "refusing to listen on " + opt_.listen +
@@ -74,7 +72,8 @@ void Membership::start() {
     try {
       run();
     } catch (const std::exception& e) {
-      core_.event(std::string("remote workers: the listener failed: ") + e.what());
+      core_.event(EventLevel::error,
+                  std::string("remote workers: the listener failed: ") + e.what());
     }
   });
 }
@@ -101,7 +100,7 @@ void Membership::log_limited(const std::string& key, const std::string& line) {
       it->second = now;
     }
   }
-  core_.event(line);
+  core_.event(EventLevel::warn, line);
 }
 
 void Membership::drop(const ipc::PeerId& peer, EndCause cause, const std::string& detail) {
@@ -181,9 +180,10 @@ void Membership::on_hello(const ipc::PeerInfo& peer, const Frame& f) {
     const auto now = SchedClock::now();
     peers_[from] = Peer{w, now, now};
   }
-  core_.event("worker w" + std::to_string(who.id) + " joined from " + who.host + " (pid " +
-              std::to_string(who.pid) + ", " + std::to_string(who.slots) + " slot(s)" +
-              (who.name.empty() ? "" : ", " + who.name) + ")");
+  const std::string joined = "worker w" + std::to_string(who.id) + " joined from " + who.host +
+                             " (pid " + std::to_string(who.pid) + ", " + std::to_string(who.slots) +
+                             " slot(s)" + (who.name.empty() ? "" : ", " + who.name) + ")";
+  core_.event(EventLevel::info, joined);
   core_.worker_joined(w);
 }
 

@@ -151,7 +151,8 @@ void PoolCore::start() {
   carry_out(w);
 }
 
-void PoolCore::event(const std::string& line) const {
+void PoolCore::event(EventLevel level, const std::string& line) const {
+  if (level < opt_.event_level) return;
   if (opt_.on_event) {
     opt_.on_event(line);
     return;
@@ -317,7 +318,8 @@ void PoolCore::worker_refused(WorkerId id, const std::string& reason) {
 }
 
 void PoolCore::bad_stream(WorkerId id, const std::string& why) {
-  event("worker w" + std::to_string(id) + " sent a malformed frame (" + why + "): stopping it");
+  event(EventLevel::warn,
+        "worker w" + std::to_string(id) + " sent a malformed frame (" + why + "): stopping it");
   Work w;
   {
     std::lock_guard lk(mu_);
@@ -363,7 +365,7 @@ void PoolCore::worker_gone(WorkerId id, const EndInfo& end) {
       line += end.exit ? "died: " + end.exit->describe() : "lost: " + end.detail;
       if (recorded) line += " (" + std::string(to_string(*recorded)) + ")";
       line += "; " + std::to_string(inflight) + " task(s) were on it";
-      w.notices.push_back(std::move(line));
+      w.notices.emplace_back(EventLevel::warn, std::move(line));
     }
   }
   carry_out(w);
@@ -483,12 +485,14 @@ void PoolCore::collect_locked(Work& w, const std::optional<EndInfo>& end,
   w.spawns += a.spawns;
   for (const Notice& n : a.notices) {
     if (n.kind == Notice::Kind::shrunk) {
-      w.notices.push_back("running with " + std::to_string(n.running) + " of " +
-                          std::to_string(n.wanted) +
-                          " local worker(s): cannot start more: " + sched_.broken_reason());
+      w.notices.emplace_back(EventLevel::warn,
+                             "running with " + std::to_string(n.running) + " of " +
+                                 std::to_string(n.wanted) +
+                                 " local worker(s): cannot start more: " + sched_.broken_reason());
     } else {
-      w.notices.push_back("no workers can be started: " + sched_.broken_reason() +
-                          "; queued tasks fail with Rejected");
+      w.notices.emplace_back(EventLevel::error,
+                             "no workers can be started: " + sched_.broken_reason() +
+                                 "; queued tasks fail with Rejected");
     }
   }
   notify_locked(a);
@@ -502,8 +506,8 @@ void PoolCore::carry_out(Work& w) {
     j.order.unlock();
   }
   w.sends.clear();
-  for (auto& line : w.notices)
-    event(line);
+  for (auto& [level, line] : w.notices)
+    event(level, line);
   w.notices.clear();
   for (auto& [ep, why] : w.kills)
     ep->kill(why);

@@ -75,7 +75,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void on_frames(WorkerId w, std::span<Frame> frames);
   void tick();
   std::optional<TimePoint> next_deadline() const;
-  void event(const std::string& line) const;  // membership and supervision news
+  void event(EventLevel level, const std::string& line) const;  // membership, supervision
   // Per-worker statistics entry (supervisor: at spawn; membership: at join).
   void note_worker(const WorkerIdentity& who);
 
@@ -93,7 +93,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     std::vector<std::pair<EndpointPtr, EndCause>> kills;
     std::vector<std::pair<std::shared_ptr<TaskState>, Frame*>> results;
     unsigned spawns = 0;
-    std::vector<std::string> notices;
+    std::vector<std::pair<EventLevel, std::string>> notices;
   };
 
   // mu_ held: takes the scheduler's actions into w (frames built, send locks taken).

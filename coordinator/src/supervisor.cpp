@@ -126,7 +126,8 @@ void Supervisor::start() {
       run();
     } catch (const std::exception& e) {
       // Out of memory while watching: stop the workers rather than leave them unwatched.
-      core_.event(std::string("supervisor failed: ") + e.what() + "; stopping the workers");
+      core_.event(EventLevel::error,
+                  std::string("supervisor failed: ") + e.what() + "; stopping the workers");
       terminate_all();
     }
   });

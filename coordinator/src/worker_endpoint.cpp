@@ -115,7 +115,8 @@ void LocalWorker::reader_loop(PoolCore& core) {
           const Frame r = make_frame(MessageKind::reject, msg::Reject{a.reason});
           (void)ch_->send_for(r, std::chrono::milliseconds(500));
         }
-        core.event("rejected worker (pid " + std::to_string(hello->pid) + "): " + a.reason);
+        core.event(EventLevel::warn,
+                   "rejected worker (pid " + std::to_string(hello->pid) + "): " + a.reason);
         core.worker_refused(id(), a.reason);
         continue;  // it exits by itself; the supervisor reports its end
       }

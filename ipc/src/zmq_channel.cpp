@@ -1,5 +1,7 @@
 #include "ferry/ipc/zmq_channel.hpp"
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
@@ -12,6 +14,8 @@
 #include <deque>
 #include <limits>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "fd_limits.hpp"
 #include "zmq_detail.hpp"
@@ -138,6 +142,61 @@ int to_ms(std::chrono::milliseconds d) {
   return static_cast<int>(std::clamp<std::chrono::milliseconds::rep>(d.count(), 0, INT_MAX));
 }
 
+// An IPv6 address in brackets ("tcp://[::1]:5555") needs ZMQ_IPV6, else zmq refuses it.
+bool names_ipv6_host(const std::string& address) {
+  if (address.rfind("tcp://", 0) != 0) return false;
+  auto tcp = parse_tcp_address(address);
+  return tcp && !tcp->host.empty() && tcp->host.front() == '[';
+}
+
+// The addresses of a host name, as zmq writes hosts: IPv4 first ("localhost" is 127.0.0.1
+// before ::1), IPv6 in brackets.
+std::vector<std::string> resolve_host(const std::string& name) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(name.c_str(), nullptr, &hints, &found) != 0) return {};
+  std::vector<std::string> hosts;
+  for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    char text[INET6_ADDRSTRLEN] = {};
+    const bool v6 = a->ai_family == AF_INET6;
+    const void* raw =
+        v6 ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(a->ai_addr)->sin6_addr)
+           : &reinterpret_cast<const sockaddr_in*>(a->ai_addr)->sin_addr;
+    if (::inet_ntop(a->ai_family, raw, text, sizeof text) == nullptr) continue;
+    const std::string host = v6 ? "[" + std::string(text) + "]" : text;
+    if (std::find(hosts.begin(), hosts.end(), host) != hosts.end()) continue;
+    hosts.insert(v6 ? hosts.end() : hosts.begin(), host);
+  }
+  ::freeaddrinfo(found);
+  return hosts;
+}
+
+// zmq binds to an address or an interface name, not a host name ("localhost" is ENODEV),
+// so a name it refuses is resolved here and the first of its addresses that binds wins.
+void bind_tcp(zmq::socket_t& d, const std::string& address) {
+  try {
+    d.bind(address);
+    return;
+  } catch (const zmq::error_t& e) {
+    if (e.num() != ENODEV || address.rfind("tcp://", 0) != 0) throw;
+    auto tcp = parse_tcp_address(address);
+    if (!tcp || tcp->host == "*" || tcp->host.front() == '[') throw;
+    const std::string port = tcp->port ? std::to_string(*tcp->port) : "*";
+    for (const auto& host : resolve_host(tcp->host)) {
+      try {
+        d.set(zmq::sockopt::ipv6, host.front() == '[');
+        d.bind("tcp://" + host + ":" + port);
+        return;
+      } catch (const zmq::error_t&) {
+        // the next address; after the last, the error about the name as given
+      }
+    }
+    throw;
+  }
+}
+
 int make_eventfd() {
   const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) throw zmq::error_t();  // errno is what error_t reports
@@ -208,8 +267,9 @@ Result<std::unique_ptr<Socket>> Socket::open(zmq::socket_type type, const std::s
     s->monitor_.set(zmq::sockopt::linger, 0);
     s->monitor_.connect(mon);  // before bind/connect, so no connection event is missed
 
+    if (names_ipv6_host(address)) d.set(zmq::sockopt::ipv6, true);
     if (role == Role::bind) {
-      d.bind(address);
+      bind_tcp(d, address);
       s->endpoint_ = d.get(zmq::sockopt::last_endpoint);
       struct stat st {};
       if (s->endpoint_.rfind("ipc://", 0) == 0 && ::stat(s->endpoint_.c_str() + 6, &st) == 0) {

@@ -1,5 +1,6 @@
 #include "ferry/worker/cli.hpp"
 
+#include <cmath>
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -24,7 +25,7 @@ int run_cli(int argc, char** argv) {
   double reconnect_s = 60;
   app.add_option("--reconnect-timeout", reconnect_s,
                  "seconds to keep trying to reach a lost coordinator before exiting (default 60)")
-      ->check(CLI::PositiveNumber);
+      ->check(cli::seconds(0.001, 1e6));
   if (auto code = cli::parse(app, argc, argv)) return *code;
 
   if (connect.empty()) return cli::usage_error(app, "--connect ENDPOINT is required");
@@ -35,7 +36,7 @@ int run_cli(int argc, char** argv) {
   }
   Options opt;
   opt.keys = keys;
-  opt.reconnect_timeout = std::chrono::milliseconds(static_cast<long>(reconnect_s * 1000));
+  opt.reconnect_timeout = std::chrono::milliseconds(std::llround(reconnect_s * 1000));
   opt.endpoint = connect;
   opt.name = name;
   opt.slots = slots;

@@ -3,6 +3,7 @@
 
 #include "ferry/coordinator/pool.hpp"
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
@@ -19,21 +20,26 @@ struct Options {
   double task_timeout_s = 0;     // 0 = none
   std::optional<bool> progress;  // unset: on when stderr is a terminal
   bool json = false;
-  std::string log_level = "info";
+  std::string log_level = "info";  // error | warn | info | debug (see event_level)
   unsigned wait_workers = 0;   // before starting: wait for this many workers (local+remote)
   double wait_timeout_s = 60;  // ... at most this long
   unsigned heartbeat_interval_ms = 500;
   unsigned heartbeat_timeout_ms = 3000;
 };
 
-// The pool options these command-line options ask for (workers, transport, retries, timeout).
+// The pool options these command-line options ask for (workers, transport, retries, timeout,
+// which events are reported).
 PoolOptions pool_options(const Options& opt);
+// The least level of the "ferry: ..." event lines --log-level asks for: error, or info (all).
+EventLevel event_level(const Options& opt) noexcept;
 
 // How many workers (local and remote) a command waits for before it starts: --wait-workers,
 // else 1 when --workers 0 leaves the work to remote workers alone, else none.
 unsigned workers_to_await(const Options& opt) noexcept;
 // Waits (up to --wait-timeout) until that many workers have registered, saying on stderr where
 // it listens and, on failure, that nothing was run. True when they joined (or none is awaited).
-bool await_joined_workers(Pool& pool, const Options& opt);
+// `interrupted` is asked every 50 ms; once it says true the wait ends (false, nothing said).
+bool await_joined_workers(Pool& pool, const Options& opt,
+                          const std::function<bool()>& interrupted = {});
 
 }  // namespace ferry::coordinator

@@ -58,6 +58,10 @@ Initializer initializer(R (*fn)(P...), A&&... args) {
   return {task_key(fn), {}, encode_value(std::tuple<std::decay_t<P>...>(std::forward<A>(args)...))};
 }
 
+// How much a pool event matters: news (a worker joined), something that went wrong but is
+// handled (a worker died, a peer was refused), or a failure of the pool itself.
+enum class EventLevel : std::uint8_t { info, warn, error };
+
 // One line a worker wrote to stdout (stream 1) or stderr (stream 2).
 struct WorkerLine {
   std::uint32_t worker = 0;
@@ -91,6 +95,8 @@ struct PoolOptions {
   std::chrono::milliseconds heartbeat_timeout{3000};  // silence that declares a worker lost
   // Membership news (joined, lost, rejected); default: stderr, prefixed "ferry: ".
   std::function<void(std::string_view)> on_event{};
+  // Events below this level are not reported (neither written nor given to on_event).
+  EventLevel event_level = EventLevel::info;
   // How worker processes are started (tests substitute a fake); default: posix_spawn.
   std::shared_ptr<coordinator::Launcher> launcher{};
 };
