@@ -368,8 +368,8 @@ class MapRun {
       if (c.inputs.empty()) break;
       auto encoded = task_.parse_chunk(c.inputs);
       if (!encoded) {
-        std::cerr << "ferry-coordinator: map: item " << c.first << ": "
-                  << encoded.error().detail << "\n";
+        std::cerr << "ferry-coordinator: map: item " << c.first << ": " << encoded.error().detail
+                  << "\n";
         return cli::kExitUsage;
       }
       next_index_ += c.inputs.size();
@@ -486,8 +486,8 @@ class MapRun {
     std::fprintf(stderr,
                  "ferry: map %s: %zu items in %llu chunks, %zu failed, %llu retries, %llu worker "
                  "deaths; chunks per worker: %s; %.3f s\n",
-                 task_.name.c_str(), done_, static_cast<unsigned long long>(st.submitted),
-                 failed_, static_cast<unsigned long long>(st.retries),
+                 task_.name.c_str(), done_, static_cast<unsigned long long>(st.submitted), failed_,
+                 static_cast<unsigned long long>(st.retries),
                  static_cast<unsigned long long>(st.worker_deaths), per.c_str(), wall);
   }
 

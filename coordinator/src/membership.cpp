@@ -125,8 +125,8 @@ void Membership::ban(const ipc::PeerInfo& peer, const std::string& why) {
     banned_.insert(peer.id);
   }
   const std::string where = peer.address.empty() ? "unknown address" : peer.address;
-  log_limited("garbage " + where, "dropping a peer at " + where + " that " + why +
-                                      " (said once a minute per address)");
+  log_limited("garbage " + where,
+              "dropping a peer at " + where + " that " + why + " (said once a minute per address)");
   drop(peer.id, EndCause::bad_frame, why);
 }
 
@@ -158,10 +158,9 @@ void Membership::on_hello(const ipc::PeerInfo& peer, const Frame& f) {
   if (!a.welcome) {
     const Frame r = make_frame(MessageKind::reject, msg::Reject{a.reason});
     (void)send(from, std::span<const Frame>(&r, 1), ipc::Deadline::after(milliseconds(500)));
-    log_limited("refused " + peer.address,
-                "rejected worker (pid " + std::to_string(who.pid) +
-                    (who.host.empty() ? "" : " on " + who.host) + " at " + peer.address +
-                    "): " + a.reason);
+    log_limited("refused " + peer.address, "rejected worker (pid " + std::to_string(who.pid) +
+                                               (who.host.empty() ? "" : " on " + who.host) +
+                                               " at " + peer.address + "): " + a.reason);
     return;
   }
   // Admitted: from now on it may send frames of any size up to the frame limit.
@@ -218,8 +217,7 @@ void Membership::housekeeping() {
     for (auto& [peer, p] : peers_) {
       if (now - p.last_heard > opt_.heartbeat_timeout) {
         lost.emplace_back(peer, "no message for " + ms_text(now - p.last_heard) +
-                                    " (heartbeat timeout " + ms_text(opt_.heartbeat_timeout) +
-                                    ")");
+                                    " (heartbeat timeout " + ms_text(opt_.heartbeat_timeout) + ")");
       } else if (now - p.last_ping >= opt_.heartbeat_interval) {
         p.last_ping = now;
         ping.push_back(peer);

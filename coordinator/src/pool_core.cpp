@@ -172,9 +172,9 @@ std::string PoolCore::listen_endpoint() const {
 
 bool PoolCore::wait_workers(unsigned n, std::chrono::milliseconds timeout) {
   std::unique_lock lk(mu_);
-  return state_cv_.wait_for(lk, timeout,
-                            [&] { return sched_.ready_workers() >= n || sched_.closed(); }) &&
-         !sched_.closed();
+  return state_cv_.wait_for(lk, timeout, [&] {
+    return sched_.ready_workers() >= n || sched_.closed();
+  }) && !sched_.closed();
 }
 
 bool PoolCore::wait_ready(std::chrono::milliseconds timeout) {
@@ -390,7 +390,8 @@ void PoolCore::on_frames(WorkerId id, std::span<Frame> frames) {
       if (it == tasks_.end()) continue;
       w.results.emplace_back(std::move(it->second), &f);
       tasks_.erase(it);
-      if (auto s = stats_index_.find(id); s != stats_index_.end()) ++stats_.workers[s->second].tasks;
+      if (auto s = stats_index_.find(id); s != stats_index_.end())
+        ++stats_.workers[s->second].tasks;
     }
     collect_locked(w);
   }
@@ -574,9 +575,9 @@ FailureInfo PoolCore::failure_info(const TaskState& t, const Failure& fl, const 
       f = simple_failure(t, FailureKind::cancelled, "cancelled by the caller");
       break;
     case FailCause::shutdown:
-      f = simple_failure(t, FailureKind::cancelled,
-                         sched_.closed() && !sched_.broken() ? "the pool shut down"
-                                                             : "the pool is shutting down");
+      f = simple_failure(
+          t, FailureKind::cancelled,
+          sched_.closed() && !sched_.broken() ? "the pool shut down" : "the pool is shutting down");
       break;
     case FailCause::no_workers:
       f = simple_failure(t, FailureKind::rejected, "no workers: " + sched_.broken_reason());

@@ -122,7 +122,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   Scheduler sched_;
   std::unordered_map<TaskId, std::shared_ptr<TaskState>> tasks_;  // no outcome yet
   std::unordered_map<WorkerId, EndpointPtr> endpoints_;           // registered or starting
-  std::unordered_map<WorkerId, std::size_t> stats_index_;  // its entry in stats_.workers
+  std::unordered_map<WorkerId, std::size_t> stats_index_;         // its entry in stats_.workers
   TaskId next_task_id_ = 1;
   WorkerId next_worker_id_ = 1;
   PoolStats stats_;

@@ -254,8 +254,8 @@ EndCause Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) 
       requeue.push_back(id);
       continue;
     }
-    fail(id, t, cause == EndCause::task_timeout ? FailCause::timeout : FailCause::worker_died,
-         wid, cause);
+    fail(id, t, cause == EndCause::task_timeout ? FailCause::timeout : FailCause::worker_died, wid,
+         cause);
     forget_if_idle(id);
   }
   requeue_front(requeue);
@@ -481,8 +481,8 @@ void Scheduler::startup_failure(TimePoint now) {
   ++startup_failures_;
   if (startup_failures_ >= cfg_.startup_failure_limit && !broken_) {
     broken_ = true;
-    out_.notices.push_back({Notice::Kind::broken, static_cast<unsigned>(workers_.size()),
-                            cfg_.local_workers});
+    out_.notices.push_back(
+        {Notice::Kind::broken, static_cast<unsigned>(workers_.size()), cfg_.local_workers});
     out_.room_freed = true;
   }
 }

@@ -101,8 +101,8 @@ struct Dispatch {
 struct Failure {
   TaskId task = 0;
   FailCause cause = FailCause::worker_died;
-  std::uint32_t attempt = 0;  // the attempt that failed (charges), 0 if it never ran
-  WorkerId worker = 0;        // the worker of its last run, 0 if none
+  std::uint32_t attempt = 0;               // the attempt that failed (charges), 0 if it never ran
+  WorkerId worker = 0;                     // the worker of its last run, 0 if none
   EndCause worker_end = EndCause::exited;  // how that worker ended (worker_died, timeout)
 };
 struct Kill {
@@ -227,7 +227,7 @@ class Scheduler {
     TimePoint since{};
     std::optional<EndCause> kill;  // why it must go, once decided
     bool kill_sent = false;        // a kill action was given
-    TaskId culprit = 0;  // the task a timeout kill is for
+    TaskId culprit = 0;            // the task a timeout kill is for
     bool stop_sent = false;
   };
 

@@ -197,9 +197,9 @@ void Supervisor::spawn_one() {
   WorkerIdentity who;
   who.id = id;
   who.pid = (*proc)->pid();
-  auto w = std::make_shared<LocalWorker>(who, std::move(*proc), std::move(opened->ch),
-                                         opened->credit, pipes.out[0], pipes.err[0],
-                                         opened->socket_path);
+  auto w =
+      std::make_shared<LocalWorker>(who, std::move(*proc), std::move(opened->ch), opened->credit,
+                                    pipes.out[0], pipes.err[0], opened->socket_path);
   w->spawned_at = SchedClock::now();
   try {
     w->start_reader(core_);

@@ -81,8 +81,8 @@ class LocalWorker final : public WorkerEndpoint {
   // After the process exited: the reader drains what the worker sent before dying, then stops.
   void stop_reader();
   coordinator::Process& process() noexcept { return *proc_; }
-  int out_fd = -1, err_fd = -1;   // read ends of the worker's stdout/stderr (-1 once closed)
-  std::string out_buf, err_buf;   // partial lines
+  int out_fd = -1, err_fd = -1;  // read ends of the worker's stdout/stderr (-1 once closed)
+  std::string out_buf, err_buf;  // partial lines
   TimePoint spawned_at{};
   const std::string& socket_path() const noexcept { return socket_path_; }
   void set_pid(std::int32_t pid) noexcept { who_.pid = pid; }

@@ -51,8 +51,9 @@ void check_clean(const ft::RunResult& r, std::initializer_list<std::string_view>
 }  // namespace
 
 TEST_SUITE("cli.limits") {
-  TEST_CASE("ulimit -n 16..32 with 8 workers: the job runs on the workers that fit, or fails "
-            "saying so") {
+  TEST_CASE(
+      "ulimit -n 16..32 with 8 workers: the job runs on the workers that fit, or fails "
+      "saying so") {
     ft::LeakCheck leaks;
     for (const char* t : {"pipe", "shm", "zmq"}) {
       for (int n = 16; n <= 32; n += 2) {

@@ -37,8 +37,9 @@ FERRY_TASK(produce);
 FERRY_TASK(arg_length);
 
 TEST_SUITE("coordinator.edges") {
-  TEST_CASE("tasks submitted right after construction are spread: a consumer does not wait "
-            "behind its producer") {
+  TEST_CASE(
+      "tasks submitted right after construction are spread: a consumer does not wait "
+      "behind its producer") {
     ft::LeakCheck leaks;
     for (auto t : {ferry::Transport::pipe, ferry::Transport::shm, ferry::Transport::zmq}) {
       CAPTURE(ferry::transport_name(t));

@@ -21,8 +21,8 @@ struct Options {
   std::optional<bool> progress;  // unset: on when stderr is a terminal
   bool json = false;
   std::string log_level = "info";  // error | warn | info | debug (see event_level)
-  unsigned wait_workers = 0;   // before starting: wait for this many workers (local+remote)
-  double wait_timeout_s = 60;  // ... at most this long
+  unsigned wait_workers = 0;       // before starting: wait for this many workers (local+remote)
+  double wait_timeout_s = 60;      // ... at most this long
   unsigned heartbeat_interval_ms = 500;
   unsigned heartbeat_timeout_ms = 3000;
 };
