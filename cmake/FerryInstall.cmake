@@ -1,6 +1,6 @@
 include(CMakePackageConfigHelpers)
 
-install(TARGETS ferry ferry_settings ferry_shared ferry_ipc ferry_worker ferry_coordinator
+install(TARGETS ferry ferry_settings ferry_shared ferry_task_api ferry_ipc ferry_worker ferry_coordinator
         EXPORT ferryTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
@@ -19,4 +19,5 @@ write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/ferryConfigVersion.
   COMPATIBILITY SameMinorVersion)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/ferryConfig.cmake
               ${CMAKE_CURRENT_BINARY_DIR}/ferryConfigVersion.cmake
+              ${CMAKE_CURRENT_SOURCE_DIR}/cmake/FerryTaskLibrary.cmake
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/ferry)

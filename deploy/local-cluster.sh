@@ -18,6 +18,8 @@
 #                (default: build/ at the top of the repository)
 #   --bin DIR    folder holding both executables instead (e.g. /usr/local/bin)
 #   --keys DIR   CURVE keys (ferry-coordinator keygen) for both sides; without it, --insecure
+#   --tasks PATH a task library (or folder of them) for every worker and the coordinator
+#                (repeatable); `demo` adds the demos' own library (libferry_demos.so) by itself
 #   --port P     coordinator port (default 5555)
 #   --wait S     seconds the coordinator waits for all N workers to join (default 60)
 #   --check      no ferry: check that every worker host reaches the coordinator host over TCP
@@ -49,6 +51,8 @@ port=5555
 wait_s=60
 check=0
 hold=0
+tasks=()
+worker_tasks=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) workers=${2:?}; shift 2 ;;
@@ -56,6 +60,7 @@ while [ $# -gt 0 ]; do
     -b) build=${2:?}; shift 2 ;;
     --bin) bin=${2:?}; shift 2 ;;
     --keys) keys=${2:?}; shift 2 ;;
+    --tasks) tasks+=(--tasks "${2:?}"); shift 2 ;;
     --port) port=${2:?}; shift 2 ;;
     --wait) wait_s=${2:?}; shift 2 ;;
     --check) check=1; shift ;;
@@ -83,6 +88,15 @@ if [ $check -eq 0 ]; then
   fi
   [ -x "$coordinator_exe" ] || die "$coordinator_exe not found (build first, or give -b/--bin)"
   [ -x "$worker_exe" ] || die "$worker_exe not found (build first, or give -b/--bin)"
+  # The demos' tasks live in their task library: stock workers load it to serve a demo.
+  if [ "${1:-}" = demo ] || [[ " $* " == *" demo "* ]]; then
+    for lib in "$build/demos/libferry_demos.so" "${bin:+$bin/../lib/libferry_demos.so}"; do
+      if [ -n "$lib" ] && [ -f "$lib" ]; then
+        worker_tasks=(--tasks "$lib")
+        break
+      fi
+    done
+  fi
   if [ -n "$keys" ]; then
     security=(--keys "$keys")
     worker_security=(--keys "$keys")
@@ -260,14 +274,14 @@ else
   for ((i = 1; i <= workers; i++)); do
     start_in "${hosts[$i]}" "$logs/worker$i.log" "host$i" "$worker_exe" \
       --connect "tcp://$coordinator_addr:$port" --slots "$slots" --name "worker$i" \
-      "${worker_security[@]}"
+      "${worker_security[@]}" "${tasks[@]}" "${worker_tasks[@]}"
     worker_pids+=("${started[-1]}")
   done
   # The coordinator, with no local workers so every task crosses the network; results on this
   # script's stdout, summary on its stderr, and this script's stdin for `map --stdin`. It runs
   # in the background so that a signal to this script is handled at once: the cleanup sends it
   # SIGTERM, which it treats as Ctrl-C.
-  in_host "${hosts[0]}" coordinator "$coordinator_exe" --listen "tcp://$coordinator_addr:$port" \
+  in_host "${hosts[0]}" coordinator "$coordinator_exe" "${tasks[@]}" --listen "tcp://$coordinator_addr:$port" \
     "${security[@]}" --workers 0 --wait-workers "$workers" --wait-timeout "$wait_s" "$@" <&0 &
   coordinator_pid=$!
   started+=("$coordinator_pid")

@@ -1,31 +1,49 @@
 #include "admission.hpp"
 
-#include <cstdio>
+#include <unordered_map>
 
 #include "ferry/shared/session.hpp"
 
 namespace ferry::detail {
 
-Admission admit(const AdmissionPolicy& p, const msg::Hello& hello, std::uint32_t worker_id,
-                bool remote) {
+std::optional<std::string> version_mismatch(const msg::Hello& hello) {
+  if (hello.protocol_version == kProtocolVersion) return std::nullopt;
+  return "protocol version mismatch: worker speaks " + std::to_string(hello.protocol_version) +
+         ", coordinator " + std::to_string(kProtocolVersion);
+}
+
+Admission admit(const AdmissionPolicy& p, const msg::Hello& hello, const msg::Offer& offer,
+                std::uint32_t worker_id, bool remote) {
   Admission a;
-  if (hello.protocol_version != kProtocolVersion) {
-    a.reason = "protocol version mismatch: worker speaks " +
-               std::to_string(hello.protocol_version) + ", coordinator " +
-               std::to_string(kProtocolVersion);
+  if (auto why = version_mismatch(hello)) {
+    a.reason = *why;
     return a;
   }
-  if (hello.registry_hash != p.registry_hash) {
-    char buf[200];
-    std::snprintf(buf, sizeof buf,
-                  "task registry mismatch: worker %016llx, coordinator %016llx (%zu tasks); "
-                  "build both from the same task set",
-                  static_cast<unsigned long long>(hello.registry_hash),
-                  static_cast<unsigned long long>(p.registry_hash), p.task_count);
-    a.reason = buf;
-    return a;
-  }
+  std::unordered_map<std::string_view, std::uint32_t> theirs;
+  theirs.reserve(offer.tasks.size());
+  for (std::uint32_t i = 0; i < offer.tasks.size(); ++i)
+    theirs.emplace(offer.tasks[i].name, i);
   msg::Welcome w;
+  w.task_map.assign(p.tasks.size(), msg::Welcome::kNoFunction);
+  a.serves.assign(p.tasks.size(), false);
+  for (std::uint32_t i = 0; i < p.tasks.size(); ++i) {
+    const msg::TaskOffer& mine = p.tasks[i];
+    auto it = theirs.find(mine.name);
+    if (it == theirs.end()) continue;
+    const msg::TaskOffer& other = offer.tasks[it->second];
+    if (other.signature_hash != mine.signature_hash) {
+      a.mismatches.emplace_back(i, "task '" + mine.name + "' has another signature there: worker " +
+                                       other.signature + ", this program " + mine.signature);
+      continue;
+    }
+    w.task_map[i] = it->second;
+    a.serves[i] = true;
+  }
+  if (p.init_function != msg::Welcome::kNoFunction && !a.serves.at(p.init_function)) {
+    a.reason = "the pool's initializer '" + p.tasks.at(p.init_function).name +
+               "' is not a task this worker serves (load its task library there)";
+    return a;
+  }
   w.worker_id = worker_id;
   w.session = SessionId::current().str();
   w.init_function = p.init_function;

@@ -12,6 +12,7 @@
 #include "ferry/ipc/endpoint.hpp"
 #include "ferry/shared/cli_support.hpp"
 #include "ferry/shared/session.hpp"
+#include "ferry/shared/task.hpp"
 
 namespace ferry::coordinator {
 
@@ -173,6 +174,12 @@ void add_global_options(CLI::App& app, Options& opt) {
   app.add_option("--heartbeat-timeout", opt.heartbeat_timeout_ms,
                  "ms of silence after which a remote worker is lost (default 3000)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--tasks", opt.task_libraries,
+                 "task library to load: a .so built with ferry_add_task_library, or a folder of "
+                 "them (repeatable; local workers load it too, remote ones need their own "
+                 "--tasks)")
+      ->take_all()
+      ->allow_extra_args(false);
   app.add_option("--log-level", opt.log_level,
                  "error: failures only, without the news of workers joining, leaving and where "
                  "the coordinator listens | warn | info (default) | debug: all of it")
@@ -221,6 +228,13 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
 
   // Segments of coordinators that died without cleaning up are swept on every start.
   sweep_stale_shm(/*include_live=*/false);
+
+  for (const auto& lib : opt.task_libraries) {
+    if (auto st = TaskRegistry::instance().load_library(lib); !st) {
+      std::cerr << "ferry-coordinator: --tasks: " << st.error().detail << "\n";
+      return cli::kExitUsage;
+    }
+  }
 
   if (demo->parsed()) {
     if (demo_name.empty()) return cli::usage_error(app, "demo needs a name: list, all, or a demo");

@@ -573,12 +573,14 @@ int tasks_command(const Options& opt) {
     if (opt.json) {
       std::cout << nlohmann::json{{"task", e.name},
                                   {"signature", e.signature},
+                                  {"library", e.library},
                                   {"mappable", e.parse_chunk != nullptr}}
                        .dump()
                 << "\n";
     } else {
-      std::printf("%-20s %s%s\n", e.name.c_str(), e.signature.c_str(),
-                  e.parse_chunk ? "" : "  (not mappable from the command line)");
+      std::printf("%-20s %s%s%s\n", e.name.c_str(), e.signature.c_str(),
+                  e.parse_chunk ? "" : "  (not mappable from the command line)",
+                  e.library.empty() ? "" : ("  [" + e.library + "]").c_str());
     }
   }
   return cli::kExitOk;

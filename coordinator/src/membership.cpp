@@ -142,29 +142,47 @@ void Membership::evict(WorkerId id, const ipc::PeerId& peer, EndCause why) {
   drop(peer, why, std::string(to_string(why)) + "; worker told to restart");
 }
 
+void Membership::refuse(const ipc::PeerInfo& peer, const msg::Hello& hello,
+                        const std::string& reason) {
+  const Frame r = make_frame(MessageKind::reject, msg::Reject{reason});
+  (void)send(peer.id, std::span<const Frame>(&r, 1), ipc::Deadline::after(milliseconds(500)));
+  log_limited("refused " + peer.address, "rejected worker (pid " + std::to_string(hello.pid) +
+                                             (hello.host.empty() ? "" : " on " + hello.host) +
+                                             " at " + peer.address + "): " + reason);
+}
+
 void Membership::on_hello(const ipc::PeerInfo& peer, const Frame& f) {
   const ipc::PeerId& from = peer.id;
   auto hello = decode_value<msg::Hello>(f.payload);
   if (!hello) return ban(peer, "sent a bad hello: " + hello.error().message());
   drop(from, EndCause::lost, "registered again");  // same socket, new session
+  greetings_.erase(from);
+  if (auto why = version_mismatch(*hello)) return refuse(peer, *hello, *why);
+  // Its Offer follows; a list of many tasks may exceed the limit for unadmitted peers.
+  (void)router_->admit(from);
+  greetings_[from] = Greeting{std::move(*hello), SchedClock::now()};
+}
+
+void Membership::on_offer(const ipc::PeerInfo& peer, const Frame& f) {
+  const ipc::PeerId& from = peer.id;
+  auto g = greetings_.find(from);
+  if (g == greetings_.end()) return ban(peer, "sent an offer without a hello");
+  const msg::Hello hello = std::move(g->second.hello);
+  greetings_.erase(g);
+  auto offer = decode_value<msg::Offer>(f.payload);
+  if (!offer) return ban(peer, "sent a bad offer: " + offer.error().message());
   WorkerIdentity who;
   who.id = core_.next_worker_id();
   who.remote = true;
-  who.slots = std::clamp<std::uint32_t>(hello->slots, 1, 1024);
-  who.pid = hello->pid;
-  who.host = hello->host;
-  who.name = hello->name;
-  auto a = admit(core_.admission(), *hello, who.id, true);
+  who.slots = std::clamp<std::uint32_t>(hello.slots, 1, 1024);
+  who.pid = hello.pid;
+  who.host = hello.host;
+  who.name = hello.name;
+  auto a = admit(core_.admission(), hello, *offer, who.id, true);
   if (!a.welcome) {
-    const Frame r = make_frame(MessageKind::reject, msg::Reject{a.reason});
-    (void)send(from, std::span<const Frame>(&r, 1), ipc::Deadline::after(milliseconds(500)));
-    log_limited("refused " + peer.address, "rejected worker (pid " + std::to_string(who.pid) +
-                                               (who.host.empty() ? "" : " on " + who.host) +
-                                               " at " + peer.address + "): " + a.reason);
-    return;
+    (void)router_->revoke(from);
+    return refuse(peer, hello, a.reason);
   }
-  // Admitted: from now on it may send frames of any size up to the frame limit.
-  (void)router_->admit(from);
   auto w = std::make_shared<RemoteWorker>(who, from, *this);
   {
     std::lock_guard lk(w->send_mu);
@@ -183,7 +201,7 @@ void Membership::on_hello(const ipc::PeerInfo& peer, const Frame& f) {
                              " (pid " + std::to_string(who.pid) + ", " + std::to_string(who.slots) +
                              " slot(s)" + (who.name.empty() ? "" : ", " + who.name) + ")";
   core_.event(EventLevel::info, joined);
-  core_.worker_joined(w);
+  core_.worker_joined(w, a);
 }
 
 void Membership::on_frame(const ipc::PeerInfo& peer, Frame& f) {
@@ -198,6 +216,7 @@ void Membership::on_frame(const ipc::PeerInfo& peer, Frame& f) {
     }
   }
   if (f.header.kind == MessageKind::hello) return on_hello(peer, f);
+  if (id == 0 && f.header.kind == MessageKind::offer) return on_offer(peer, f);
   if (id == 0) {
     // A worker we declared lost (or never met) is still talking: ask it to register again.
     const Frame r = make_frame(MessageKind::reject, msg::Reject{"unknown worker: register again"});
@@ -210,6 +229,16 @@ void Membership::on_frame(const ipc::PeerInfo& peer, Frame& f) {
 
 void Membership::housekeeping() {
   const auto now = SchedClock::now();
+  // A hello whose offer never came: forgotten (the worker retries its handshake).
+  for (auto it = greetings_.begin(); it != greetings_.end();) {
+    if (now - it->second.at >
+        std::max<std::chrono::milliseconds>(opt_.heartbeat_timeout, std::chrono::seconds(10))) {
+      (void)router_->revoke(it->first);
+      it = greetings_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   std::vector<std::pair<ipc::PeerId, std::string>> lost;
   std::vector<ipc::PeerId> ping;
   {

@@ -18,6 +18,7 @@
 
 #include "ferry/coordinator/pool.hpp"
 #include "ferry/ipc/zmq_router.hpp"
+#include "ferry/shared/messages.hpp"
 #include "worker_endpoint.hpp"
 
 namespace ferry::detail {
@@ -51,6 +52,8 @@ class Membership {
   void run();
   void on_frame(const ipc::PeerInfo& from, Frame& f);
   void on_hello(const ipc::PeerInfo& from, const Frame& f);
+  void on_offer(const ipc::PeerInfo& from, const Frame& f);
+  void refuse(const ipc::PeerInfo& peer, const msg::Hello& hello, const std::string& reason);
   void housekeeping();
   // Forgets the peer's worker (if any) and reports it gone.
   void drop(const ipc::PeerId& peer, EndCause cause, const std::string& detail);
@@ -69,6 +72,12 @@ class Membership {
   std::map<ipc::PeerId, Peer> peers_;
   std::set<ipc::PeerId> banned_;
   std::map<std::string, TimePoint> last_logged_;
+  // Hellos waiting for their Offer (membership thread only).
+  struct Greeting {
+    msg::Hello hello;
+    TimePoint at{};
+  };
+  std::map<ipc::PeerId, Greeting> greetings_;
 };
 
 }  // namespace ferry::detail

@@ -118,9 +118,13 @@ PoolCore::PoolCore(PoolOptions opt)
   }
   worker::register_builtin_tasks();
   auto& reg = TaskRegistry::instance();
+  for (const auto& lib : opt_.task_libraries) {
+    if (auto st = reg.load_library(lib); !st) throw Exception(st.error());
+  }
   reg.freeze();
-  admission_.registry_hash = reg.hash();
-  admission_.task_count = reg.entries().size();
+  admission_.tasks.reserve(reg.entries().size());
+  for (const auto& e : reg.entries())
+    admission_.tasks.push_back({e.name, e.signature, e.signature_hash});
   admission_.heartbeat_interval = opt_.heartbeat_interval;
   admission_.heartbeat_timeout = opt_.heartbeat_timeout;
   if (opt_.initializer) {
@@ -197,7 +201,7 @@ std::shared_ptr<TaskState> PoolCore::enqueue(std::shared_ptr<TaskState> t, bool 
     space_cv_.wait(lk, [&] { return sched_.has_room(); });
     t->id = next_task_id_++;
     tasks_.emplace(t->id, t);
-    sched_.submit(t->id, t->args.size(), SchedClock::now());
+    sched_.submit(t->id, t->args.size(), SchedClock::now(), t->function);
     collect_locked(w);
   }
   carry_out(w);
@@ -293,14 +297,19 @@ void PoolCore::spawn_failed(const std::string& why) {
   carry_out(w);
 }
 
-void PoolCore::worker_joined(const EndpointPtr& ep) {
+void PoolCore::worker_joined(const EndpointPtr& ep, const Admission& a) {
   if (ep->who().remote) note_worker(ep->who());
+  for (const auto& [task, line] : a.mismatches)
+    event(EventLevel::warn,
+          "worker w" + std::to_string(ep->id()) + ": " + line + "; it will not be given that task");
   Work w;
   {
     std::lock_guard lk(mu_);
     endpoints_[ep->id()] = ep;
+    for (const auto& [task, line] : a.mismatches)
+      mismatches_[task] = "worker w" + std::to_string(ep->id()) + ": " + line;
     sched_.worker_ready(ep->id(), !ep->who().remote, ep->who().slots, ep->credit_bytes(),
-                        SchedClock::now());
+                        SchedClock::now(), a.serves);
     collect_locked(w);
   }
   carry_out(w);
@@ -588,6 +597,18 @@ FailureInfo PoolCore::failure_info(const TaskState& t, const Failure& fl, const 
                              " bytes, over the frame limit of " +
                              std::to_string(sched_cfg_.max_task_bytes) + " bytes");
       break;
+    case FailCause::unserved: {
+      const auto& e = *TaskRegistry::instance().at(t.function);
+      auto m = mismatches_.find(t.function);
+      f = simple_failure(
+          t, FailureKind::rejected,
+          "no worker serves task '" + e.name + "' " + e.signature +
+              (m != mismatches_.end() ? " (" + m->second + ")"
+                                      : std::string(" (load its task library in the workers: "
+                                                    "ferry-worker --tasks LIB, or "
+                                                    "PoolOptions::task_libraries)")));
+      break;
+    }
     case FailCause::bad_result:
       f = simple_failure(t, FailureKind::remote_error,
                          "its result message could not be decoded (twice, on two workers)");

@@ -66,7 +66,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   WorkerId next_worker_id();
   void worker_started(const EndpointPtr& w);  // local: spawned, not registered yet
   void spawn_failed(const std::string& why);
-  void worker_joined(const EndpointPtr& w);  // admitted (local after its hello, or remote)
+  // Admitted (local after its hello and offer, or remote), serving a.serves.
+  void worker_joined(const EndpointPtr& w, const Admission& a);
   void worker_refused(WorkerId w, const std::string& reason);
   void worker_gone(WorkerId w, const EndInfo& end);
   void bad_stream(WorkerId w, const std::string& why);  // malformed frame: it must go
@@ -123,6 +124,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::unordered_map<TaskId, std::shared_ptr<TaskState>> tasks_;  // no outcome yet
   std::unordered_map<WorkerId, EndpointPtr> endpoints_;           // registered or starting
   std::unordered_map<WorkerId, std::size_t> stats_index_;         // its entry in stats_.workers
+  // Pool task number -> the last worker that offered it with another signature (messages).
+  std::unordered_map<std::uint32_t, std::string> mismatches_;
   TaskId next_task_id_ = 1;
   WorkerId next_worker_id_ = 1;
   PoolStats stats_;

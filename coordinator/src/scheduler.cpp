@@ -44,6 +44,8 @@ std::string_view to_string(FailCause c) noexcept {
       return "too large";
     case FailCause::bad_result:
       return "bad result";
+    case FailCause::unserved:
+      return "no worker serves it";
   }
   return "?";
 }
@@ -62,16 +64,18 @@ bool Scheduler::has_room() const noexcept {
   return in_system_ < cfg_.window || closed_ || broken_;
 }
 
-void Scheduler::submit(TaskId id, std::size_t bytes, TimePoint now) {
+void Scheduler::submit(TaskId id, std::size_t bytes, TimePoint now, std::uint32_t function) {
   auto [it, fresh] = tasks_.try_emplace(id);
   if (!fresh) return;  // ids are unique: a repeat is ignored
   Task& t = it->second;
   t.bytes = bytes;
+  t.function = function;
   ++counters_.submitted;
   ++in_system_;
   if (closed_ || stopping_) return fail(id, t, FailCause::shutdown);
   if (broken_) return fail(id, t, FailCause::no_workers);
   if (bytes > cfg_.max_task_bytes) return fail(id, t, FailCause::too_large);
+  if (!serving_undecided() && !served(function)) return fail(id, t, FailCause::unserved);
   pending_.push_back(id);
   pump(now);
 }
@@ -143,7 +147,7 @@ void Scheduler::kill_worker(WorkerId w, EndCause why) {
 }
 
 void Scheduler::worker_ready(WorkerId w, bool local, unsigned slots, std::size_t credit,
-                             TimePoint now) {
+                             TimePoint now, std::vector<bool> serves) {
   Worker& x = workers_[w];
   if (x.state != WState::starting) return;
   x.state = WState::ready;
@@ -151,8 +155,46 @@ void Scheduler::worker_ready(WorkerId w, bool local, unsigned slots, std::size_t
   x.slots = std::max(1u, slots);
   x.credit = credit;
   x.since = now;
+  // All true is the same as no restriction (the common case: keeps placement FIFO).
+  if (std::find(serves.begin(), serves.end(), false) != serves.end()) {
+    x.serves = std::move(serves);
+    ++restricted_;
+  }
   out_.workers_changed = true;
+  fail_unserved();
   pump(now);
+}
+
+bool Scheduler::serves(const Worker& w, std::uint32_t function) {
+  return function == kAnyFunction || w.serves.empty() ||
+         (function < w.serves.size() && w.serves[function]);
+}
+
+bool Scheduler::served(std::uint32_t function) const {
+  return std::any_of(workers_.begin(), workers_.end(), [&](const auto& p) {
+    return p.second.state != WState::starting && !p.second.kill && serves(p.second, function);
+  });
+}
+
+bool Scheduler::serving_undecided() const {
+  if (anyone_starting()) return true;
+  return std::none_of(workers_.begin(), workers_.end(), [](const auto& p) {
+    return p.second.state != WState::starting && !p.second.kill;
+  });
+}
+
+void Scheduler::fail_unserved() {
+  if (stopping_ || serving_undecided()) return;
+  for (std::size_t i = 0; i < pending_.size();) {
+    const TaskId id = pending_[i];
+    Task& t = tasks_.at(id);
+    if (served(t.function)) {
+      ++i;
+      continue;
+    }
+    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+    fail(id, t, FailCause::unserved);
+  }
 }
 
 bool Scheduler::result(WorkerId wid, TaskId id, TimePoint now) {
@@ -382,6 +424,7 @@ std::size_t Scheduler::depth() const {
 
 bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid) const {
   if (w.state != WState::ready || w.kill) return false;
+  if (!serves(w, t.function)) return false;
   if (w.local && cfg_.max_tasks_per_worker && w.sent >= cfg_.max_tasks_per_worker) return false;
   // A re-run after an undecodable result goes to another worker if there is one (an isolated
   // task too: checked before isolation, which would take any idle worker).
@@ -403,8 +446,11 @@ void Scheduler::pump(TimePoint now) {
   // Stopping: nothing more is sent; a task back in the queue (a result that could not be
   // decoded) fails as every pending task did at stop().
   if (stopping_) return fail_pending(FailCause::shutdown);
-  while (!pending_.empty()) {
-    const TaskId id = pending_.front();
+  // Oldest first. With every worker serving every task, a task that fits nowhere stops the
+  // pass (later ones would not fit either); with workers that serve some tasks only, a task
+  // no worker with room serves is passed over, so it does not hold up the others.
+  for (std::size_t i = 0; i < pending_.size();) {
+    const TaskId id = pending_[i];
     Task& t = tasks_.at(id);
     Worker* best = nullptr;
     WorkerId best_id = 0;
@@ -415,8 +461,12 @@ void Scheduler::pump(TimePoint now) {
         best_id = wid;
       }
     }
-    if (!best) return;
-    pending_.pop_front();
+    if (!best) {
+      if (restricted_ == 0) return;
+      ++i;
+      continue;
+    }
+    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
     t.at = best_id;
     if (best->inflight.size() < best->slots) t.started = now;
     best->inflight.push_back(id);

@@ -26,6 +26,10 @@
 //   failed once charged 1 + max_retries times.
 // - A killed worker's cause is the one recorded when the kill was decided (cancel, timeout,
 //   start-up timeout, bad frame), never guessed from text.
+// - Routing: a worker serves the tasks its Offer matched (name and signature); a task goes
+//   only to workers that serve it. A task no registered worker serves fails (unserved) at
+//   submit, or when the last starting worker registers without it; while a worker is
+//   starting, or none is there yet (remote only), it waits.
 // - Replacements: a local worker that ends unexpectedly is replaced; one retired by
 //   max_tasks_per_worker is replaced when retired. Three local workers in a row that end before
 //   registering (or a spawn failure with no worker at all) break the pool: pending and new
@@ -76,6 +80,7 @@ enum class FailCause : std::uint8_t {
   no_workers,   // the pool cannot start workers (see broken_reason())
   too_large,    // its arguments exceed the frame limit
   bad_result,   // its result could not be decoded twice, on two workers
+  unserved,     // no registered worker serves its task (and none is starting)
 };
 std::string_view to_string(FailCause c) noexcept;
 
@@ -147,7 +152,9 @@ class Scheduler {
   bool has_room() const noexcept;
   // A new task of `bytes` encoded bytes. Precondition: has_room(). It is pending, or failed
   // at once (closed: shutdown; broken: no_workers; too large: too_large).
-  void submit(TaskId task, std::size_t bytes, TimePoint now);
+  // `function` is its task number (kAnyFunction: any worker can run it).
+  void submit(TaskId task, std::size_t bytes, TimePoint now, std::uint32_t function = kAnyFunction);
+  static constexpr std::uint32_t kAnyFunction = 0xffffffffu;
   // Caller's cancel; false if the task had no outcome pending (done, or unknown).
   bool cancel(TaskId task, TimePoint now);
 
@@ -159,8 +166,9 @@ class Scheduler {
   // action, and the cause is remembered for when it is gone.
   void kill_worker(WorkerId w, EndCause why);
   // Admitted: it takes tasks. Remote workers are ready when they join (no started event).
-  void worker_ready(WorkerId w, bool local, unsigned slots, std::size_t credit_bytes,
-                    TimePoint now);
+  // serves[f]: it runs task number f (empty: every task).
+  void worker_ready(WorkerId w, bool local, unsigned slots, std::size_t credit_bytes, TimePoint now,
+                    std::vector<bool> serves = {});
   // A result (or the task's own exception) for task from w. False: stale (w no longer has
   // it: a late duplicate, a cancelled task) and the caller drops it; true: the caller
   // completes the task's future with it.
@@ -214,6 +222,7 @@ class Scheduler {
     bool isolate = false;
     bool bad_result = false;
     WorkerId avoid = 0;  // a worker whose result for it could not be decoded
+    std::uint32_t function = kAnyFunction;
   };
   enum class WState : std::uint8_t { starting, ready, draining };
   struct Worker {
@@ -229,6 +238,7 @@ class Scheduler {
     bool kill_sent = false;        // a kill action was given
     TaskId culprit = 0;            // the task a timeout kill is for
     bool stop_sent = false;
+    std::vector<bool> serves;  // by task number; empty: every task
   };
 
   void pump(TimePoint now);
@@ -244,6 +254,11 @@ class Scheduler {
   void maybe_stop_draining(WorkerId wid, Worker& w);
   void fail_pending(FailCause c);
   void replenish();  // spawns to keep local_target_ local workers
+  static bool serves(const Worker& w, std::uint32_t function);
+  bool served(std::uint32_t function) const;  // by a registered worker that is not going
+  // True while a task's servers cannot be known yet: a worker is starting, or none is there.
+  bool serving_undecided() const;
+  void fail_unserved();  // pending tasks no worker serves (once that can be known)
 
   SchedulerConfig cfg_;
   std::unordered_map<TaskId, Task> tasks_;
@@ -253,6 +268,7 @@ class Scheduler {
   unsigned startup_failures_ = 0;
   unsigned local_target_ = 0;  // local workers the pool keeps (shrinks on spawn failures)
   unsigned spawning_ = 0;      // spawns asked for, not yet started or failed
+  unsigned restricted_ = 0;    // workers (ever) that serve only some tasks
   bool shrunk_noticed_ = false;
   bool closed_ = false, stopping_ = false, broken_ = false;
   std::string broken_reason_;

@@ -1,6 +1,8 @@
 // Local worker processes: spawn, watch, reap, forward output.
 #include "supervisor.hpp"
 
+#include "ferry/shared/task.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -181,6 +183,13 @@ void Supervisor::spawn_one() {
               "FERRY_WORKER_PARENT=" + std::to_string(::getpid()),
               "FERRY_WORKER_ID=" + std::to_string(id),
               std::string(kSessionEnv) + "=" + SessionId::current().str()};
+  // The libraries this process loaded: the worker serves their tasks too.
+  if (const auto& libs = TaskRegistry::instance().libraries(); !libs.empty()) {
+    std::string v = std::string(kTaskLibrariesEnv) + "=";
+    for (const auto& l : libs)
+      v += l + "\n";
+    spec.env.push_back(std::move(v));
+  }
   spec.stdout_fd = pipes.out[1];
   spec.stderr_fd = pipes.err[1];
   if (opt_.transport == Transport::pipe) {

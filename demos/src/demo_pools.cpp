@@ -250,8 +250,11 @@ int distributed(const Options& opt) {
   Pool pool(lesson_pool(opt, 1, true));
   await_workers(pool);
   if (listening) {
-    sayf("Listening on %s for remote workers (ferry-worker --connect %s).",
-         pool.listen_endpoint().c_str(), pool.listen_endpoint().c_str());
+    // The demos' tasks are in their task library: remote workers load it with --tasks.
+    const auto& libs = TaskRegistry::instance().libraries();
+    const std::string lib = libs.empty() ? std::string("libferry_demos.so") : libs.front();
+    sayf("Listening on %s for remote workers (ferry-worker --tasks %s --connect %s).",
+         pool.listen_endpoint().c_str(), lib.c_str(), pool.listen_endpoint().c_str());
     if (!coordinator::await_joined_workers(pool, opt)) {
       v.check(false, "the workers asked for (--wait-workers) joined");
       return v.exit_code();
@@ -320,8 +323,9 @@ int distributed(const Options& opt) {
     v.check(remote_seen == 0 || remote_busy == remote_seen,
             strf("every remote worker that joined took part (%u of %u)", remote_busy, remote_seen));
   } else {
-    say("   (add --listen tcp://HOST:PORT, and ferry-worker --connect on other hosts, to spread");
-    say("   this over machines; deploy/local-cluster.sh does so across network namespaces)");
+    say("   (add --listen tcp://HOST:PORT, and `ferry-worker --tasks libferry_demos.so --connect`");
+    say("   on other hosts, to spread this over machines; deploy/local-cluster.sh does so across");
+    say("   network namespaces)");
   }
   return v.exit_code();
 }

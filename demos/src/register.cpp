@@ -1,6 +1,10 @@
 #include "ferry/demos/demos.hpp"
 #include "tour.hpp"
 
+#include <dlfcn.h>
+
+#include "ferry/shared/task.hpp"
+
 namespace ferry::demos {
 namespace {
 
@@ -60,6 +64,14 @@ constexpr Entry kTour[] = {
 }  // namespace
 
 void register_all(coordinator::DemoRegistry& registry) {
+  // The demos' tasks live in this library: recorded as loaded, so every demo pool's workers
+  // load it too (they are copies of the program, which has only its own tasks).
+  Dl_info self{};
+  if (::dladdr(reinterpret_cast<void*>(&register_all), &self) != 0 && self.dli_fname) {
+    if (auto st = TaskRegistry::instance().load_library(self.dli_fname); !st) {
+      throw Exception(st.error());
+    }
+  }
   for (const Entry& e : kTour) {
     registry.add(
         {e.name, e.lesson, [e](const Options& opt) { return guarded(e.name, e.run, opt); }});

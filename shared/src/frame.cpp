@@ -29,6 +29,8 @@ std::string_view kind_name(MessageKind k) noexcept {
       return "Log";
     case MessageKind::data:
       return "Data";
+    case MessageKind::offer:
+      return "Offer";
   }
   return "Unknown";
 }

@@ -104,6 +104,8 @@ Status validate_payload(const FrameView& f) {
       return check<Log>(f);
     case MessageKind::data:
       return {};  // user payloads are typed by their channel
+    case MessageKind::offer:
+      return check<Offer>(f);
   }
   return Error{Errc::bad_kind, "unknown message kind"};
 }

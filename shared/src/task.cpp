@@ -1,18 +1,141 @@
 #include "ferry/shared/task.hpp"
 
 #include <cxxabi.h>
+#include <dirent.h>
+#include <dlfcn.h>
+#include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
+
+#include "ferry/shared/task_library.hpp"
 
 namespace ferry {
 
 TaskRegistry& TaskRegistry::instance() {
   static TaskRegistry registry;
   return registry;
+}
+
+namespace {
+std::uint64_t fnv1a(std::uint64_t h, std::string_view s);
+
+bool is_directory(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+}  // namespace
+
+std::uint64_t signature_hash(std::string_view name, std::string_view signature) noexcept {
+  std::uint64_t h = fnv1a(14695981039346656037ULL, name);
+  h = fnv1a(h, " ");
+  return fnv1a(h, signature);
+}
+
+Status TaskRegistry::load_library(const std::string& path) {
+  auto fail = [&](std::string why) {
+    return Status(Error{Errc::invalid_argument, "task library " + path + ": " + why});
+  };
+  if (path.empty()) return Error{Errc::invalid_argument, "task library: empty path"};
+  if (is_directory(path)) {
+    // Every *.so in it, in name order (a deployment's library folder).
+    DIR* d = ::opendir(path.c_str());
+    if (!d) return fail(std::string("cannot read the folder: ") + std::strerror(errno));
+    std::vector<std::string> names;
+    while (const dirent* ent = ::readdir(d)) {
+      const std::string_view n = ent->d_name;
+      if (n.size() > 3 && n.substr(n.size() - 3) == ".so") names.emplace_back(n);
+    }
+    ::closedir(d);
+    std::sort(names.begin(), names.end());
+    for (const auto& n : names) {
+      if (auto st = load_library(path + "/" + n); !st) return st;
+    }
+    return {};
+  }
+  char resolved[PATH_MAX];
+  if (!::realpath(path.c_str(), resolved)) {
+    return fail(std::string("cannot open it: ") + std::strerror(errno));
+  }
+  const std::string abs = resolved;
+  if (std::find(libraries_.begin(), libraries_.end(), abs) != libraries_.end()) return {};
+  if (frozen_) {
+    return Error{Errc::invalid_argument,
+                 "task library " + path +
+                     ": loaded after the first pool or worker started (load task libraries "
+                     "first: PoolOptions::task_libraries of the first pool, or --tasks)"};
+  }
+  // Never closed: the registry keeps pointers into it for the life of the process.
+  void* h = ::dlopen(abs.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char* e = ::dlerror();
+    return fail(std::string("cannot load it: ") + (e ? e : "unknown error"));
+  }
+  using EntryFn = const TaskLibraryInfo* (*)();
+  auto entry = reinterpret_cast<EntryFn>(::dlsym(h, FERRY_TASK_LIBRARY_SYMBOL));
+  if (!entry) {
+    return fail("not a ferry task library (no " FERRY_TASK_LIBRARY_SYMBOL
+                " symbol; build it with ferry_add_task_library)");
+  }
+  const TaskLibraryInfo* info = entry();
+  if (!info) return fail(FERRY_TASK_LIBRARY_SYMBOL " returned nothing");
+  if (info->abi != kTaskLibraryAbi) {
+    return fail("built for task library ABI " + std::to_string(info->abi) + ", this program uses " +
+                std::to_string(kTaskLibraryAbi) + "; rebuild it against this ferry");
+  }
+  if (info->protocol_version != kProtocolVersion) {
+    return fail("built against ferry protocol " + std::to_string(info->protocol_version) +
+                ", this program speaks " + std::to_string(kProtocolVersion) +
+                "; rebuild it against this ferry");
+  }
+  if (info->entry_size != sizeof(TaskEntry) || !info->entries) {
+    return fail("built against another ferry (task entry of " + std::to_string(info->entry_size) +
+                " bytes, here " + std::to_string(sizeof(TaskEntry)) +
+                "); rebuild it against this ferry");
+  }
+  const std::vector<TaskEntry>& got = *info->entries();
+  if (&got == &entries_) {
+    // The library that holds this registry, naming itself: its tasks are here already.
+    libraries_.push_back(abs);
+    return {};
+  }
+  // Check every name first, so a refused library adds nothing.
+  for (const auto& e : got) {
+    for (const auto& have : entries_) {
+      if (have.name == e.name && have.fn != e.fn) {
+        return fail(
+            "task '" + e.name + "' is already registered" +
+            (have.library.empty() ? std::string(" by this program") : " by " + have.library) +
+            " as a different function");
+      }
+    }
+  }
+  for (TaskEntry e : got) {
+    e.library = abs;
+    add(std::move(e));
+  }
+  libraries_.push_back(abs);
+  return {};
+}
+
+Status load_task_libraries_from_env() {
+  const char* v = std::getenv(kTaskLibrariesEnv);
+  if (!v) return {};
+  std::string_view rest = v;
+  while (!rest.empty()) {
+    const auto nl = rest.find('\n');
+    const std::string one(rest.substr(0, nl));
+    rest = nl == std::string_view::npos ? std::string_view{} : rest.substr(nl + 1);
+    if (one.empty()) continue;
+    if (auto st = TaskRegistry::instance().load_library(one); !st) return st;
+  }
+  return {};
 }
 
 void TaskRegistry::add(TaskEntry e) {
@@ -46,10 +169,8 @@ void TaskRegistry::freeze() {
   for (std::uint32_t i = 0; i < entries_.size(); ++i) {
     by_name_.emplace(entries_[i].name, i);
     by_fn_.emplace(entries_[i].fn, i);
-    h = fnv1a(h, entries_[i].name);
-    h = fnv1a(h, "(");
-    h = fnv1a(h, entries_[i].signature);
-    h = fnv1a(h, ")\n");
+    h ^= entries_[i].signature_hash;
+    h *= 1099511628211ULL;
   }
   hash_ = h;
   frozen_ = true;
@@ -78,6 +199,33 @@ std::string type_name_of(const std::type_info& t) {
   std::unique_ptr<char, void (*)(void*)> p(abi::__cxa_demangle(t.name(), nullptr, nullptr, &status),
                                            std::free);
   return status == 0 && p ? std::string(p.get()) : std::string(t.name());
+}
+
+std::string readable_type_name(const std::type_info& t) {
+  std::string s = type_name_of(t);
+  // libstdc++'s spellings of the common aliases, longest first.
+  static const std::pair<std::string_view, std::string_view> kAliases[] = {
+      {"std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >",
+       "std::string"},
+      {"std::__cxx11::", "std::"},
+  };
+  for (const auto& [from, to] : kAliases) {
+    for (std::size_t at = s.find(from); at != std::string::npos; at = s.find(from, at)) {
+      s.replace(at, from.size(), to);
+      at += to.size();
+    }
+  }
+  // Default allocators say nothing: "std::vector<int, std::allocator<int> >" -> "std::vector<int>".
+  constexpr std::string_view kAlloc = ", std::allocator<";
+  for (std::size_t at = s.find(kAlloc); at != std::string::npos; at = s.find(kAlloc, at)) {
+    std::size_t end = at + kAlloc.size();
+    for (int depth = 1; end < s.size() && depth > 0; ++end)
+      depth += s[end] == '<' ? 1 : s[end] == '>' ? -1 : 0;
+    while (end < s.size() && s[end] == ' ')
+      ++end;  // the space libstdc++ puts before the enclosing '>'
+    s.erase(at, end - at);
+  }
+  return s;
 }
 
 std::string current_exception_type() {

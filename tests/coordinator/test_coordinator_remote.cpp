@@ -102,6 +102,10 @@ FERRY_TEST_PEER(forging_worker) {
   ferry::TaskRegistry::instance().freeze();
   h.registry_hash = ferry::TaskRegistry::instance().hash();
   if (!(*ch)->send(ferry::make_frame(ferry::MessageKind::hello, h))) return 3;
+  ferry::msg::Offer offer;
+  for (const auto& e : ferry::TaskRegistry::instance().entries())
+    offer.tasks.push_back({e.name, e.signature, e.signature_hash});
+  if (!(*ch)->send(ferry::make_frame(ferry::MessageKind::offer, offer))) return 3;
   bool forged = false;
   for (;;) {
     ferry::Frame f;

@@ -1677,6 +1677,295 @@ void run_schedule(const Mode& mode, double scale = 1) {
   h.finish();
 }
 
+// --- routing: workers that serve some tasks only ----------------------------------------------
+
+// A smaller model for placement by task: tasks of kFns task numbers, local and remote workers
+// each serving a random subset. Checked after every event: a task goes only to a worker that
+// serves it and is never on two workers at once; it fails as unserved only when no registered
+// worker serves it and none is starting; no task waits while an idle worker that serves it
+// does nothing; every task ends with exactly one outcome.
+constexpr std::uint32_t kFns = 3;
+
+#define RNEED(ok, what)    \
+  do {                     \
+    if (!(ok)) fail(what); \
+  } while (false)
+
+enum class REv : std::uint8_t { submit, spawn_start, ready, join, result, death, apply_kill, tick };
+
+struct ROp {
+  REv ev = REv::tick;
+  std::uint16_t a = 0, b = 0;
+};
+
+void showValue(const ROp& op, std::ostream& os) {
+  static const char* const names[] = {"submit", "spawn_start", "ready",      "join",
+                                      "result", "death",       "apply_kill", "tick"};
+  os << names[static_cast<std::size_t>(op.ev)] << "(" << op.a << "," << op.b << ")";
+}
+
+class RoutingHarness {
+ public:
+  explicit RoutingHarness(const SchedulerConfig& c) : s_(c) {
+    s_.start();
+    absorb();
+  }
+
+  void apply(const ROp& op, std::size_t index) {
+    std::ostringstream os;
+    os << "#" << index << " ";
+    showValue(op, os);
+    step_ = os.str();
+    switch (op.ev) {
+      case REv::submit: {
+        if (!s_.has_room()) return;  // the pool's caller waits for the window
+        const TaskId id = next_task_++;
+        const std::uint32_t fn = op.a % kFns;
+        tasks_[id].fn = fn;
+        unserved_allowed_ = !undecided() && !served(fn);
+        s_.submit(id, 10, now_, fn);
+        break;
+      }
+      case REv::spawn_start:
+        if (spawns_ == 0) return;
+        --spawns_;
+        workers_[next_worker_] = make_worker(true, true);
+        s_.worker_started(next_worker_++, now_);
+        break;
+      case REv::ready: {
+        auto* w = pick([](const RWorker& x) { return x.starting && !x.gone; }, op.a);
+        if (!w) return;
+        w->second.starting = false;
+        w->second.serves = serves_of(op.b, /*local=*/true);
+        s_.worker_ready(w->first, true, 1, kCredit, now_, w->second.serves);
+        break;
+      }
+      case REv::join: {
+        RWorker x = make_worker(false, false);
+        x.serves = serves_of(op.b, /*local=*/false);
+        x.slots = 1 + op.a % 3;
+        workers_[next_worker_] = x;
+        s_.worker_ready(next_worker_++, false, x.slots, kCredit, now_, x.serves);
+        break;
+      }
+      case REv::result: {
+        auto* w = pick([](const RWorker& x) { return !x.gone && !x.inflight.empty(); }, op.a);
+        if (!w) return;
+        auto& in = w->second.inflight;
+        const TaskId t = in[op.b % std::min<std::size_t>(in.size(), w->second.slots)];
+        in.erase(std::find(in.begin(), in.end(), t));
+        tasks_[t].at = 0;
+        if (s_.result(w->first, t, now_)) outcome(t);
+        break;
+      }
+      case REv::death:
+      case REv::apply_kill: {
+        const bool killed = op.ev == REv::apply_kill;
+        auto* w = pick([killed](const RWorker& x) { return !x.gone && x.killed == killed; }, op.a);
+        if (!w) return;
+        gone(w->first, w->second);
+        break;
+      }
+      case REv::tick:
+        now_ += std::chrono::milliseconds(1 + op.a % 50);
+        s_.tick(now_);
+        break;
+    }
+    absorb();
+  }
+
+  // A worker serving everything joins; results are given until every task has its outcome.
+  void run_out() {
+    step_ = "run out";
+    workers_[next_worker_] = make_worker(false, false);
+    s_.worker_ready(next_worker_++, false, 1, kCredit, now_, {});
+    absorb();
+    for (int round = 0; round < 100000 && open() > 0; ++round) {
+      bool any = false;
+      for (auto& [id, w] : workers_) {
+        if (w.gone || w.inflight.empty()) continue;
+        const TaskId t = w.inflight.front();
+        w.inflight.erase(w.inflight.begin());
+        tasks_[t].at = 0;
+        if (s_.result(id, t, now_)) outcome(t);
+        absorb();
+        any = true;
+        break;
+      }
+      if (!any) {
+        // Spawns still to start: they start serving everything.
+        if (spawns_ == 0) break;
+        --spawns_;
+        workers_[next_worker_] = make_worker(true, false);
+        s_.worker_started(next_worker_, now_);
+        s_.worker_ready(next_worker_++, true, 1, kCredit, now_, {});
+        absorb();
+      }
+    }
+    for (const auto& [id, t] : tasks_)
+      RNEED(t.outcomes == 1, "task " + std::to_string(id) + " has " + std::to_string(t.outcomes) +
+                                 " outcomes at the end");
+  }
+
+ private:
+  struct RWorker {
+    bool local = true;
+    bool starting = true;
+    bool gone = false;
+    bool killed = false;
+    unsigned slots = 1;
+    std::vector<bool> serves;  // empty: every task
+    std::vector<TaskId> inflight;
+  };
+  struct RTask {
+    std::uint32_t fn = 0;
+    int outcomes = 0;
+    WorkerId at = 0;
+  };
+
+  static RWorker make_worker(bool local, bool starting) {
+    RWorker w;
+    w.local = local;
+    w.starting = starting;
+    return w;
+  }
+  static std::vector<bool> serves_of(std::uint16_t b, bool local) {
+    // Mostly everything for local workers (copies of the program), anything for remote ones.
+    if (local ? b % 4 != 0 : b % 3 == 0) return {};
+    std::vector<bool> v(kFns);
+    for (std::uint32_t f = 0; f < kFns; ++f)
+      v[f] = (b >> (2 + f)) & 1;
+    return v;
+  }
+  static bool serves(const RWorker& w, std::uint32_t fn) {
+    return w.serves.empty() || w.serves[fn];
+  }
+  bool registered(const RWorker& w) const { return !w.gone && !w.starting && !w.killed; }
+  bool served(std::uint32_t fn) const {
+    return std::any_of(workers_.begin(), workers_.end(),
+                       [&](const auto& p) { return registered(p.second) && serves(p.second, fn); });
+  }
+  bool undecided() const {
+    const bool starting =
+        spawns_ > 0 || std::any_of(workers_.begin(), workers_.end(), [](const auto& p) {
+          return !p.second.gone && p.second.starting;
+        });
+    const bool none = std::none_of(workers_.begin(), workers_.end(),
+                                   [&](const auto& p) { return registered(p.second); });
+    return starting || none;
+  }
+
+  template <class Pred>
+  std::pair<const WorkerId, RWorker>* pick(Pred ok, std::uint16_t a) {
+    std::vector<std::pair<const WorkerId, RWorker>*> c;
+    for (auto& p : workers_)
+      if (ok(p.second)) c.push_back(&p);
+    return c.empty() ? nullptr : c[a % c.size()];
+  }
+
+  void gone(WorkerId id, RWorker& w) {
+    w.gone = true;
+    for (TaskId t : w.inflight)
+      tasks_[t].at = 0;
+    w.inflight.clear();
+    s_.worker_gone(id, w.local ? EndCause::exited : EndCause::lost, now_);
+  }
+
+  void outcome(TaskId t) {
+    RNEED(++tasks_[t].outcomes == 1, "task " + std::to_string(t) + " completed twice");
+  }
+
+  void absorb() {
+    Actions a = s_.take();
+    spawns_ += a.spawns;
+    for (const Kill& k : a.kills)
+      workers_[k.worker].killed = true;
+    for (const Failure& f : a.failures) {
+      RTask& t = tasks_[f.task];
+      if (f.cause == FailCause::unserved) {
+        RNEED(unserved_allowed_ || (!undecided() && !served(t.fn)),
+              "task " + std::to_string(f.task) +
+                  " failed as unserved while a worker serves it "
+                  "or one is starting");
+      }
+      if (t.at != 0) {
+        auto& in = workers_[t.at].inflight;
+        in.erase(std::remove(in.begin(), in.end(), f.task), in.end());
+        t.at = 0;
+      }
+      outcome(f.task);
+    }
+    for (const Dispatch& d : a.sends) {
+      RTask& t = tasks_[d.task];
+      RWorker& w = workers_[d.worker];
+      RNEED(!w.gone && !w.starting, "task sent to a worker that is gone or starting");
+      RNEED(serves(w, t.fn), "task " + std::to_string(d.task) + " (task number " +
+                                 std::to_string(t.fn) + ") sent to worker " +
+                                 std::to_string(d.worker) + ", which does not serve it");
+      RNEED(t.at == 0, "task " + std::to_string(d.task) + " sent while on another worker");
+      RNEED(t.outcomes == 0, "a task with an outcome was sent");
+      t.at = d.worker;
+      w.inflight.push_back(d.task);
+    }
+    unserved_allowed_ = false;
+    // No task waits while an idle worker that serves it does nothing.
+    for (const auto& [id, t] : tasks_) {
+      if (t.outcomes != 0 || t.at != 0) continue;
+      for (const auto& [wid, w] : workers_) {
+        RNEED(!(registered(w) && w.inflight.empty() && serves(w, t.fn)),
+              "task " + std::to_string(id) + " waits while worker " + std::to_string(wid) +
+                  ", which serves it, is idle");
+      }
+    }
+  }
+
+  std::size_t open() const {
+    return static_cast<std::size_t>(std::count_if(
+        tasks_.begin(), tasks_.end(), [](const auto& p) { return p.second.outcomes == 0; }));
+  }
+
+  void fail(const std::string& what) { RC_FAIL(step_ + ": " + what); }
+
+  Scheduler s_;
+  TimePoint now_ = T0;
+  std::map<WorkerId, RWorker> workers_;
+  std::map<TaskId, RTask> tasks_;
+  unsigned spawns_ = 0;
+  WorkerId next_worker_ = 1;
+  TaskId next_task_ = 1;
+  bool unserved_allowed_ = false;  // the event was a submit of a task nobody can serve
+  std::string step_ = "start";
+};
+
+rc::Gen<ROp> gen_rop() {
+  return rc::gen::apply(
+      [](REv e, std::uint16_t a, std::uint16_t b) {
+        return ROp{e, a, b};
+      },
+      rc::gen::weightedElement<REv>({{60, REv::submit},
+                                     {15, REv::spawn_start},
+                                     {15, REv::ready},
+                                     {8, REv::join},
+                                     {80, REv::result},
+                                     {6, REv::death},
+                                     {10, REv::apply_kill},
+                                     {10, REv::tick}}),
+      rc::gen::arbitrary<std::uint16_t>(), rc::gen::arbitrary<std::uint16_t>());
+}
+
+void run_routing_schedule() {
+  SchedulerConfig c;
+  c.window = *rc::gen::inRange<std::size_t>(1, 40);
+  c.max_retries = *rc::gen::inRange(0u, 3u);
+  c.prefetch = *rc::gen::inRange(1u, 5u);
+  c.local_workers = *rc::gen::inRange(0u, 3u);
+  const auto ops = *rc::gen::scale(3.0, rc::gen::container<std::vector<ROp>>(gen_rop()));
+  RoutingHarness h(c);
+  for (std::size_t i = 0; i < ops.size(); ++i)
+    h.apply(ops[i], i);
+  h.run_out();
+}
+
 }  // namespace
 
 TEST_SUITE("coordinator.scheduler") {
@@ -1693,6 +1982,12 @@ TEST_SUITE("coordinator.scheduler") {
 
   TEST_CASE("model: long schedules (up to 1200 events) keep every rule") {
     check_property("long schedules", 2000, [] { run_schedule(Mode{}, 4); });
+  }
+
+  TEST_CASE(
+      "model: tasks go only to workers that serve them, and fail as unserved only when "
+      "none does") {
+    check_property("routing", 5000, [] { run_routing_schedule(); });
   }
 
 }  // TEST_SUITE

@@ -291,9 +291,11 @@ TEST_SUITE("demos.tour") {
     const std::string endpoint = "ipc://" + dir + "/coordinator.sock";
     {
       // Started first, as on a cluster: they keep trying until the coordinator listens.
-      auto alpha = ft::spawn(FERRY_WORKER_EXE, {"--connect", endpoint, "--name", "alpha"});
-      auto beta =
-          ft::spawn(FERRY_WORKER_EXE, {"--connect", endpoint, "--slots", "2", "--name", "beta"});
+      // Stock ferry-worker serves the demos' tasks once it loads their task library.
+      auto alpha = ft::spawn(
+          FERRY_WORKER_EXE, {"--tasks", FERRY_DEMOS_LIB, "--connect", endpoint, "--name", "alpha"});
+      auto beta = ft::spawn(FERRY_WORKER_EXE, {"--tasks", FERRY_DEMOS_LIB, "--connect", endpoint,
+                                               "--slots", "2", "--name", "beta"});
       const auto r = run_demo("distributed", {"-w", "1", "--listen", endpoint, "--wait-workers",
                                               "3", "--wait-timeout", "30"});
       CHECK(count_of(r.err, "waiting for 3 worker(s) to join") == 1);

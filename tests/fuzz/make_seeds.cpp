@@ -31,7 +31,9 @@ int main(int argc, char** argv) {
   const std::string dir = argv[1];
   frame(dir, "hello", MessageKind::hello, msg::Hello{kProtocolVersion, 1, "h", "n", 2, 3});
   frame(dir, "welcome", MessageKind::welcome,
-        msg::Welcome{1, "1-2", 500, 2500, msg::Welcome::kNoFunction, {}});
+        msg::Welcome{1, "1-2", 500, 2500, msg::Welcome::kNoFunction, {}, {0, 1, 2}});
+  frame(dir, "offer", MessageKind::offer,
+        msg::Offer{{{"square", "(long) -> long", 42}, {"crash", "(int) -> void", 7}}});
   frame(dir, "reject", MessageKind::reject, msg::Reject{"registry mismatch"});
   frame(dir, "task",
         msg::make_task_frame({1, 2, false}, encode_value(std::tuple<std::int64_t>{4}), 7));

@@ -22,6 +22,12 @@ int run_cli(int argc, char** argv) {
   app.add_option("--slots", slots, "tasks run at once")->check(CLI::PositiveNumber);
   app.add_option("--keys", keys, "CURVE key directory (from `ferry-coordinator keygen`)");
   app.add_option("--name", name, "name shown in the coordinator's logs");
+  std::vector<std::string> tasks;
+  app.add_option("--tasks", tasks,
+                 "task library to load (a .so built with ferry_add_task_library, or a folder "
+                 "of them); repeatable")
+      ->take_all()
+      ->allow_extra_args(false);
   double reconnect_s = 60;
   app.add_option("--reconnect-timeout", reconnect_s,
                  "seconds to keep trying to reach a lost coordinator before exiting (default 60)")
@@ -40,6 +46,7 @@ int run_cli(int argc, char** argv) {
   opt.endpoint = connect;
   opt.name = name;
   opt.slots = slots;
+  opt.task_libraries = tasks;
   if (const char* p = std::getenv("FERRY_WORKER_PARENT")) opt.parent = std::atoi(p);
   return run(opt);
 }

@@ -51,7 +51,8 @@ FrameView view_of(const Frame& f) {
 // max_frame: a result too large for one frame is a kFrameTooLargeType error (per item, for a
 // chunk), since a frame the channel refuses would end the worker and cost the task retries
 // that can only fail the same way.
-Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::size_t max_frame) {
+Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::size_t max_frame,
+              const std::vector<std::uint32_t>& task_map) {
   const std::uint64_t id = in.header.request_id;
   auto error = [&](std::uint32_t attempt, std::string type, std::string what,
                    std::string stack = {}) {
@@ -61,11 +62,12 @@ Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::s
   auto task = msg::decode_task(view_of(in));
   if (!task) return error(0, "ferry::DecodeError", "task message: " + task.error().message());
   const msg::TaskHeader& h = task->header;
-  const TaskEntry* e = TaskRegistry::instance().at(h.function);
+  // The pool numbers its tasks its own way; the welcome said which of ours each one is.
+  const TaskEntry* e =
+      h.function < task_map.size() ? TaskRegistry::instance().at(task_map[h.function]) : nullptr;
   if (!e) {
-    return error(
-        h.attempt, "ferry::DecodeError",
-        "task function index " + std::to_string(h.function) + " is not in this worker's registry");
+    return error(h.attempt, "ferry::DecodeError",
+                 "task number " + std::to_string(h.function) + " is not one this worker serves");
   }
   // The value is encoded straight into the reply's payload, behind its header: no copy.
   Frame out = msg::start_result_frame(msg::ResultHeader{h.attempt}, id);
@@ -185,9 +187,19 @@ class Worker {
     hello.name = opt_.name;
     hello.slots = opt_.slots;
     hello.registry_hash = reg.hash();
-    if (auto st = ch_->send_for(make_frame(MessageKind::hello, hello), std::chrono::seconds(10));
-        !st) {
-      why_ = "sending hello: " + st.error().message();
+    msg::Offer offer;
+    offer.tasks.reserve(reg.entries().size());
+    for (const auto& e : reg.entries())
+      offer.tasks.push_back({e.name, e.signature, e.signature_hash});
+    const Frame greeting[] = {make_frame(MessageKind::hello, hello),
+                              make_frame(MessageKind::offer, offer)};
+    Status sent;
+    for (const Frame& g : greeting) {
+      if (!sent) break;
+      sent = ch_->send_for(g, std::chrono::seconds(10));
+    }
+    if (!sent) {
+      why_ = "sending hello: " + sent.error().message();
       return opt_.parent ? fail(kExitConnectFailed, why_) : kExitConnectFailed;
     }
     Frame f;
@@ -210,10 +222,13 @@ class Worker {
     auto w = msg::decode<msg::Welcome>(view_of(f), MessageKind::welcome);
     if (!w) return fail(kExitConnectFailed, "bad welcome: " + w.error().message());
     heartbeat_timeout_ = std::chrono::milliseconds(w->heartbeat_timeout_ms);
+    task_map_ = std::move(w->task_map);
     threaded_ = opt_.slots > 1 || w->heartbeat_ms > 0;
     if (w->init_function != msg::Welcome::kNoFunction && !initialized_) {
-      const TaskEntry* e = reg.at(w->init_function);
-      if (!e) return fail(kExitInitFailed, "initializer index out of range");
+      const TaskEntry* e =
+          w->init_function < task_map_.size() ? reg.at(task_map_[w->init_function]) : nullptr;
+      if (!e)
+        return fail(kExitInitFailed, "the pool's initializer is not a task this worker serves");
       try {
         Bytes ignored;
         e->invoke(e->fn, w->init_args, ignored);
@@ -240,7 +255,7 @@ class Worker {
       }
       switch (in.header.kind) {
         case MessageKind::task:
-          if (auto s = ch_->send(execute(in, pid_, host_, max_frame_)); !s) {
+          if (auto s = ch_->send(execute(in, pid_, host_, max_frame_, task_map_)); !s) {
             exit_code_ = fail(kExitConnectFailed, "sending a result: " + s.error().message());
             return Outcome::fatal;
           }
@@ -277,7 +292,7 @@ class Worker {
             in = std::move(sh.tasks.front());
             sh.tasks.pop_front();
           }
-          Frame out = execute(in, pid_, host_, max_frame_);
+          Frame out = execute(in, pid_, host_, max_frame_, task_map_);
           std::lock_guard lk(sh.send_m);
           if (!sh.closing) (void)ch_->send(out);
         }
@@ -344,6 +359,7 @@ class Worker {
   ipc::ChannelPtr ch_;
   std::size_t max_frame_ = kDefaultMaxFrame;  // the largest payload ch_ sends
   std::chrono::milliseconds heartbeat_timeout_{0};
+  std::vector<std::uint32_t> task_map_;  // pool task number -> registry index (Welcome)
   bool threaded_ = false;
   bool initialized_ = false;
   int exit_code_ = kExitOk;
@@ -362,7 +378,16 @@ int run(const Options& opt) {
   // Lines of the task's output reach the coordinator's log promptly.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   register_builtin_tasks();
-  TaskRegistry::instance().freeze();
+  auto& reg = TaskRegistry::instance();
+  Status loaded = load_task_libraries_from_env();
+  for (const auto& lib : opt.task_libraries) {
+    if (loaded) loaded = reg.load_library(lib);
+  }
+  if (!loaded) {
+    std::cerr << "ferry-worker[" << ::getpid() << "]: " << loaded.error().detail << "\n";
+    return kExitInitFailed;
+  }
+  reg.freeze();
   return Worker(opt).run();
 }
 

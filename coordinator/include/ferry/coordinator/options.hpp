@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace ferry::coordinator {
 
@@ -25,6 +26,7 @@ struct Options {
   double wait_timeout_s = 60;      // ... at most this long
   unsigned heartbeat_interval_ms = 500;
   unsigned heartbeat_timeout_ms = 3000;
+  std::vector<std::string> task_libraries;  // --tasks: loaded before the command runs
 };
 
 // The pool options these command-line options ask for (workers, transport, retries, timeout,

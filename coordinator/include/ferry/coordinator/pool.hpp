@@ -74,8 +74,11 @@ struct PoolOptions {
   std::optional<unsigned> workers{};  // local worker processes; unset: the number of CPUs
                                       // (0 with `listen`: remote workers only)
   Transport transport = Transport::shm;
-  std::string worker_program{};               // empty: this executable (self-exec)
-  std::vector<std::string> worker_args{};     // extra arguments for worker_program
+  std::string worker_program{};            // empty: this executable (self-exec)
+  std::vector<std::string> worker_args{};  // extra arguments for worker_program
+  // Task libraries (.so files built with ferry_add_task_library, or folders of them) loaded
+  // into this process before the first pool starts, and into every local worker.
+  std::vector<std::string> task_libraries{};
   unsigned max_retries = 3;                   // re-runs of a task whose worker died
   std::chrono::milliseconds task_timeout{0};  // 0: none
   unsigned max_tasks_per_worker = 0;          // 0: unlimited; else the worker is replaced after

@@ -8,7 +8,9 @@ namespace ferry {
 
 // v2: task and result payloads are a small header followed by the raw argument or value bytes
 // (v1 wrapped those bytes in a second, length-prefixed encoding).
-inline constexpr std::uint16_t kProtocolVersion = 2;
+// v3: a worker follows its Hello with an Offer (the tasks it serves, with signature hashes);
+// the Welcome maps the pool's task numbers to the worker's.
+inline constexpr std::uint16_t kProtocolVersion = 3;
 // A frame whose declared payload is larger than this is refused before anything is read.
 inline constexpr std::size_t kDefaultMaxFrame = std::size_t{64} << 20;  // 64 MiB
 

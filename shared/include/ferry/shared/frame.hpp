@@ -44,8 +44,9 @@ enum class MessageKind : std::uint8_t {
   cancel,
   shutdown,
   log,
-  data,  // a user payload on a typed channel
-  last_ = data,
+  data,   // a user payload on a typed channel
+  offer,  // worker -> coordinator after Hello: the tasks it serves (v3)
+  last_ = offer,
 };
 std::string_view kind_name(MessageKind k) noexcept;
 constexpr bool is_known_kind(std::uint8_t k) noexcept {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "ferry/shared/codec.hpp"
 #include "ferry/shared/frame.hpp"
@@ -22,10 +23,31 @@ struct Hello {
   std::string host;
   std::string name;
   std::uint32_t slots = 1;
-  std::uint64_t registry_hash = 0;  // hash of the sorted task names the worker can run
+  std::uint64_t registry_hash = 0;  // of the tasks it serves (informational since v3: Offer)
   template <class A>
   void serialize(A& ar) {
     ar(protocol_version, pid, host, name, slots, registry_hash);
+  }
+};
+
+// One task a worker serves: its name, readable signature and signature hash (TaskEntry).
+struct TaskOffer {
+  std::string name;
+  std::string signature;
+  std::uint64_t signature_hash = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(name, signature, signature_hash);
+  }
+};
+
+// worker -> coordinator, right after Hello (v3): the tasks it serves, in its own task order
+// (the position is the worker's task number).
+struct Offer {
+  std::vector<TaskOffer> tasks;
+  template <class A>
+  void serialize(A& ar) {
+    ar(tasks);
   }
 };
 
@@ -35,13 +57,16 @@ struct Welcome {
   std::string session;
   std::uint32_t heartbeat_ms = 0;          // the coordinator pings this often (0: local, no pings)
   std::uint32_t heartbeat_timeout_ms = 0;  // silence for this long means the link is lost
-  // Per-worker initializer, run once before the first task (kNoFunction: none).
+  // Per-worker initializer, run once before the first task (kNoFunction: none); a pool task
+  // number, like TaskHeader::function.
   std::uint32_t init_function = kNoFunction;
   Bytes init_args;
+  // The pool's task numbers mapped to this worker's (kNoFunction: it does not serve that one).
+  std::vector<std::uint32_t> task_map;
   static constexpr std::uint32_t kNoFunction = 0xffffffffu;
   template <class A>
   void serialize(A& ar) {
-    ar(worker_id, session, heartbeat_ms, heartbeat_timeout_ms, init_function, init_args);
+    ar(worker_id, session, heartbeat_ms, heartbeat_timeout_ms, init_function, init_args, task_map);
   }
 };
 
@@ -63,7 +88,7 @@ struct Reject {
 // length prefix and a copy on both sides. Build with make_task_frame, read with decode_task.
 struct TaskHeader {
   std::uint32_t attempt = 1;
-  std::uint32_t function = 0;  // index into the sorted registry (same on both sides: hash-checked)
+  std::uint32_t function = 0;  // the pool's task number (the worker maps it: Welcome::task_map)
   bool batch = false;          // the arguments are a vector of argument tuples (a chunk of a map)
   template <class A>
   void serialize(A& ar) {

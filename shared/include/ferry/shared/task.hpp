@@ -4,9 +4,14 @@
 //   FERRY_TASK(square);              // at namespace scope, in any source of the executable
 //
 // Arguments travel as a cereal-encoded std::tuple of the parameter types (decayed), the
-// result as the cereal encoding of the return type (nothing for void). Every executable that
-// coordinates or works compiles the same registry; the handshake compares registry_hash() so
-// a worker built with another task set is refused instead of running the wrong function.
+// result as the cereal encoding of the return type (nothing for void). Each task has a
+// signature (its argument and result types, readable) and a signature hash (name and
+// signature): a worker announces the tasks it serves with their hashes, and the coordinator
+// sends a task only to workers that serve it with the same hash, so a worker built with
+// another version of a task is never given it.
+//
+// Task libraries: a shared object built with ferry_add_task_library (CMake) carries its own
+// FERRY_TASKs; load_library() adds them to this registry (task_library.hpp has the contract).
 //
 // Threading: registration happens during static initialisation (or before the first pool or
 // worker starts, via TaskRegistry::add); after freeze() the registry is read-only and safe to
@@ -59,7 +64,9 @@ struct ItemText {
 
 struct TaskEntry {
   std::string name;
-  std::string signature;  // compiler's type name of the function type (same build, same text)
+  std::string signature;             // readable types: "(long, std::string) -> long"
+  std::uint64_t signature_hash = 0;  // of name and signature; what workers and pools compare
+  std::string library;               // the task library it came from ("" : this program)
   AnyFn fn = nullptr;
   // Decodes the argument tuple from args, runs the function, encodes the result into out.
   // Throws what the function throws; decoding failures throw ferry::Exception.
@@ -90,6 +97,13 @@ class TaskRegistry {
   // Registers e (idempotent for the same name and function). Throws std::logic_error after
   // freeze() or for a name registered with a different function.
   void add(TaskEntry e);
+  // Loads a task library (a .so built with ferry_add_task_library) and registers its tasks;
+  // a directory loads each *.so in it, in name order. Loading the same file again does
+  // nothing. Errors name the file: missing, not a task library, built for another protocol
+  // or ABI, a task name this program already has with another function, or after freeze().
+  Status load_library(const std::string& path);
+  // The libraries loaded, as absolute paths in load order (local workers load the same).
+  const std::vector<std::string>& libraries() const noexcept { return libraries_; }
   // Sorts the entries and fixes their indices; called by the first pool or worker.
   void freeze();
   bool frozen() const noexcept { return frozen_; }
@@ -105,9 +119,18 @@ class TaskRegistry {
   std::vector<TaskEntry> entries_;
   std::map<std::string, std::uint32_t, std::less<>> by_name_;
   std::map<AnyFn, std::uint32_t> by_fn_;
+  std::vector<std::string> libraries_;
   std::uint64_t hash_ = 0;
   bool frozen_ = false;
 };
+
+// Where a spawned worker finds the task libraries its pool loaded: absolute paths, one per
+// line (set by the pool for its local workers; read by ferry::init and ferry-worker).
+inline constexpr const char* kTaskLibrariesEnv = "FERRY_TASK_LIBRARIES";
+// Loads each library named in $FERRY_TASK_LIBRARIES; the first failure is returned.
+Status load_task_libraries_from_env();
+// The hash of a task's name and signature (as TaskEntry::signature_hash).
+std::uint64_t signature_hash(std::string_view name, std::string_view signature) noexcept;
 
 // Outcome of a chunk, as a worker encodes it: all items succeeded (values only), or a
 // per-item list. Decoded by the coordinator into one result or error per item.
@@ -154,6 +177,19 @@ void invoke(AnyFn fn, ByteView in, Bytes& out) {
 }
 
 std::string type_name_of(const std::type_info& t);
+// A type's name as a person writes it (std::string, not std::__cxx11::basic_string<...>).
+std::string readable_type_name(const std::type_info& t);
+
+template <class R, class... Args>
+std::string readable_signature(R (*)(Args...)) {
+  std::string s = "(";
+  bool first = true;
+  ((s += (first ? "" : ", "), s += readable_type_name(typeid(std::decay_t<Args>)), first = false),
+   ...);
+  s += ") -> ";
+  s += std::is_void_v<R> ? std::string("void") : readable_type_name(typeid(std::decay_t<R>));
+  return s;
+}
 std::string current_exception_type();
 std::string current_exception_what();
 
@@ -347,7 +383,8 @@ template <class F>
 TaskEntry make_entry(std::string name, F f) {
   TaskEntry e;
   e.name = std::move(name);
-  e.signature = type_name_of(typeid(F));
+  e.signature = readable_signature(f);
+  e.signature_hash = signature_hash(e.name, e.signature);
   e.fn = reinterpret_cast<AnyFn>(f);
   e.invoke = &invoke<F>;
   e.invoke_batch = &invoke_batch<F>;

@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace ferry::worker {
 
@@ -37,13 +38,17 @@ struct Options {
   std::string keys;  // CURVE key directory (remote workers over tcp)
   // Remote workers: how long to keep trying to reach a lost coordinator before giving up.
   std::chrono::milliseconds reconnect_timeout{60000};
+  // Task libraries to load before serving (files or folders of *.so; --tasks), besides
+  // those named by $FERRY_TASK_LIBRARIES.
+  std::vector<std::string> task_libraries;
 };
 
 // Exit codes of a worker process.
 inline constexpr int kExitOk = 0;             // shutdown requested, or the coordinator went away
 inline constexpr int kExitConnectFailed = 3;  // could not open the channel or no handshake
 inline constexpr int kExitRejected = 4;       // the coordinator refused this worker
-inline constexpr int kExitInitFailed = 5;     // the per-worker initializer threw
+inline constexpr int kExitInitFailed = 5;     // the per-worker initializer threw, or a task
+                                              // library could not be loaded
 inline constexpr int kExitLost = 6;           // lost the coordinator and could not reconnect
 
 // Runs the worker loop; returns the process exit code (messages go to stderr).
