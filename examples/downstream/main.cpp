@@ -5,9 +5,12 @@
 //                                        keys; prints "listening on ENDPOINT", waits for 2
 //   wordcount --ferry-worker --tasks LIB --connect EP --keys KEYS [--name N]
 //                                        this program as a remote worker (ferry-worker's options)
+//   wordcount cli [ferry-coordinator's options and command]
+//                                        the command line over this program's tasks
 //
 // The library's task is called by name with its types (wordstats.hpp); shout is this
 // program's own task, so only workers that are copies of this program serve it.
+#include <ferry/coordinator/cli.hpp>
 #include <ferry/ferry.hpp>
 
 #include <algorithm>
@@ -65,6 +68,8 @@ int main(int argc, char** argv) {
   // In a worker (a local copy, or `wordcount --ferry-worker ...`) this serves tasks and exits.
   ferry::init(argc, argv);
   const std::vector<std::string> args(argv + 1, argv + argc);
+  // The embedded command line: `wordcount cli map shout --items a,b` (its own argv[0] is "cli").
+  if (!args.empty() && args[0] == "cli") return ferry::coordinator::run_cli(argc - 1, argv + 1);
   try {
     if (args.size() == 2 && args[0] == "local") {
       ferry::Pool pool({.workers = 2, .task_libraries = {args[1]}});
@@ -90,11 +95,11 @@ int main(int argc, char** argv) {
       std::cout << (ok ? "remote ok\n" : "remote: wrong answers\n");
       return ok ? 0 : 1;
     }
-  } catch (const ferry::TaskFailure& e) {
+  } catch (const std::exception& e) {  // a task failure, or a library that cannot be loaded
     std::cerr << "wordcount: " << e.what() << "\n";
     return 1;
   }
   std::cerr << "usage: wordcount local LIB | wordcount coordinate LIB KEYS | "
-               "wordcount --ferry-worker ...\n";
+               "wordcount --ferry-worker ... | wordcount cli ...\n";
   return 2;
 }

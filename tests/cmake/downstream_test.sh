@@ -4,7 +4,8 @@
 #   a) wordcount local LIB: a pool whose local workers load the task library;
 #   b) wordcount coordinate LIB KEYS with two remote workers over loopback TCP with CURVE
 #      keys: stock ferry-worker --tasks LIB, and wordcount --ferry-worker --tasks LIB;
-#   c) ferry-coordinator --tasks LIB map word_stats --stdin --input json --json: a struct
+#   c) wordcount cli ...: the command line embedded in the program (run_cli);
+#   d) ferry-coordinator --tasks LIB map word_stats --stdin --input json --json: a struct
 #      argument and a struct result through the command line.
 # Usage: downstream_test.sh BUILD_DIR SOURCE_DIR WORK_DIR
 set -euo pipefail
@@ -75,7 +76,17 @@ wait "$stock" || fail "ferry-worker did not exit 0: $(cat "$work/stock.err")"
 wait "$self" || fail "wordcount --ferry-worker did not exit 0: $(cat "$work/self.err")"
 echo "b) remote workers with CURVE keys (stock ferry-worker --tasks, wordcount --ferry-worker): ok"
 
-# c) the command line, JSON in and out
+# c) the command line embedded in the program: its own task, and the library's
+cli=$(timeout 60 "$prog" cli -w 2 --no-progress --tasks "$lib" map shout --items hi,there) ||
+  fail "wordcount cli map shout: $cli"
+[ "$cli" = $'HI\nTHERE' ] || fail "wordcount cli map shout printed: $cli"
+tasks=$(timeout 60 "$prog" cli --tasks "$lib" tasks) || fail "wordcount cli tasks: $tasks"
+[[ $tasks == *"shout"*"(std::string) -> std::string"* ]] || fail "tasks lacks shout: $tasks"
+[[ $tasks == *"word_stats"*"(wordstats::Text) -> wordstats::Stats"* ]] ||
+  fail "tasks lacks word_stats: $tasks"
+echo "c) the embedded command line (run_cli) over the program's and the library's tasks: ok"
+
+# d) the command line, JSON in and out
 json=$(printf '%s\n' '{"title": "one", "body": "a bb ccc"}' '{"title": "two", "body": "dddd"}' |
   timeout 60 "$prefix/bin/ferry-coordinator" -w 2 --no-progress --tasks "$lib" --json \
     map word_stats --stdin --input json) || fail "ferry-coordinator map --input json: $json"
@@ -87,7 +98,7 @@ values = [r["value"] for r in rows if "value" in r]
 assert values == [{"title": "one", "words": 3, "longest": "ccc"},
                   {"title": "two", "words": 1, "longest": "dddd"}], values
 PY
-echo "c) ferry-coordinator --tasks LIB map word_stats --stdin --input json --json: ok"
+echo "d) ferry-coordinator --tasks LIB map word_stats --stdin --input json --json: ok"
 
 rm -rf "$work"
 echo "downstream example: ok"
