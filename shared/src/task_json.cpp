@@ -10,6 +10,10 @@
 #include <rapidjson/writer.h>
 
 #include <cmath>
+#include <istream>
+#include <optional>
+#include <sstream>
+#include <streambuf>
 #include <utility>
 
 #include "ferry/shared/task.hpp"
@@ -194,7 +198,46 @@ void replace_all(std::string& s, std::string_view from, std::string_view to) {
     s.replace(at, from.size(), to);
 }
 
+// A std::streambuf reading from memory, for cereal's std::istream interface.
+class ViewBuf : public std::streambuf {
+ public:
+  explicit ViewBuf(std::string_view s) {
+    char* p = const_cast<char*>(s.data());  // read only: the get area is never written
+    setg(p, p, p + s.size());
+  }
+};
+
 }  // namespace
+
+struct JsonReader::Impl {
+  explicit Impl(std::string_view doc) : buf(doc), stream(&buf), archive(stream) {}
+  ViewBuf buf;
+  std::istream stream;
+  cereal::JSONInputArchive archive;
+};
+
+JsonReader::JsonReader(std::string_view doc) : impl_(std::make_unique<Impl>(doc)) {}
+JsonReader::~JsonReader() = default;
+cereal::JSONInputArchive& JsonReader::archive() noexcept {
+  return impl_->archive;
+}
+
+struct JsonWriter::Impl {
+  std::ostringstream stream;
+  std::optional<cereal::JSONOutputArchive> archive;
+};
+
+JsonWriter::JsonWriter() : impl_(std::make_unique<Impl>()) {
+  impl_->archive.emplace(impl_->stream, cereal::JSONOutputArchive::Options::NoIndent());
+}
+JsonWriter::~JsonWriter() = default;
+cereal::JSONOutputArchive& JsonWriter::archive() noexcept {
+  return *impl_->archive;
+}
+Result<std::string> JsonWriter::finish() {
+  impl_->archive.reset();  // its destructor closes the document
+  return compact_member(impl_->stream.str());
+}
 
 Result<LineShape> scan_line(std::string_view line) {
   LineShape shape;
@@ -259,7 +302,7 @@ std::string explain(std::string_view what) {
       {"IsBool()", "wants true or false"},
       {"& kIntFlag", "wants an integer from -2147483648 to 2147483647"},
       {"& kUintFlag", "wants an integer from 0 to 4294967295"},
-      {"& kInt64Flag", "wants an integer from -9223372036854775808 to 9223372036854775807"},
+      {"& kInt64Flag", "wants an integer"},
       {"& kUint64Flag", "wants an integer from 0 to 18446744073709551615"},
       {"IsNumber()", "wants a number"},
       {"IsString()", "wants a string"},

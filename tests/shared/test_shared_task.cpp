@@ -206,7 +206,7 @@ TEST_SUITE("shared.task.json") {
     CHECK(run_json(none, "[]") == "7");
   }
 
-  TEST_CASE("one scalar parameter is the value itself; results are real JSON values") {
+  TEST_CASE("one scalar parameter is the value itself, and results are real JSON values") {
     const TaskEntry e = task_detail::make_entry("halve", &halve);
     CHECK(run_json(e, "3") == "1.5");
     CHECK(run_json(e, "  0.25 ") == "0.125");
@@ -258,9 +258,7 @@ TEST_SUITE("shared.task.json") {
           "not valid JSON for (signed char): wants an integer from -128 to 127, got 300");
     const TaskEntry m = task_detail::make_entry("mirror", &mirror);
     CHECK(json_error(m, R"({"x": 1})") == "not valid JSON for (Point): no member \"y\"");
-    CHECK(json_error(m, R"({"x": 1, "y": "2"})") ==
-          "not valid JSON for (Point): wants an integer from -9223372036854775808 to "
-          "9223372036854775807");
+    CHECK(json_error(m, R"({"x": 1, "y": "2"})") == "not valid JSON for (Point): wants an integer");
     CHECK(json_error(m, "[1, 2]") == "not valid JSON for (Point): no member \"x\"");
     CHECK(json_error(m, "7") == "not valid JSON for (Point): wants an object or an array");
   }

@@ -33,11 +33,8 @@
 #include <exception>
 #include <functional>
 #include <initializer_list>
-#include <istream>
 #include <limits>
 #include <memory>
-#include <sstream>
-#include <streambuf>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -150,27 +147,50 @@ std::string explain(std::string_view what);
 std::string readable_type(const std::type_info& t);
 // "(long, std::string)".
 std::string type_list(std::initializer_list<std::reference_wrapper<const std::type_info>> types);
-// A std::streambuf reading from memory, for cereal's std::istream interface.
-class ViewBuf : public std::streambuf {
+
+// cereal's JSON archives, made and finished in task_json.cpp: their constructors and
+// destructors instantiate rapidjson's whole parser and writer, which would otherwise be
+// compiled again in every source that registers a task. Both throw what cereal throws.
+class JsonReader {
  public:
-  explicit ViewBuf(std::string_view s) {
-    char* p = const_cast<char*>(s.data());  // read only: the get area is never written
-    setg(p, p, p + s.size());
-  }
+  // doc must outlive the reader.
+  explicit JsonReader(std::string_view doc);
+  ~JsonReader();
+  JsonReader(const JsonReader&) = delete;
+  JsonReader& operator=(const JsonReader&) = delete;
+  cereal::JSONInputArchive& archive() noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+class JsonWriter {
+ public:
+  JsonWriter();
+  ~JsonWriter();
+  JsonWriter(const JsonWriter&) = delete;
+  JsonWriter& operator=(const JsonWriter&) = delete;
+  cereal::JSONOutputArchive& archive() noexcept;
+  // Ends the document; the value saved as "value", on one line (compact_member).
+  Result<std::string> finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 // ---- values to JSON
 
 template <class T>
 Result<std::string> to_json(const T& value) {
-  std::ostringstream os;
   try {
-    cereal::JSONOutputArchive ar(os, cereal::JSONOutputArchive::Options::NoIndent());
-    ar(cereal::make_nvp("value", value));
+    JsonWriter w;
+    w.archive()(cereal::make_nvp("value", value));
+    return w.finish();
   } catch (const std::exception& e) {
     return Error{Errc::invalid_argument, explain(e.what())};
   }
-  return compact_member(os.str());
 }
 
 // ---- argument tuples from JSON
@@ -195,6 +215,9 @@ std::string check_scalar(const Scanned& s) {
     using L = std::numeric_limits<T>;
     const std::string range =
         "an integer from " + std::to_string(+L::min()) + " to " + std::to_string(+L::max());
+    // Any integer but the very largest fits a 64-bit signed parameter: no range worth naming.
+    const std::string wanted =
+        std::is_signed_v<T> && sizeof(T) == 8 ? std::string("an integer") : range;
     if (s.kind == Kind::integer) {
       const bool fits = std::is_signed_v<T>
                             ? s.integer >= static_cast<std::int64_t>(L::min()) &&
@@ -206,7 +229,7 @@ std::string check_scalar(const Scanned& s) {
       if (std::is_signed_v<T> || s.big > static_cast<std::uint64_t>(L::max()))
         return "wants " + range + ", got " + std::to_string(s.big);
     } else {
-      return "wants " + range + got;
+      return "wants " + wanted + got;
     }
   } else if constexpr (std::is_floating_point_v<T> && !cereal_string_number_v<T>) {
     if (s.kind != Kind::integer && s.kind != Kind::big_unsigned && s.kind != Kind::fraction)
@@ -290,10 +313,8 @@ Result<Bytes> parse_args(std::string_view line) {
   Args args{};
   std::string why;
   try {
-    ViewBuf buf(doc);
-    std::istream is(&buf);
-    cereal::JSONInputArchive ar(is);
-    why = read_parameters(ar, args, *shape, std::make_index_sequence<n>{});
+    JsonReader reader(doc);
+    why = read_parameters(reader.archive(), args, *shape, std::make_index_sequence<n>{});
   } catch (const std::exception& e) {
     why = explain(e.what());
   }
