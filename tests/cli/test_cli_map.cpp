@@ -277,7 +277,7 @@ TEST_SUITE("cli.map") {
          "array element (at byte 5)"},
         {2,
          "line 2: not valid JSON for (std::string, long): wants an array of 2 values (one per "
-         "parameter), got 1 values"},
+         "parameter), got 1 value"},
         {3,
          "line 3: not valid JSON for (std::string, long): parameter 0 (std::string): wants a "
          "string, got an integer"},

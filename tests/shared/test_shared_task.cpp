@@ -234,7 +234,7 @@ TEST_SUITE("shared.task.json") {
     CHECK(json_error(e, "[3, \"a\"] 4") ==
           types + "The document root must not be followed by other values (at byte 9)");
     CHECK(json_error(e, "[3]") ==
-          types + "wants an array of 2 values (one per parameter), got 1 values");
+          types + "wants an array of 2 values (one per parameter), got 1 value");
     CHECK(json_error(e, R"({"a": 3})") ==
           types + "wants an array of 2 values (one per parameter), got an object");
     CHECK(json_error(e, R"(["3", "abc"])") ==

@@ -308,7 +308,9 @@ Result<Bytes> parse_args(std::string_view line) {
     const std::string wants =
         "wants an array of " + std::to_string(n) + " values (one per parameter), got ";
     if (shape->root.kind != Kind::array) return fail(wants + kind_name(shape->root.kind));
-    if (shape->size != n) return fail(wants + std::to_string(shape->size) + " values");
+    if (shape->size != n) {
+      return fail(wants + std::to_string(shape->size) + (shape->size == 1 ? " value" : " values"));
+    }
   }
   Args args{};
   std::string why;
