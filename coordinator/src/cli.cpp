@@ -216,6 +216,14 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
   map->add_option("--chunksize", margs.chunksize, "items per task message (default: automatic)")
       ->check(CLI::PositiveNumber);
   map->add_flag("--unordered", margs.unordered, "print results as they finish");
+  map->add_option("--input", margs.input,
+                  "how --stdin lines are read: text (default; one number or string per line) | "
+                  "json (one JSON value per line: the argument, or an array of the arguments)")
+      ->check(CLI::IsMember({"text", "json"}));
+  map->add_option("--max-line", margs.max_line,
+                  "longest --stdin line in bytes (default 16 MiB); a longer line is a failed "
+                  "item, skipped")
+      ->check(CLI::Range(std::size_t{1}, kMaxMaxLine));
   auto* tasks = app.add_subcommand("tasks", "list the registered tasks");
   std::string key_dir;
   auto* keygen = app.add_subcommand("keygen", "write a coordinator and a worker CURVE key pair");

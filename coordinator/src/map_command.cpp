@@ -69,27 +69,56 @@ class InterruptGuard {
   struct sigaction old_term_ {};
 };
 
-// Whether an item came, none has yet, the items are over, or the input failed.
-enum class Got { item, later, end, failed };
+// Whether an item came, a line too long to be one, none has yet, the items are over, or the
+// input failed.
+enum class Got { item, too_long, later, end, failed };
+
+// The start of a long input, for messages: at most 80 bytes, cut at a character boundary.
+std::string preview(std::string_view s) {
+  constexpr std::size_t kMax = 80;
+  if (s.size() <= kMax) return std::string(s);
+  std::size_t cut = kMax;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80)
+    --cut;
+  return std::string(s.substr(0, cut)) + "...";
+}
 
 // Lines of stdin, read with poll() and read(): a std::getline blocked in read() ignores a
 // Ctrl-C whenever another thread takes the signal, and would take a line cut short by one.
 class StdinLines {
  public:
-  // The next non-empty line (without "\n" or "\r\n"), a last line without "\n" once the input
-  // ended, or `later` at `until` or once g_signal is set (a partial line is then dropped).
-  Got next(std::string& out, Clock::time_point until) {
+  explicit StdinLines(std::size_t max_line = kDefaultMaxLine) : max_(max_line) {}
+
+  // The next non-empty line (without "\n" or "\r\n") and its number (from 0, counting empty
+  // lines), a last line without "\n" once the input ended, or `later` at `until` or once
+  // g_signal is set (a partial line is then dropped). A line longer than max_line is
+  // `too_long` (out: its start), reported as soon as that is known; the rest of it is read and
+  // dropped as it comes, never held.
+  Got next(std::string& out, std::size_t& line, Clock::time_point until) {
     for (;;) {
-      if (take_line(out)) {
-        if (!out.empty()) return Got::item;
-        continue;
-      }
-      if (eof_) {
+      if (discarding_) {
+        const auto nl = buf_.find('\n');
+        if (nl != std::string::npos) {
+          buf_.erase(0, nl + 1);
+          discarding_ = false;
+          continue;
+        }
+        buf_.clear();
+        if (eof_) {
+          discarding_ = false;
+          continue;
+        }
+      } else if (auto got = take_line(out, line)) {
+        if (*got == Got::item && out.empty()) continue;
+        return *got;
+      } else if (eof_) {
         if (buf_.empty()) return Got::end;
-        out = std::exchange(buf_, {});
-        if (out.back() == '\r') out.pop_back();
-        if (!out.empty()) return Got::item;
-        continue;
+        // The last line, without its "\n".
+        std::string last = std::exchange(buf_, {});
+        scanned_ = 0;
+        const Got last_got = finish_line(last, last.size(), out, line);
+        if (last_got == Got::item && out.empty()) continue;
+        return last_got;
       }
       if (!error_.empty()) return Got::failed;
       if (g_signal.load() != 0 || Clock::now() >= until) return Got::later;
@@ -102,17 +131,35 @@ class StdinLines {
   const std::string& error() const { return error_; }
 
  private:
-  bool take_line(std::string& out) {
+  // A whole line from buf_, or a line already known to be too long; nothing if neither yet.
+  std::optional<Got> take_line(std::string& out, std::size_t& line) {
     const auto nl = buf_.find('\n', scanned_);
     if (nl == std::string::npos) {
       scanned_ = buf_.size();
-      return false;
+      // +1: a "\r" before the "\n" is not part of the line.
+      if (buf_.size() <= max_ + 1) return std::nullopt;
+      line = line_++;
+      out = preview(buf_);
+      buf_.clear();
+      scanned_ = 0;
+      discarding_ = true;
+      return Got::too_long;
     }
-    out.assign(buf_, 0, nl);
-    if (!out.empty() && out.back() == '\r') out.pop_back();
+    const Got got = finish_line(buf_, nl, out, line);
     buf_.erase(0, nl + 1);
     scanned_ = 0;
-    return true;
+    return got;
+  }
+  // The line that is text[0, end), numbered.
+  Got finish_line(const std::string& text, std::size_t end, std::string& out, std::size_t& line) {
+    if (end > 0 && text[end - 1] == '\r') --end;
+    line = line_++;
+    if (end > max_) {
+      out = preview(std::string_view(text).substr(0, end));
+      return Got::too_long;
+    }
+    out.assign(text, 0, end);
+    return Got::item;
   }
   void fill() {
     char chunk[65536];
@@ -126,8 +173,11 @@ class StdinLines {
     }
   }
 
+  std::size_t max_;
   std::string buf_;
   std::size_t scanned_ = 0;  // buf_ before this has no '\n'
+  std::size_t line_ = 0;     // the number of the line at the front of buf_
+  bool discarding_ = false;  // dropping the rest of a too long line, up to its '\n'
   bool eof_ = false;
   std::string error_;
 };
@@ -141,6 +191,15 @@ class ItemSource {
     if (sources != 1) {
       return Error{Errc::invalid_argument, "give exactly one of --range, --items, --stdin"};
     }
+    // --items splits at commas and --range makes integers: JSON comes one value per line.
+    if (!a.from_stdin && a.input == "json") {
+      return Error{Errc::invalid_argument,
+                   "--input json reads --stdin (one JSON value per line); --items and --range "
+                   "give text items"};
+    }
+    if (!a.from_stdin && a.max_line) {
+      return Error{Errc::invalid_argument, "--max-line bounds --stdin lines; give it with --stdin"};
+    }
     if (!a.range.empty()) {
       auto colon = a.range.find(':');
       auto num = [](std::string_view t, std::int64_t& v) {
@@ -153,6 +212,7 @@ class ItemSource {
                      "--range wants A:B with integers A <= B, got '" + a.range + "'"};
       }
       s.kind_ = Kind::range;
+      s.first_ = s.next_;
       s.total_ = static_cast<std::size_t>(s.end_ - s.next_);
     } else if (!a.items.empty()) {
       s.kind_ = Kind::list;
@@ -164,25 +224,30 @@ class ItemSource {
         return Error{Errc::invalid_argument, "--stdin: standard input is closed"};
       }
       s.kind_ = Kind::stdin_lines;
+      s.stdin_ = StdinLines(a.max_line.value_or(kDefaultMaxLine));
     }
     return s;
   }
+  bool from_stdin() const { return kind_ == Kind::stdin_lines; }
   std::optional<std::size_t> total() const {
     return kind_ == Kind::stdin_lines ? std::nullopt : std::optional<std::size_t>(total_);
   }
-  // The next item; stdin may also say `later` (nothing by `until`) or `failed` (error()).
-  Got next(std::string& out, Clock::time_point until) {
+  // The next item and its line on stdin (else its index); stdin may also say `too_long`,
+  // `later` (nothing by `until`) or `failed` (error()).
+  Got next(std::string& out, std::size_t& line, Clock::time_point until) {
     switch (kind_) {
       case Kind::range:
         if (next_ >= end_) return Got::end;
+        line = static_cast<std::size_t>(next_ - first_);
         out = std::to_string(next_++);
         return Got::item;
       case Kind::list:
         if (pos_ >= list_.size()) return Got::end;
+        line = pos_;
         out = list_[pos_++];
         return Got::item;
       case Kind::stdin_lines:
-        return stdin_.next(out, until);
+        return stdin_.next(out, line, until);
     }
     return Got::end;
   }
@@ -210,7 +275,7 @@ class ItemSource {
 
   enum class Kind { range, list, stdin_lines };
   Kind kind_ = Kind::range;
-  std::int64_t next_ = 0, end_ = 0;
+  std::int64_t first_ = 0, next_ = 0, end_ = 0;
   std::vector<std::string> list_;
   std::size_t pos_ = 0, total_ = 0;
   StdinLines stdin_;
@@ -302,11 +367,19 @@ class Progress {
   Clock::time_point t0_, last_{};
 };
 
+// A chunk's arguments stop growing past this many bytes (a whole line is still one item), so
+// long JSON lines make smaller chunks rather than a message over the frame limit.
+constexpr std::size_t kChunkArgBytes = std::size_t{1} << 20;
+
 struct Chunk {
-  FutureBase result;
+  FutureBase result;  // not valid when none of its items could be read
   std::vector<std::string> inputs;
+  // Per input: why it could not be read as the task's arguments ("line 3: ..."), or "" for
+  // those sent, in order, as the task's chunk.
+  std::vector<std::string> unread;
   std::size_t first = 0;
   bool printed = false;
+  bool finished() const { return !result.valid() || result.ready(); }
 };
 
 // One `map` run: reads items, keeps a window of chunks in flight, prints results as they
@@ -347,18 +420,43 @@ class MapRun {
   }
 
  private:
-  // Submits chunks while the window has room; an exit code if an item cannot be parsed.
-  // Input that has not arrived yet must not hold back the results that have, nor a Ctrl-C:
-  // stdin is waited on briefly, and a chunk goes out with the items it has so far.
+  // Submits chunks while the window has room; an exit code if an --items or --range item
+  // cannot be parsed (a usage error). A --stdin line that cannot be read as the task's
+  // arguments is a failed item: its chunk carries it to be reported in its place, and the
+  // other lines run. Input that has not arrived yet must not hold back the results that have,
+  // nor a Ctrl-C: stdin is waited on briefly, and a chunk goes out with the items it has so far.
   std::optional<int> feed(Pool& pool) {
     const auto until = Clock::now() + std::chrono::milliseconds(outstanding_.empty() ? 100 : 10);
     while (more_ && outstanding_.size() < window_) {
       Chunk c;
       c.first = next_index_;
+      std::vector<Bytes> args;  // the items that could be read, encoded
+      std::size_t arg_bytes = 0;
       std::string item;
+      std::size_t line = 0;
       Got got = Got::item;
-      while (c.inputs.size() < chunksize_ && (got = source_.next(item, until)) == Got::item)
-        c.inputs.push_back(item);
+      while (c.inputs.size() < chunksize_ && arg_bytes < kChunkArgBytes &&
+             ((got = source_.next(item, line, until)) == Got::item || got == Got::too_long)) {
+        auto encoded =
+            got == Got::too_long
+                ? Result<Bytes>(Error{
+                      Errc::invalid_argument,
+                      "longer than --max-line (" + std::to_string(max_line_) + " bytes); skipped"})
+                : read_item(item);
+        if (!encoded && !source_.from_stdin()) {
+          std::cerr << "ferry-coordinator: map: item " << c.first + c.inputs.size() << ": "
+                    << encoded.error().detail << "\n";
+          return cli::kExitUsage;
+        }
+        if (encoded) {
+          arg_bytes += encoded->size();
+          args.push_back(std::move(*encoded));
+          c.unread.emplace_back();
+        } else {
+          c.unread.push_back("line " + std::to_string(line) + ": " + encoded.error().detail);
+        }
+        c.inputs.push_back(std::move(item));
+      }
       if (g_signal.load() != 0) return std::nullopt;  // run() cancels the job
       if (got == Got::failed) {
         std::cerr << "ferry-coordinator: map: " << source_.error() << "\n";
@@ -366,24 +464,30 @@ class MapRun {
       }
       if (got == Got::end || got == Got::failed) more_ = false;
       if (c.inputs.empty()) break;
-      auto encoded = task_.parse_chunk(c.inputs);
-      if (!encoded) {
-        std::cerr << "ferry-coordinator: map: item " << c.first << ": " << encoded.error().detail
-                  << "\n";
-        return cli::kExitUsage;
-      }
       next_index_ += c.inputs.size();
-      c.result = pool.submit_encoded(task_.name, std::move(*encoded),
-                                     static_cast<std::uint32_t>(c.inputs.size()),
-                                     static_cast<std::int64_t>(c.first));
+      if (!args.empty()) {
+        // Numbered from its first item that runs (a failure of the whole chunk names it).
+        const auto first_run = static_cast<std::size_t>(
+            std::find(c.unread.begin(), c.unread.end(), std::string()) - c.unread.begin());
+        c.result = pool.submit_encoded(task_.name, encode_sequence(args),
+                                       static_cast<std::uint32_t>(args.size()),
+                                       static_cast<std::int64_t>(c.first + first_run));
+      }
       outstanding_.push_back(std::move(c));
-      if (got != Got::item) break;
+      if (got != Got::item && got != Got::too_long) break;
     }
     return std::nullopt;
   }
 
+  // One item as the task's encoded argument tuple.
+  Result<Bytes> read_item(const std::string& item) const {
+    return json_input_ ? task_.parse_json(item) : task_.parse_item(item);
+  }
+
   void print_next_in_order() {
-    if (!outstanding_.front().result.wait_until(Clock::now() + std::chrono::milliseconds(50))) {
+    const Chunk& front = outstanding_.front();
+    if (!front.finished() &&
+        !front.result.wait_until(Clock::now() + std::chrono::milliseconds(50))) {
       return;
     }
     print_chunk(outstanding_.front());
@@ -394,7 +498,7 @@ class MapRun {
   void print_finished() {
     bool any = false;
     for (auto& c : outstanding_) {
-      if (c.printed || !c.result.ready()) continue;
+      if (c.printed || !c.finished()) continue;
       print_chunk(c);
       c.printed = any = true;
     }
@@ -406,21 +510,37 @@ class MapRun {
   }
 
   void print_chunk(Chunk& c) {
+    // With --json, values are written as JSON where the result type has a JSON form, else as
+    // their text in a JSON string.
+    const bool json_values = opt_.json && task_.format_json_batch != nullptr;
     std::vector<ItemText> items;
     std::string chunk_error;
-    if (auto failure = c.result.failure()) {
+    if (!c.result.valid()) {
+      // Nothing of it ran: every item is in c.unread.
+    } else if (auto failure = c.result.failure()) {
       chunk_error = describe(*failure);
-    } else if (auto r = task_.format_batch(c.result.encoded())) {
+    } else if (auto r = json_values ? task_.format_json_batch(c.result.encoded())
+                                    : task_.format_batch(c.result.encoded())) {
       items = std::move(*r);
     } else {
       chunk_error = "undecodable result: " + r.error().message();
     }
+    std::size_t ran = 0;  // the next of the items that were sent
     for (std::size_t i = 0; i < c.inputs.size(); ++i) {
-      const bool ok = chunk_error.empty() && i < items.size() && items[i].ok;
+      if (!c.unread[i].empty()) {
+        print_item(c.first + i, c.inputs[i], Outcome::unread, c.unread[i]);
+        continue;
+      }
+      const std::size_t k = ran++;
+      const bool ok = chunk_error.empty() && k < items.size() && items[k].ok;
       const std::string text = !chunk_error.empty() ? chunk_error
-                               : i < items.size()   ? items[i].text
+                               : k < items.size()   ? items[k].text
                                                     : "missing result";
-      print_item(c.first + i, c.inputs[i], ok, text);
+      print_item(c.first + i, c.inputs[i],
+                 !ok           ? Outcome::failed
+                 : json_values ? Outcome::json_value
+                               : Outcome::text_value,
+                 text);
     }
     // Results stream to whatever reads stdout, chunk by chunk.
     out_.flush();
@@ -428,17 +548,32 @@ class MapRun {
     bar_.update(done_);
   }
 
-  void print_item(std::size_t index, const std::string& input, bool ok, const std::string& text) {
+  // A value (as text, or as JSON for --json), a task's failure, or an input that was never run.
+  enum class Outcome { text_value, json_value, failed, unread };
+
+  void print_item(std::size_t index, const std::string& input, Outcome how,
+                  const std::string& text) {
+    const bool ok = how == Outcome::text_value || how == Outcome::json_value;
     failed_ += ok ? 0 : 1;
     if (opt_.json) {
       nlohmann::json line = {{"index", index}, {"input", input}, {"ok", ok}};
-      line[ok ? "value" : "error"] = text;
-      out_.put(line.dump() + "\n");
+      if (how == Outcome::text_value) line["value"] = text;
+      if (!ok) line["error"] = text;
+      // An input line need not be UTF-8; JSON text must be.
+      std::string out = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      if (how == Outcome::json_value) {
+        // The value is JSON already (task_json.hpp makes it valid, on one line). "value" sorts
+        // last among the keys, so it goes where dump() would have put it.
+        out.pop_back();
+        out += ",\"value\":" + text + "}";
+      }
+      out_.put(out + "\n");
     } else if (ok) {
       out_.put(text + "\n");
     } else {
       if (progress_) std::fputs("\r\033[K", stderr);
-      std::cerr << "ferry: " << task_.name << "(" << input << ") failed: " << text << "\n";
+      std::cerr << "ferry: " << task_.name << "(" << preview(input) << ") "
+                << (how == Outcome::unread ? "not run: " : "failed: ") << text << "\n";
     }
   }
 
@@ -503,23 +638,34 @@ class MapRun {
   std::deque<Chunk> outstanding_;
   bool more_ = true;
   bool input_failed_ = false;  // stdin could not be read to its end
+  const bool json_input_ = args_.input == "json";
+  const std::size_t max_line_ = args_.max_line.value_or(kDefaultMaxLine);
   std::size_t next_index_ = 0, done_ = 0, failed_ = 0;
 };
 
 // The task to map, or a usage message.
-const TaskEntry* mappable_task(const std::string& name) {
+const TaskEntry* mappable_task(const MapArgs& args) {
   auto& reg = TaskRegistry::instance();
   reg.freeze();
-  auto index = reg.index_of(name);
+  auto index = reg.index_of(args.task);
   if (!index) {
     std::cerr << "ferry-coordinator: map: " << index.error().detail << "\n";
     return nullptr;
   }
   const TaskEntry* task = reg.at(*index);
-  if (!task->parse_chunk) {
+  if (args.input == "json" && !task->parse_json) {
+    std::cerr << "ferry-coordinator: map: task '" << task->name
+              << "' has no JSON form, so --input json cannot give its arguments: " << task->no_json
+              << " (cereal's JSON archive cannot read it)\n";
+    return nullptr;
+  }
+  if (args.input == "text" && !task->parse_item) {
     std::cerr << "ferry-coordinator: map: task '" << task->name
               << "' does not take one number or string argument, so it cannot be mapped from "
-                 "the command line\n";
+                 "text items"
+              << (task->parse_json ? "; give its arguments as JSON lines: --stdin --input json"
+                                   : " (" + task->no_json + ", so not from JSON either)")
+              << "\n";
     return nullptr;
   }
   return task;
@@ -543,7 +689,7 @@ std::variant<std::unique_ptr<Pool>, int> make_pool(const Options& opt) {
 }  // namespace
 
 int map_command(const MapArgs& args, const Options& opt) {
-  const TaskEntry* task = mappable_task(args.task);
+  const TaskEntry* task = mappable_task(args);
   if (!task) return cli::kExitUsage;
   auto source = ItemSource::make(args);
   if (!source) {
@@ -574,12 +720,16 @@ int tasks_command(const Options& opt) {
       std::cout << nlohmann::json{{"task", e.name},
                                   {"signature", e.signature},
                                   {"library", e.library},
-                                  {"mappable", e.parse_chunk != nullptr}}
+                                  {"mappable", e.parse_chunk != nullptr || e.parse_json != nullptr},
+                                  {"json_input", e.parse_json != nullptr},
+                                  {"json_output", e.format_json != nullptr}}
                        .dump()
                 << "\n";
     } else {
       std::printf("%-20s %s%s%s\n", e.name.c_str(), e.signature.c_str(),
-                  e.parse_chunk ? "" : "  (not mappable from the command line)",
+                  e.parse_chunk  ? ""
+                  : e.parse_json ? "  (map with --stdin --input json)"
+                                 : "  (not mappable from the command line)",
                   e.library.empty() ? "" : ("  [" + e.library + "]").c_str());
     }
   }

@@ -5,8 +5,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "ferry/shared/session.hpp"
 #include "testing.hpp"
@@ -30,6 +34,25 @@ std::pair<ft::Child, int> start_coordinator(const std::vector<std::string>& args
   auto c = ft::spawn(FERRY_COORDINATOR_EXE, args, o);
   ::close(p[1]);
   return {std::move(c), p[0]};
+}
+
+// Each line of a --json run, parsed (every line must be a JSON document).
+std::vector<nlohmann::json> json_lines(const std::string& out) {
+  std::vector<nlohmann::json> lines;
+  std::size_t pos = 0, nl;
+  while ((nl = out.find('\n', pos)) != std::string::npos) {
+    const std::string line = out.substr(pos, nl - pos);
+    INFO("line: " << line);
+    REQUIRE(nlohmann::json::accept(line));
+    lines.push_back(nlohmann::json::parse(line));
+    pos = nl + 1;
+  }
+  CHECK(pos == out.size());  // nothing after the last newline
+  return lines;
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
 }
 
 // Reads stdout until a whole line arrives (a readiness message: the first result is out).
@@ -150,6 +173,220 @@ TEST_SUITE("cli.map") {
       CHECK(std::chrono::steady_clock::now() - t0 < 2s);
       ::close(fd);
     }
+    leaks.verify();
+  }
+
+  TEST_CASE("map --input json: a struct argument and a struct result (stats)") {
+    ft::LeakCheck leaks;
+    const std::string in = R"({"label": "a", "values": [1, 2, 3, 4]})"
+                           "\n"
+                           R"({"values": [2.5], "label": "b"})"
+                           "\n";
+    auto r = ft::run(FERRY_COORDINATOR_EXE,
+                     {"-w", "2", "--json", "map", "stats", "--stdin", "--input", "json"}, 60s, in);
+    CHECK(r.status.code == 0);
+    auto lines = json_lines(r.out);
+    REQUIRE(lines.size() == 3);  // two results and the summary
+    CHECK(lines[0]["index"] == 0);
+    CHECK(lines[0]["ok"] == true);
+    const auto& a = lines[0]["value"];
+    REQUIRE(a.is_object());
+    CHECK(a["label"] == "a");
+    CHECK(a["count"] == 4);
+    CHECK(a["mean"] == 2.5);
+    CHECK(a["min"] == 1.0);
+    CHECK(a["max"] == 4.0);
+    CHECK(a["stddev"].get<double>() == doctest::Approx(1.118034));
+    CHECK(lines[1]["value"]["label"] == "b");
+    CHECK(lines[1]["value"]["count"] == 1);
+    CHECK(lines[2]["summary"]["items"] == 2);
+    // Text output prints a struct as its JSON too, one per line.
+    auto t = ft::run(FERRY_COORDINATOR_EXE,
+                     {"-w", "1", "map", "stats", "--stdin", "--input", "json"}, 60s, in);
+    CHECK(t.status.code == 0);
+    auto text = json_lines(t.out);
+    REQUIRE(text.size() == 2);
+    CHECK(text[0]["label"] == "a");
+    CHECK(text[1]["mean"] == 2.5);
+    leaks.verify();
+  }
+
+  TEST_CASE("map --input json: several parameters are one JSON array per line (repeat)") {
+    ft::LeakCheck leaks;
+    auto r =
+        ft::run(FERRY_COORDINATOR_EXE,
+                {"-w", "2", "--json", "map", "repeat", "--stdin", "--input", "json", "--unordered"},
+                60s, "[\"ab\", 3]\n[\"\\\"q\\\"\", 2]\n[\"x\", 0]\n");
+    CHECK(r.status.code == 0);
+    auto lines = json_lines(r.out);
+    REQUIRE(lines.size() == 4);
+    std::map<int, std::string> values;
+    for (std::size_t i = 0; i < 3; ++i) {
+      CHECK(lines[i]["ok"] == true);
+      REQUIRE(lines[i]["value"].is_string());
+      values[lines[i]["index"].get<int>()] = lines[i]["value"].get<std::string>();
+    }
+    CHECK(values == std::map<int, std::string>{{0, "ababab"}, {1, "\"q\"\"q\""}, {2, ""}});
+    leaks.verify();
+  }
+
+  TEST_CASE("--json writes values as JSON: numbers as numbers, Bytes as their summary") {
+    ft::LeakCheck leaks;
+    auto r = ft::run(FERRY_COORDINATOR_EXE,
+                     {"-w", "1", "--json", "map", "square", "--items", "3,-4"}, 60s);
+    CHECK(r.status.code == 0);
+    auto lines = json_lines(r.out);
+    REQUIRE(lines.size() == 3);
+    CHECK(lines[0] == nlohmann::json{{"index", 0}, {"input", "3"}, {"ok", true}, {"value", 9}});
+    CHECK(lines[1]["value"] == 16);
+    CHECK(lines[1]["value"].is_number_integer());
+    auto b =
+        ft::run(FERRY_COORDINATOR_EXE, {"-w", "1", "--json", "map", "blob", "--items", "16"}, 60s);
+    auto blob = json_lines(b.out);
+    REQUIRE(blob.size() == 2);
+    CHECK(blob[0]["value"].get<std::string>().rfind("16 bytes fnv1a=", 0) == 0);
+    leaks.verify();
+  }
+
+  TEST_CASE(
+      "bad --input json lines: each reported with its own line, the others still run, exit 1") {
+    ft::LeakCheck leaks;
+    const std::string too_long = "[\"" + std::string(100, 'z') + "\", 1]";
+    const std::string in =
+        "[\"a\", 2]\n"  // line 0: ok
+        "[\"a\" 2]\n"   // line 1: not JSON
+        "[\"a\"]\n"     // line 2: one value for two parameters
+        "[2, \"a\"]\n"  // line 3: wrong types
+        "\n"            // line 4: empty, skipped (no item)
+        "[\"b\", 1]\n"  // line 5: ok
+        + too_long +
+        "\n"           // line 6: over --max-line
+        "[\"c\", 1]";  // line 7: ok, without a newline
+    auto r = ft::run(FERRY_COORDINATOR_EXE,
+                     {"-w", "2", "--json", "map", "repeat", "--stdin", "--input", "json",
+                      "--max-line", "64", "--chunksize", "2"},
+                     60s, in);
+    CHECK(r.status.code == 1);
+    auto lines = json_lines(r.out);
+    REQUIRE(lines.size() == 8);  // 7 items and the summary
+    // index counts items (the empty line is none); "line N" counts every line from 0.
+    const std::vector<std::pair<int, std::string>> expected = {
+        {0, ""},
+        {1,
+         "line 1: not valid JSON for (std::string, long): Missing a comma or ']' after an "
+         "array element (at byte 5)"},
+        {2,
+         "line 2: not valid JSON for (std::string, long): wants an array of 2 values (one per "
+         "parameter), got 1 value"},
+        {3,
+         "line 3: not valid JSON for (std::string, long): parameter 0 (std::string): wants a "
+         "string, got an integer"},
+        {4, ""},
+        {5, "line 6: longer than --max-line (64 bytes); skipped"},
+        {6, ""},
+    };
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+      CAPTURE(i);
+      CHECK(lines[i]["index"] == expected[i].first);
+      CHECK(lines[i]["ok"] == expected[i].second.empty());
+      if (expected[i].second.empty()) {
+        CHECK(lines[i].contains("value"));
+      } else {
+        CHECK(lines[i]["error"] == expected[i].second);
+      }
+    }
+    CHECK(lines[0]["value"] == "aa");
+    CHECK(lines[4]["value"] == "b");
+    CHECK(lines[6]["value"] == "c");
+    CHECK(lines[5]["input"].get<std::string>().rfind("[\"zzz", 0) == 0);
+    CHECK(lines[7]["summary"]["failed"] == 4);
+    CHECK(lines[7]["summary"]["items"] == 7);
+    // The same in text: results on stdout, each bad line on stderr with its line and reason.
+    auto t = ft::run(FERRY_COORDINATOR_EXE,
+                     {"-w", "2", "map", "repeat", "--stdin", "--input", "json", "--max-line", "64"},
+                     60s, in);
+    CHECK(t.status.code == 1);
+    CHECK(t.out == "aa\nb\nc\n");
+    for (const char* why :
+         {"repeat([\"a\" 2]) not run: line 1: not valid JSON for (std::string, long): Missing a "
+          "comma",
+          "not run: line 2: not valid JSON for (std::string, long): wants an array of 2 values",
+          "not run: line 3: not valid JSON for (std::string, long): parameter 0 (std::string)",
+          "not run: line 6: longer than --max-line (64 bytes); skipped"}) {
+      CAPTURE(why);
+      CHECK(contains(t.err, why));
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a bad text line on --stdin fails only that line (a bad --items item: usage error)") {
+    ft::LeakCheck leaks;
+    auto r =
+        ft::run(FERRY_COORDINATOR_EXE, {"-w", "1", "map", "square", "--stdin"}, 60s, "1\nx\n3\n");
+    CHECK(r.status.code == 1);
+    CHECK(r.out == "1\n9\n");
+    CHECK(contains(r.err, "square(x) not run: line 1: not a number: 'x'"));
+    auto items = ft::run(FERRY_COORDINATOR_EXE, {"-w", "1", "map", "square", "--items", "1,2,x"});
+    CHECK(items.status.code == 2);
+    CHECK(contains(items.err, "item 2: not a number: 'x'"));
+    leaks.verify();
+  }
+
+  TEST_CASE("a line over --max-line is dropped as it is read, never held") {
+    ft::LeakCheck leaks;
+    {
+      ft::PipeFds in, out;
+      ft::SpawnOptions o;
+      o.fds = {{in.r, 0}};
+      o.stdout_fd = out.w;
+      o.env.push_back(session_env());
+      auto c = ft::spawn(FERRY_COORDINATOR_EXE,
+                         {"-w", "1", "map", "square", "--stdin", "--max-line", "1048576"}, o);
+      in.close_r();
+      out.close_w();
+      // 256 MiB in one line, then a good line; stdin stays open, so the coordinator is still
+      // there to be measured once the good line's result is out.
+      const std::string block(std::size_t{1} << 20, '7');
+      for (int i = 0; i < 256; ++i) {
+        for (std::size_t off = 0; off < block.size();) {
+          const auto n = ::write(in.w, block.data() + off, block.size() - off);
+          REQUIRE(n > 0);
+          off += static_cast<std::size_t>(n);
+        }
+      }
+      REQUIRE(::write(in.w, "\n5\n", 3) == 3);
+      CHECK(ft::read_line(out.r, 60s) == "25");
+      long peak_kib = -1;
+      std::ifstream status("/proc/" + std::to_string(c.pid()) + "/status");
+      for (std::string key; status >> key;) {
+        if (key == "VmHWM:") status >> peak_kib;
+      }
+      MESSAGE("coordinator's peak RSS: " << peak_kib / 1024 << " MiB");
+      CHECK(peak_kib > 0);
+      CHECK(peak_kib < 128 * 1024);
+      in.close_w();
+      ft::expect_exit(c, 1);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("--input json and --max-line usage errors exit 2 and say why") {
+    ft::LeakCheck leaks;
+    auto text_only = ft::run(FERRY_COORDINATOR_EXE, {"map", "stats", "--stdin"});
+    CHECK(text_only.status.code == 2);
+    CHECK(contains(text_only.err, "give its arguments as JSON lines: --stdin --input json"));
+    auto items =
+        ft::run(FERRY_COORDINATOR_EXE, {"map", "square", "--items", "1", "--input", "json"});
+    CHECK(items.status.code == 2);
+    CHECK(contains(items.err, "--input json reads --stdin"));
+    CHECK(ft::run(FERRY_COORDINATOR_EXE, {"map", "square", "--stdin", "--input", "yaml"})
+              .status.code == 2);
+    CHECK(ft::run(FERRY_COORDINATOR_EXE, {"map", "square", "--stdin", "--max-line", "0"})
+              .status.code == 2);
+    auto range =
+        ft::run(FERRY_COORDINATOR_EXE, {"map", "square", "--range", "0:3", "--max-line", "9"});
+    CHECK(range.status.code == 2);
+    CHECK(contains(range.err, "--max-line bounds --stdin lines"));
     leaks.verify();
   }
 }

@@ -1,7 +1,9 @@
 // The tasks every ferry binary knows (DESIGN.md, "Built-in tasks").
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdint>
 #include <stdexcept>
@@ -67,6 +69,49 @@ Bytes blob(std::int64_t n) {
   return b;
 }
 
+Summary stats(Sample s) {
+  if (s.values.empty()) {
+    throw std::invalid_argument("stats of '" + s.label + "': no values to summarize");
+  }
+  Summary r;
+  r.label = std::move(s.label);
+  r.count = s.values.size();
+  const auto [lo, hi] = std::minmax_element(s.values.begin(), s.values.end());
+  r.min = *lo;
+  r.max = *hi;
+  // Welford's running mean and variance: stable where a sum of squares would cancel.
+  double mean = 0, m2 = 0;
+  std::uint64_t n = 0;
+  for (double v : s.values) {
+    ++n;
+    const double delta = v - mean;
+    mean += delta / static_cast<double>(n);
+    m2 += delta * (v - mean);
+  }
+  r.mean = mean;
+  r.stddev = std::sqrt(m2 / static_cast<double>(n));
+  return r;
+}
+
+std::string repeat(std::string text, std::int64_t times) {
+  constexpr std::int64_t kMaxTimes = 1'000'000;
+  constexpr std::size_t kMaxBytes = std::size_t{64} << 20;
+  if (times < 0 || times > kMaxTimes) {
+    throw std::invalid_argument("repeat: times must be 0 to " + std::to_string(kMaxTimes) +
+                                ", got " + std::to_string(times));
+  }
+  const auto n = static_cast<std::size_t>(times);
+  if (!text.empty() && n > kMaxBytes / text.size()) {
+    throw std::invalid_argument("repeat: " + std::to_string(text.size()) + " bytes x " +
+                                std::to_string(n) + " would be over 64 MiB");
+  }
+  std::string out;
+  out.reserve(text.size() * n);
+  for (std::size_t i = 0; i < n; ++i)
+    out += text;
+  return out;
+}
+
 }  // namespace ferry::builtin
 
 namespace ferry::worker {
@@ -82,6 +127,8 @@ void register_builtin_tasks() {
     r.add(task_detail::make_entry("fail", &builtin::fail));
     r.add(task_detail::make_entry("crash", &builtin::crash));
     r.add(task_detail::make_entry("blob", &builtin::blob));
+    r.add(task_detail::make_entry("stats", &builtin::stats));
+    r.add(task_detail::make_entry("repeat", &builtin::repeat));
     return true;
   }();
   (void)once;

@@ -11,6 +11,7 @@
 #include <cereal/types/utility.hpp>
 #include <cereal/types/vector.hpp>
 #include <exception>
+#include <span>
 #include <string>
 
 #include "ferry/shared/archive.hpp"
@@ -58,6 +59,21 @@ Result<T> decode_value(ByteView in) {
   if (!in.empty()) {
     return Error{Errc::trailing_bytes, std::to_string(in.size()) + " bytes left after the value"};
   }
+  return out;
+}
+
+// The encoding of a std::vector<T> whose elements' encodings are given: a vector is its size
+// then its elements, each as encode_value writes it. Lets a caller check items one at a time
+// and send those that passed as one chunk without decoding them again.
+inline Bytes encode_sequence(std::span<const Bytes> encoded_items) {
+  std::size_t total = 0;
+  for (const auto& item : encoded_items)
+    total += item.size();
+  Bytes out;
+  out.reserve(total + sizeof(cereal::size_type));
+  encode_into(out, cereal::make_size_tag(static_cast<cereal::size_type>(encoded_items.size())));
+  for (const auto& item : encoded_items)
+    out.insert(out.end(), item.begin(), item.end());
   return out;
 }
 

@@ -36,6 +36,7 @@
 
 #include "ferry/shared/codec.hpp"
 #include "ferry/shared/error.hpp"
+#include "ferry/shared/task_json.hpp"
 
 namespace ferry {
 
@@ -88,6 +89,16 @@ struct TaskEntry {
   // Checks that value decodes as this task's result (batch: as a chunk's result), so a pool
   // can tell a worker's garbage from a value before it reaches the caller.
   Status (*check_result)(ByteView value, bool batch) = nullptr;
+  // JSON adapters (map --input json, --json; task_json.hpp says what the user writes).
+  // parse_json: one line (a value; an array of them for other than one parameter) into an
+  // encoded argument tuple. Null if a parameter type has no JSON form.
+  Result<Bytes> (*parse_json)(std::string_view line) = nullptr;
+  // One encoded result, and a chunk's batch result (ok items' text is JSON; errors stay
+  // "Type: what"), as JSON. Null if the result type has no JSON form.
+  Result<std::string> (*format_json)(ByteView value) = nullptr;
+  Result<std::vector<ItemText>> (*format_json_batch)(ByteView batch) = nullptr;
+  // Why an adapter above is null ("" when none is): "parameter 0 (Foo) has no JSON form".
+  std::string no_json;
 };
 
 class TaskRegistry {
@@ -279,6 +290,11 @@ std::string format_value(const R& v) {
     std::ostringstream os;
     os << +v;
     return os.str();
+  } else if constexpr (task_json::writable_v<R>) {
+    // No text form of its own: its JSON is the most readable thing there is.
+    auto json = task_json::to_json(v);
+    if (json) return std::move(*json);
+    return "<value of " + type_name_of(typeid(R)) + ": " + json.error().detail + ">";
   } else {
     return "<value of " + type_name_of(typeid(R)) + ">";
   }
@@ -379,6 +395,115 @@ Status check_result(ByteView in, bool batch) {
   return {};
 }
 
+// ---- JSON adapters (TaskEntry::parse_json, format_json, format_json_batch)
+
+template <class R>
+Result<std::string> json_of(const R& v) {
+  if constexpr (std::is_same_v<R, std::monostate>) {
+    return std::string("null");
+  } else if constexpr (std::is_same_v<R, Bytes>) {
+    // As in text: the bytes themselves are rarely what a terminal or a script wants.
+    return task_json::string_value(format_bytes_summary(v));
+  } else {
+    return task_json::to_json(v);
+  }
+}
+
+template <class R>
+constexpr bool has_json_result() {
+  return std::is_same_v<R, std::monostate> || std::is_same_v<R, Bytes> || task_json::writable_v<R>;
+}
+
+template <class F>
+Result<Bytes> parse_json(std::string_view line) {
+  return task_json::parse_args<typename fn_traits<F>::args>(line);
+}
+
+template <class F>
+Result<std::string> format_json(ByteView value) {
+  using R = typename fn_traits<F>::stored_result;
+  if constexpr (std::is_same_v<R, std::monostate>) {
+    return json_of(R{});
+  } else {
+    auto v = decode_value<R>(value);
+    if (!v) return std::move(v).error();
+    return json_of(*v);
+  }
+}
+
+template <class F>
+Result<std::vector<ItemText>> format_json_batch(ByteView in) {
+  using R = typename fn_traits<F>::stored_result;
+  const auto item = [](const R& v) -> ItemText {
+    auto json = json_of(v);
+    if (!json) return {false, "writing the result as JSON: " + json.error().detail};
+    return {true, std::move(*json)};
+  };
+  BatchMode mode{};
+  if (auto st = decode_prefix(in, mode); !st) return std::move(st).error();
+  std::vector<ItemText> out;
+  if (mode == BatchMode::all_ok) {
+    std::vector<R> values;
+    if (auto st = decode_prefix(in, values); !st) return std::move(st).error();
+    out.reserve(values.size());
+    for (auto&& v : values)
+      out.push_back(item(v));
+    return out;
+  }
+  MixedItems mixed;
+  if (auto st = decode_prefix(in, mixed); !st) return std::move(st).error();
+  for (auto& [ok, bytes] : mixed) {
+    if (ok) {
+      auto v = decode_value<R>(bytes);
+      if (!v) return std::move(v).error();
+      out.push_back(item(*v));
+    } else {
+      auto e = decode_value<ItemError>(bytes);
+      if (!e) return std::move(e).error();
+      out.push_back({false, e->type + ": " + e->what});
+    }
+  }
+  return out;
+}
+
+template <class... Ts>
+constexpr bool all_readable(const std::tuple<Ts...>*) {
+  return (task_json::readable_v<Ts> && ...);
+}
+
+// The first parameter type without a JSON form, as "parameter I (T)".
+template <class Args, std::size_t... I>
+std::string unreadable_parameter(std::index_sequence<I...>) {
+  std::string which;
+  const auto check = [&](std::size_t i, bool readable, const std::type_info& t) {
+    if (!readable)
+      which = "parameter " + std::to_string(i) + " (" + task_json::readable_type(t) + ")";
+    return !readable;
+  };
+  (void)(... || check(I, task_json::readable_v<std::tuple_element_t<I, Args>>,
+                      typeid(std::tuple_element_t<I, Args>)));
+  return which;
+}
+
+template <class F>
+void add_json_adapters(TaskEntry& e) {
+  using A = typename fn_traits<F>::args;
+  using R = typename fn_traits<F>::stored_result;
+  if constexpr (all_readable(static_cast<const A*>(nullptr))) {
+    e.parse_json = &parse_json<F>;
+  } else {
+    e.no_json = unreadable_parameter<A>(std::make_index_sequence<std::tuple_size_v<A>>{}) +
+                " has no JSON form";
+  }
+  if constexpr (has_json_result<R>()) {
+    e.format_json = &format_json<F>;
+    e.format_json_batch = &format_json_batch<F>;
+  } else {
+    e.no_json += std::string(e.no_json.empty() ? "" : "; ") + "the result (" +
+                 task_json::readable_type(typeid(R)) + ") has no JSON form";
+  }
+}
+
 template <class F>
 TaskEntry make_entry(std::string name, F f) {
   TaskEntry e;
@@ -395,6 +520,7 @@ TaskEntry make_entry(std::string name, F f) {
   e.format_result = &format_result<F>;
   e.format_batch = &format_batch<F>;
   e.check_result = &check_result<F>;
+  add_json_adapters<F>(e);
   return e;
 }
 
