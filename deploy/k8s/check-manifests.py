@@ -12,9 +12,14 @@
 3. Cross-references: a workload's selector matches its pod template's labels; the Service
    selects the coordinator pods and its targetPort names a port they declare; probes name
    declared ports; every volumeMount names a volume of its pod; containers run ferry.
+4. Task libraries: the coordinator's --tasks come before its command (they are global
+   options); a volume mounted where --tasks points is read-only; and coordinators and workers
+   run the same image with the same --tasks, so both sides load the same libraries (a task is
+   only routed to workers whose library has the same signature for it).
 Exit status 0 if all checks pass, 1 otherwise.
 """
 import glob
+import json
 import os
 import sys
 
@@ -88,8 +93,64 @@ def pod_specs(doc):
     return []
 
 
+COMMANDS = {"map", "demo", "tasks", "keygen", "cleanup", "status"}
+
+
+def option_values(argv, name):
+    """(index, value) of each --name=VALUE or --name VALUE in argv."""
+    out = []
+    for i, a in enumerate(argv):
+        a = str(a)
+        if a.startswith(name + "="):
+            out.append((i, a[len(name) + 1 :]))
+        elif a == name and i + 1 < len(argv):
+            out.append((i, str(argv[i + 1])))
+    return out
+
+
+def check_tasks(c, cwhere, argv, volumes, roles):
+    """Check 4 for one container running ferry; records what it loads in roles."""
+    if not argv or argv[0] not in ("ferry-coordinator", "ferry-worker"):
+        return
+    tasks = option_values(argv, "--tasks")
+    sources = []  # the volumes the libraries come from, if not from the image
+    if argv[0] == "ferry-coordinator":
+        command = next((i for i, a in enumerate(argv) if a in COMMANDS), len(argv))
+        for i, path in tasks:
+            if i > command:
+                error(cwhere, f"--tasks {path} comes after the command '{argv[command]}': "
+                      "it is a global option and goes before it")
+    for _, path in tasks:
+        for m in c.get("volumeMounts", []) or []:
+            mount = str(m.get("mountPath", "")).rstrip("/")
+            if not mount or not (path == mount or path.startswith(mount + "/")):
+                continue
+            if not m.get("readOnly"):
+                error(cwhere, f"volume '{m.get('name')}' at {mount} holds the task libraries "
+                      "(--tasks) and is writable: mount it readOnly")
+            source = {k: v for k, v in volumes.get(m.get("name"), {}).items() if k != "name"}
+            sources.append(json.dumps(source, sort_keys=True))
+    role = "coordinator" if argv[0] == "ferry-coordinator" else "worker"
+    loads = (c.get("image"), tuple(sorted(p for _, p in tasks)), tuple(sorted(sources)))
+    roles[role].append((cwhere, loads))
+
+
+def check_same_libraries(roles):
+    """Every coordinator and every worker loads the same task libraries from the same image."""
+    def said(loads):
+        image, tasks, sources = loads
+        return f"{image} with --tasks {list(tasks)}" + (f" from {list(sources)}" if sources else "")
+
+    for cwhere, loads in roles["coordinator"]:
+        for wwhere, wloads in roles["worker"]:
+            if loads != wloads:
+                error(cwhere, f"runs {said(loads)}, but {wwhere} runs {said(wloads)}: "
+                      "coordinator and workers must load the same task libraries")
+
+
 def check_references(docs, where_of):
     services = [d for d in docs if d.get("kind") == "Service"]
+    roles = {"coordinator": [], "worker": []}
     for doc in docs:
         where = where_of[id(doc)]
         for template in pod_specs(doc):
@@ -113,10 +174,11 @@ def check_references(docs, where_of):
                     if isinstance(port, str) and port not in ports:
                         error(cwhere, f"{probe} names port '{port}' that is not declared")
                 argv = (c.get("command") or []) + (c.get("args") or [])
-                if c in (spec.get("containers") or []) and (
-                    not argv or argv[0] not in ("ferry-coordinator", "ferry-worker")
-                ):
-                    error(cwhere, f"runs {argv[:1]}, not ferry-coordinator or ferry-worker")
+                if c in (spec.get("containers") or []):
+                    if not argv or argv[0] not in ("ferry-coordinator", "ferry-worker"):
+                        error(cwhere, f"runs {argv[:1]}, not ferry-coordinator or ferry-worker")
+                    pod_volumes = {v["name"]: v for v in spec.get("volumes", []) or []}
+                    check_tasks(c, cwhere, argv, pod_volumes, roles)
             if labels.get("app.kubernetes.io/component") == "coordinator":
                 for svc in services:
                     sel = svc["spec"].get("selector", {})
@@ -131,6 +193,7 @@ def check_references(docs, where_of):
                         tp = p.get("targetPort")
                         if isinstance(tp, str) and tp not in declared:
                             error(where, f"Service targetPort '{tp}' is not a declared port")
+    check_same_libraries(roles)
 
 
 def main(paths):

@@ -5,24 +5,43 @@
 #
 #   sudo deploy/slurm/check-sbatch.sh                    # stand-ins for the ferry executables
 #   sudo deploy/slurm/check-sbatch.sh --bin build-dir/bin -- map square --range 0:100
+#   sudo deploy/slurm/check-sbatch.sh --bin DIR --tasks LIB.so -- map mytask --range 0:100
+#   sudo deploy/slurm/check-sbatch.sh --bin DIR --program PROG -- map mytask --range 0:100
 #
-# Without --bin, ferry-coordinator and ferry-worker are small stand-ins that record where and
-# with which arguments they ran and whether the workers got SIGTERM at the end: that checks
-# the script's Slurm side (placement, arguments, stopping the workers, exit status). With
-# --bin DIR, the real executables in DIR run (remote workers needed).
+# Without --bin, ferry-coordinator, ferry-worker and a user's program are small stand-ins
+# that record where and with which arguments they ran and whether the workers got SIGTERM at
+# the end, and four jobs run: the stock executables; FERRY_TASKS set (--tasks FOLDER before
+# the coordinator's other options and on every worker); FERRY_PROGRAM set (the program as the
+# coordinator, `PROGRAM --ferry-worker --connect ...` on the other nodes); both set (refused,
+# exit 2). That checks the script's Slurm side (placement, arguments, stopping the workers,
+# exit status). With --bin DIR, the real executables in DIR run (remote workers needed), with
+# --tasks PATH as FERRY_TASKS, or --program PATH (a program that calls ferry::init and
+# ferry::coordinator::run_cli) as FERRY_PROGRAM; paths must be readable by every node, and
+# they are here, where all nodes share this machine's file system.
 # Needs root and Debian's slurmd, slurmctld, slurm-client and munge packages.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 nodes=3
 bin=""
+tasks=""
+program=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -N) nodes=${2:?}; shift 2 ;;
     --bin) bin=${2:?}; shift 2 ;;
+    --tasks) tasks=$(realpath "${2:?}"); shift 2 ;;
+    --program) program=$(realpath "${2:?}"); shift 2 ;;
     --) shift; break ;;
-    *) echo "usage: $0 [-N NODES] [--bin DIR] [-- ferry-coordinator command]" >&2; exit 2 ;;
+    *)
+      echo "usage: $0 [-N NODES] [--bin DIR [--tasks PATH | --program PATH]] [-- COMMAND]" >&2
+      exit 2
+      ;;
   esac
 done
+if [ -z "$bin" ] && [ -n "$tasks$program" ]; then
+  echo "check-sbatch: --tasks and --program go with --bin (stand-ins try both anyway)" >&2
+  exit 2
+fi
 [ "$(id -u)" -eq 0 ] || { echo "check-sbatch: needs root" >&2; exit 2; }
 for t in slurmctld slurmd sbatch munged ip nsenter unshare; do
   command -v "$t" >/dev/null || { echo "check-sbatch: $t not found" >&2; exit 2; }
@@ -137,33 +156,93 @@ done
 [ "${idle:-0}" = "$nodes" ] || { echo "check-sbatch: nodes did not come up" >&2; tail -n 5 "$work"/*.log; exit 1; }
 echo "check-sbatch: $nodes slurmd nodes up on $subnet.0/24"
 
-if [ -z "$bin" ]; then
-  bin="$work/bin"
-  cat >"$bin/ferry-worker" <<EOF
-#!/bin/bash
-echo "ferry-worker on \$(hostname): \$*" >>"$work/calls.log"
-trap 'echo "ferry-worker on \$(hostname): SIGTERM" >>"$work/calls.log"; exit 0' TERM
-sleep 300 & wait
-EOF
-  cat >"$bin/ferry-coordinator" <<EOF
-#!/bin/bash
-echo "ferry-coordinator on \$(hostname): \$*" >>"$work/calls.log"
-sleep 2
-echo "(stand-in result)"
-EOF
-  chmod +x "$bin/ferry-coordinator" "$bin/ferry-worker"
+# run_job NAME ENV...: submits ferry.sbatch with the command line's arguments and the given
+# settings, waits for it to end, prints what ran where and its output; sets $state.
+run_job() {
+  local name=$1 job f
+  shift
+  : >"$work/calls.log"
+  rm -f "$work"/out/*
+  job=$(cd "$work/out" && in_node ctl env FERRY_BIN="$bin" FERRY_KEYS="$work/keys" "$@" \
+    sbatch --parsable -N "$nodes" "$here/ferry.sbatch" "${command[@]}")
+  for _ in $(seq 600); do
+    state=$(in_node ctl scontrol show job "$job" | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')
+    case "$state" in PENDING | RUNNING | CONFIGURING | COMPLETING | "") sleep 0.5 ;; *) break ;; esac
+  done
+  echo "check-sbatch: $name: job $job $state"
+  sed 's/^/  /' "$work/calls.log"
+  for f in "$work"/out/*; do
+    echo "--- $(basename "$f")"
+    cat "$f"
+  done
+}
+command=("$@")
+
+if [ -n "$bin" ]; then
+  settings=()
+  [ -z "$tasks" ] || settings+=("FERRY_TASKS=$tasks")
+  [ -z "$program" ] || settings+=("FERRY_PROGRAM=$program")
+  run_job "${settings[*]:-ferry-coordinator, ferry-worker}" "${settings[@]}"
+  [ "$state" = COMPLETED ]
+  exit
 fi
 
-job=$(cd "$work/out" && in_node ctl env FERRY_BIN="$bin" FERRY_KEYS="$work/keys" \
-  sbatch --parsable -N "$nodes" "$here/ferry.sbatch" "$@")
-for _ in $(seq 600); do
-  state=$(in_node ctl scontrol show job "$job" | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')
-  case "$state" in PENDING | RUNNING | CONFIGURING | COMPLETING | "") sleep 0.5 ;; *) break ;; esac
-done
-echo "check-sbatch: job $job $state"
-[ -f "$work/calls.log" ] && sed 's/^/  /' "$work/calls.log"
-for f in "$work"/out/*; do
-  echo "--- $(basename "$f")"
-  cat "$f"
-done
-[ "$state" = COMPLETED ]
+# Stand-ins: each records "NAME on HOST: ARGS"; workers wait for SIGTERM, coordinators answer.
+bin="$work/bin"
+stand_in() {  # stand_in FILE NAME: a coordinator, or a worker when its arguments say so
+  cat >"$1" <<EOF
+#!/bin/bash
+echo "$2 on \$(hostname): \$*" >>"$work/calls.log"
+case " \$* " in
+  *" --connect "*)
+    trap 'echo "$2 on \$(hostname): SIGTERM" >>"$work/calls.log"; exit 0' TERM
+    sleep 300 & wait ;;
+  *) sleep 2; echo "(stand-in result)" ;;
+esac
+EOF
+  chmod +x "$1"
+}
+stand_in "$bin/ferry-coordinator" ferry-coordinator
+stand_in "$bin/ferry-worker" ferry-worker
+stand_in "$work/myprog" myprog
+mkdir -p "$work/tasks"
+failed=0
+expect() {  # expect WHAT REGEX: a line of calls.log matches
+  grep -qE -- "$2" "$work/calls.log" || { echo "check-sbatch: FAILED: $1"; failed=1; }
+}
+expect_not() {  # expect_not WHAT REGEX: no line of calls.log matches
+  ! grep -qE -- "$2" "$work/calls.log" || { echo "check-sbatch: FAILED: $1"; failed=1; }
+}
+workers=$((nodes - 1))
+workers_with() {  # workers_with NAME REGEX: every other node ran NAME with these arguments
+  local n
+  n=$(grep -cE -- "^$1 on node([2-9]|[1-9][0-9]+): $2" "$work/calls.log" || true)
+  [ "$n" = "$workers" ] || { echo "check-sbatch: FAILED: $n of $workers nodes ran $1 $2"; failed=1; }
+}
+
+run_job "stock executables"
+[ "$state" = COMPLETED ] || { echo "check-sbatch: FAILED: the job ended $state"; failed=1; }
+expect "the coordinator runs on node1" "^ferry-coordinator on node1: --workers [0-9]+ --listen "
+workers_with ferry-worker "--connect tcp://node1:5555 --slots"
+expect_not "no --tasks without FERRY_TASKS" "--tasks"
+[ "$workers" -eq 0 ] || expect "the workers are stopped with SIGTERM" "^ferry-worker on .*: SIGTERM"
+
+run_job "FERRY_TASKS" FERRY_TASKS="$work/tasks"
+[ "$state" = COMPLETED ] || { echo "check-sbatch: FAILED: the job ended $state"; failed=1; }
+expect "the coordinator's --tasks comes first" \
+  "^ferry-coordinator on node1: --tasks $work/tasks --workers [0-9]+ --listen "
+workers_with ferry-worker "--tasks $work/tasks --connect tcp://node1:5555 "
+
+run_job "FERRY_PROGRAM" FERRY_PROGRAM="$work/myprog"
+[ "$state" = COMPLETED ] || { echo "check-sbatch: FAILED: the job ended $state"; failed=1; }
+expect "the program is the coordinator" "^myprog on node1: --workers [0-9]+ --listen "
+workers_with myprog "--ferry-worker --connect tcp://node1:5555 "
+expect_not "no stock executable with FERRY_PROGRAM" "^ferry-"
+
+run_job "FERRY_PROGRAM and FERRY_TASKS" FERRY_PROGRAM="$work/myprog" FERRY_TASKS="$work/tasks"
+[ "$state" = FAILED ] || { echo "check-sbatch: FAILED: the job ended $state, not FAILED"; failed=1; }
+grep -q "unset FERRY_TASKS" "$work"/out/* ||
+  { echo "check-sbatch: FAILED: no message about FERRY_PROGRAM with FERRY_TASKS"; failed=1; }
+expect_not "nothing runs" "."
+
+[ $failed -eq 0 ] && echo "check-sbatch: all as expected"

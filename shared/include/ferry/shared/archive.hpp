@@ -11,6 +11,7 @@
 // buffer the caller owns; the input archive borrows its view for its lifetime.
 #pragma once
 
+#include <algorithm>
 #include <cereal/cereal.hpp>
 #include <cstdint>
 #include <cstring>
@@ -37,6 +38,15 @@ class BufferOutputArchive
 
   void saveBinary(const void* data, std::size_t size) {
     const auto* p = static_cast<const std::uint8_t*>(data);
+    // Room first, so the insert below never reallocates. GCC 12 misreads the reallocating
+    // branch of vector's range insert when it sees the vector still empty (a value encoded
+    // into a fresh Bytes, all inlined into the caller) and reported a bogus, hundreds of
+    // lines long -Wstringop-overflow in users' optimised builds (tests/headers/user_codec.cpp);
+    // with the room reserved just above, it drops that branch. Doubling keeps appends
+    // amortized O(1).
+    if (out_.capacity() - out_.size() < size) {
+      out_.reserve(std::max(out_.size() + size, 2 * out_.capacity()));
+    }
     out_.insert(out_.end(), p, p + size);
   }
 
