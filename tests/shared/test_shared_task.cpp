@@ -263,6 +263,18 @@ TEST_SUITE("shared.task.json") {
     CHECK(json_error(m, "7") == "not valid JSON for (Point): wants an object or an array");
   }
 
+  TEST_CASE("a string holding a NUL character is refused rather than cut short") {
+    const TaskEntry e = task_detail::make_entry("echo", &echo);
+    CHECK(json_error(e, R"("a\u0000b")") ==
+          "not valid JSON for (std::string): a string holds \\u0000, where cereal's JSON archive "
+          "would cut it short");
+    CHECK(json_error(e, R"({"a\u0000": 1})").find("\\u0000") != std::string::npos);
+    // Written out, a NUL is kept.
+    Bytes out;
+    e.invoke(e.fn, encode_value(std::tuple<std::string>{std::string("a\0b", 3)}), out);
+    CHECK(e.format_json(out).value() == R"("a\u0000b")");
+  }
+
   TEST_CASE("nesting beyond the limit is refused without recursing") {
     const TaskEntry e = task_detail::make_entry("echo", &echo);
     const std::string deep(1'000'000, '[');
