@@ -10,6 +10,7 @@
 #include <rapidjson/writer.h>
 
 #include <cmath>
+#include <cstring>
 #include <istream>
 #include <optional>
 #include <sstream>
@@ -45,16 +46,24 @@ class ShapeHandler : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Shap
   }
   bool Double(double) { return value({Kind::fraction}); }
   bool RawNumber(const char*, rapidjson::SizeType, bool) { return value({Kind::fraction}); }
-  bool String(const char*, rapidjson::SizeType, bool) { return value({Kind::string}); }
+  bool String(const char* s, rapidjson::SizeType n, bool) {
+    return whole(s, n) && value({Kind::string});
+  }
   bool StartObject() { return value({Kind::object}) && enter(); }
-  bool Key(const char*, rapidjson::SizeType, bool) { return true; }
+  bool Key(const char* s, rapidjson::SizeType n, bool) { return whole(s, n); }
   bool EndObject(rapidjson::SizeType) { return leave(); }
   bool StartArray() { return value({Kind::array}) && enter(); }
   bool EndArray(rapidjson::SizeType) { return leave(); }
 
   bool too_deep() const { return too_deep_; }
+  bool has_nul() const { return has_nul_; }
 
  private:
+  // cereal reads a string through its char*, so it would end at a "\u0000": refused instead.
+  bool whole(const char* s, rapidjson::SizeType n) {
+    has_nul_ = std::memchr(s, 0, n) != nullptr;
+    return !has_nul_;  // false stops the parse
+  }
   bool value(Scanned s) {
     if (depth_ == 0) {
       shape_.root = s;
@@ -77,6 +86,7 @@ class ShapeHandler : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Shap
   LineShape& shape_;
   std::size_t depth_ = 0;
   bool too_deep_ = false;
+  bool has_nul_ = false;
 };
 
 // Appends s with each invalid UTF-8 sequence replaced by U+FFFD, so the output stays JSON.
@@ -248,6 +258,10 @@ Result<LineShape> scan_line(std::string_view line) {
   if (handler.too_deep()) {
     return Error{Errc::invalid_argument,
                  "nested deeper than " + std::to_string(kMaxDepth) + " levels"};
+  }
+  if (handler.has_nul()) {
+    return Error{Errc::invalid_argument,
+                 "a string holds \\u0000, where cereal's JSON archive would cut it short"};
   }
   if (r.IsError()) return Error{Errc::invalid_argument, parse_error(r)};
   return shape;

@@ -1,9 +1,13 @@
-// A chunk's batch result as invoke_batch encodes it (no processes: the function is called here).
+// Task entries, no processes (the function is called here): a chunk's batch result as
+// invoke_batch encodes it, and the JSON adapters that map --input json and --json use.
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "ferry/shared/task.hpp"
@@ -263,6 +267,18 @@ TEST_SUITE("shared.task.json") {
     CHECK(json_error(m, "7") == "not valid JSON for (Point): wants an object or an array");
   }
 
+  TEST_CASE("a string holding a NUL character is refused rather than cut short") {
+    const TaskEntry e = task_detail::make_entry("echo", &echo);
+    CHECK(json_error(e, R"("a\u0000b")") ==
+          "not valid JSON for (std::string): a string holds \\u0000, where cereal's JSON archive "
+          "would cut it short");
+    CHECK(json_error(e, R"({"a\u0000": 1})").find("\\u0000") != std::string::npos);
+    // Written out, a NUL is kept.
+    Bytes out;
+    e.invoke(e.fn, encode_value(std::tuple<std::string>{std::string("a\0b", 3)}), out);
+    CHECK(e.format_json(out).value() == R"("a\u0000b")");
+  }
+
   TEST_CASE("nesting beyond the limit is refused without recursing") {
     const TaskEntry e = task_detail::make_entry("echo", &echo);
     const std::string deep(1'000'000, '[');
@@ -290,6 +306,13 @@ TEST_SUITE("shared.task.json") {
     CHECK((v.parse_json == nullptr));
     CHECK((v.format_json == nullptr));
     CHECK(v.no_json.find("std::vector<BinaryOnly>") != std::string::npos);
+    // What standard types hold counts, each way.
+    static_assert(task_json::readable_v<std::vector<Point>> && task_json::writable_v<Point>);
+    static_assert(task_json::writable_v<std::map<std::string, std::vector<std::int64_t>>>);
+    static_assert(!task_json::writable_v<std::optional<BinaryOnly>>);
+    static_assert(!task_json::readable_v<std::map<std::string, BinaryOnly>>);
+    static_assert(!task_json::writable_v<std::pair<int, BinaryOnly>>);
+    static_assert(!task_json::readable_v<std::tuple<Point, std::vector<BinaryOnly>>>);
     // A readable result is still written when only a parameter is not readable.
     const TaskEntry t = task_detail::make_entry("takes_binary_only", &takes_binary_only);
     CHECK((t.parse_json == nullptr));

@@ -54,6 +54,15 @@ namespace ferry::task_json {
 template <class T>
 struct form;
 
+template <class T>
+concept container_like = requires {
+  typename T::value_type;
+};
+template <class T>
+concept pointer_like = !container_like<T> && requires {
+  typename T::element_type;
+};
+
 // What a type holds, as far as its JSON form depends on it: nothing by default; the elements
 // of a container (value_type, a pair for maps) or the target of a smart pointer.
 template <class T>
@@ -61,16 +70,10 @@ struct held {
   static constexpr bool out = true;
   static constexpr bool in = true;
 };
-template <class T>
-requires requires {
-  typename T::value_type;
-}
+template <container_like T>
 struct held<T> : form<std::remove_cv_t<typename T::value_type>> {};
-template <class T>
-requires(
-    !requires { typename T::value_type; } && requires { typename T::element_type; }) struct held<T>
-    : form<std::remove_cv_t<typename T::element_type>> {
-};
+template <pointer_like T>
+struct held<T> : form<std::remove_cv_t<typename T::element_type>> {};
 template <class... Ts>
 struct held_all {
   static constexpr bool out = (form<std::remove_cv_t<Ts>>::out && ...);
