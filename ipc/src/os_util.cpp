@@ -130,7 +130,12 @@ ShmObject::~ShmObject() = default;
 bool ShmObject::unlink() noexcept {
   if (unlinked_ || name_.empty()) return false;
   unlinked_ = true;
-  return bip::shared_memory_object::remove(name_.c_str());
+  // Not Boost's remove(): it builds the path in a std::string and, out of memory, returns
+  // false without removing anything, which left names behind when they mattered most.
+  char path[512];  // names are at most NAME_MAX (255) bytes
+  const int n = std::snprintf(path, sizeof path, "/%s", name_.c_str());
+  if (n <= 0 || static_cast<std::size_t>(n) >= sizeof path) return false;
+  return ::shm_unlink(path) == 0;
 }
 
 namespace {
