@@ -224,7 +224,7 @@ void Membership::on_frame(const ipc::PeerInfo& peer, Frame& f) {
     return;
   }
   if (f.header.kind == MessageKind::heartbeat) return;
-  core_.on_frames(id, std::span<Frame>(&f, 1));
+  core_.on_frames(id, std::span<Frame>(&f, 1), true);
 }
 
 void Membership::housekeeping() {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <thread>
 
 #include "ferry/shared/codec.hpp"
@@ -380,47 +381,88 @@ void PoolCore::worker_gone(WorkerId id, const EndInfo& end) {
   carry_out(w);
 }
 
-void PoolCore::on_frames(WorkerId id, std::span<Frame> frames) {
+void PoolCore::on_frames(WorkerId id, std::span<Frame> frames, bool remote) {
+  while (frames.size() > kMaxFrames) {
+    on_frames(id, frames.first(kMaxFrames), remote);
+    frames = frames.subspan(kMaxFrames);
+  }
+  // Each result is decoded once, here, before the lock: the lock then covers only the
+  // bookkeeping, and complete_result() takes the value from where this found it.
+  std::array<Arrival, kMaxFrames> arrived;
+  for (std::size_t i = 0; i < frames.size(); ++i)
+    arrived[i] = decode_arrival(frames[i]);
+  if (remote) check_remote_values(frames, arrived);
+
   // Every result that had arrived is taken under one lock and one pump, so their follow-up
   // tasks go to the worker as one batch (one wake-up) rather than one send each.
   Work w;
   {
     std::lock_guard lk(mu_);
     const auto now = SchedClock::now();
-    for (Frame& f : frames) {
-      if (f.header.kind != MessageKind::result && f.header.kind != MessageKind::error) continue;
-      const TaskId tid = f.header.request_id;
-      if (!result_decodes(id, tid, f)) {
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+      const Arrival& a = arrived[i];
+      if (a.what == Arrival::other) continue;
+      const TaskId tid = frames[i].header.request_id;
+      if (a.what == Arrival::bad) {
         sched_.bad_result(id, tid, now);  // re-run once elsewhere
         continue;
       }
       if (!sched_.result(id, tid, now)) continue;  // late duplicate or cancelled: dropped
       auto it = tasks_.find(tid);
       if (it == tasks_.end()) continue;
-      w.results.emplace_back(std::move(it->second), &f);
+      w.results.push_back({std::move(it->second), &frames[i], a.value_at});
       tasks_.erase(it);
-      if (auto s = stats_index_.find(id); s != stats_index_.end())
-        ++stats_.workers[s->second].tasks;
+      if (auto st = stats_index_.find(id); st != stats_index_.end())
+        ++stats_.workers[st->second].tasks;
     }
     collect_locked(w);
   }
   carry_out(w);
 }
 
-bool PoolCore::result_decodes(WorkerId w, TaskId task, const Frame& f) const {
+PoolCore::Arrival PoolCore::decode_arrival(const Frame& f) {
   const FrameView view{f.header, f.payload};
-  if (!msg::validate_payload(view)) return false;
+  switch (f.header.kind) {
+    case MessageKind::result: {
+      auto r = msg::decode_result(view);
+      if (!r) return {Arrival::bad};
+      return {Arrival::value, static_cast<std::size_t>(r->value.data() - f.payload.data())};
+    }
+    case MessageKind::error:
+      // Decoded again by complete_result(): a task that threw is not the path to keep short.
+      return {msg::validate_payload(view) ? Arrival::error : Arrival::bad};
+    default:
+      return {Arrival::other};
+  }
+}
+
+void PoolCore::check_remote_values(std::span<Frame> frames, std::span<Arrival> arrived) const {
   // A remote worker's value is checked against the task's result type too (local workers run
   // this program's own code): garbage is re-run elsewhere rather than handed to the caller.
-  auto ep = endpoints_.find(w);
-  auto t = tasks_.find(task);
-  if (f.header.kind != MessageKind::result || ep == endpoints_.end() || !ep->second->who().remote ||
-      t == tasks_.end()) {
-    return true;
+  // The check decodes the whole value (a chunk's may be megabytes), so it runs without the
+  // pool's lock; the lock only finds each task's function (fixed once submitted).
+  struct Of {
+    bool known = false;  // the task is still the pool's (else its result is dropped anyway)
+    const TaskEntry* entry = nullptr;
+    bool batch = false;
+  };
+  std::array<Of, kMaxFrames> of{};
+  {
+    std::lock_guard lk(mu_);
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+      if (arrived[i].what != Arrival::value) continue;
+      if (auto t = tasks_.find(frames[i].header.request_id); t != tasks_.end()) {
+        of[i] = {true, TaskRegistry::instance().at(t->second->function), t->second->batch};
+      }
+    }
   }
-  const TaskEntry* e = TaskRegistry::instance().at(t->second->function);
-  auto r = msg::decode_result(view);
-  return e && r && e->check_result(r->value, t->second->batch);
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    if (arrived[i].what != Arrival::value || !of[i].known) continue;
+    const ByteView value = ByteView(frames[i].payload).subspan(arrived[i].value_at);
+    if (!of[i].entry || !of[i].entry->check_result(value, of[i].batch)) {
+      arrived[i].what = Arrival::bad;
+    }
+  }
 }
 
 void PoolCore::tick() {
@@ -523,8 +565,8 @@ void PoolCore::carry_out(Work& w) {
     ep->kill(why);
   w.kills.clear();
   if (w.spawns > 0) supervisor_->request_spawns(std::exchange(w.spawns, 0u));
-  for (auto& [t, f] : w.results)
-    complete_result(*t, *f);
+  for (auto& r : w.results)
+    complete_result(*r.task, *r.frame, r.value_at);
   w.results.clear();
   for (auto& [t, f] : w.failures) {
     const bool cancelled = f.kind == FailureKind::cancelled;
@@ -533,16 +575,13 @@ void PoolCore::carry_out(Work& w) {
   w.failures.clear();
 }
 
-void PoolCore::complete_result(TaskState& t, Frame& f) {
+void PoolCore::complete_result(TaskState& t, Frame& f, std::size_t value_at) {
   if (f.header.kind == MessageKind::result) {
-    auto r = msg::decode_result(FrameView{f.header, f.payload});
-    if (r) {
-      // The value is the payload's tail: keep it in the frame's buffer, moved to the front.
-      const auto head = static_cast<std::ptrdiff_t>(f.payload.size() - r->value.size());
-      f.payload.erase(f.payload.begin(), f.payload.begin() + head);
-      t.complete(std::move(f.payload), std::nullopt, &counters_.succeeded);
-      return;
-    }
+    // The value is the payload's tail (decode_arrival found where): keep it in the frame's
+    // buffer, moved to the front.
+    f.payload.erase(f.payload.begin(), f.payload.begin() + static_cast<std::ptrdiff_t>(value_at));
+    t.complete(std::move(f.payload), std::nullopt, &counters_.succeeded);
+    return;
   }
   auto e = decode_value<msg::TaskError>(f.payload);
   auto fail = simple_failure(t, FailureKind::remote_error, e ? e->what : e.error().message());

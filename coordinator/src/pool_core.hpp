@@ -72,8 +72,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void worker_gone(WorkerId w, const EndInfo& end);
   void bad_stream(WorkerId w, const std::string& why);  // malformed frame: it must go
   void channel_lost(WorkerId w);  // its channel closed; if it has not exited, it must go
-  // Results (and other frames) a worker sent, in arrival order.
-  void on_frames(WorkerId w, std::span<Frame> frames);
+  // Results (and other frames) a worker sent, in arrival order; `remote`: from a worker that
+  // joined over the listen address (its values are checked against their result types).
+  void on_frames(WorkerId w, std::span<Frame> frames, bool remote = false);
   void tick();
   std::optional<TimePoint> next_deadline() const;
   void event(EventLevel level, const std::string& line) const;  // membership, supervision
@@ -92,7 +93,12 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     std::vector<SendJob> sends;
     std::vector<std::pair<std::shared_ptr<TaskState>, FailureInfo>> failures;
     std::vector<std::pair<EndpointPtr, EndCause>> kills;
-    std::vector<std::pair<std::shared_ptr<TaskState>, Frame*>> results;
+    struct Done {
+      std::shared_ptr<TaskState> task;
+      Frame* frame;
+      std::size_t value_at;  // a result's value starts here in frame->payload
+    };
+    std::vector<Done> results;
     unsigned spawns = 0;
     std::vector<std::pair<EventLevel, std::string>> notices;
   };
@@ -107,9 +113,16 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   FailureInfo failure_info(const TaskState& t, const Failure& f, const WorkerIdentity* who,
                            const std::optional<EndInfo>& end) const;
   FailureInfo simple_failure(const TaskState& t, FailureKind k, std::string message) const;
-  void complete_result(TaskState& t, Frame& f);
-  // mu_ held: the result message decodes (from a remote worker: its value too).
-  bool result_decodes(WorkerId w, TaskId task, const Frame& f) const;
+  // A frame a worker sent, as on_frames() decoded it (once, before taking mu_).
+  struct Arrival {
+    enum What : std::uint8_t { other, value, error, bad } what = other;  // bad: does not decode
+    std::size_t value_at = 0;  // value: where it starts in the payload
+  };
+  static constexpr std::size_t kMaxFrames = 64;  // on_frames() handles this many at a time
+  static Arrival decode_arrival(const Frame& f);
+  // No lock held: marks bad the values (of a remote worker) that are not their task's type.
+  void check_remote_values(std::span<Frame> frames, std::span<Arrival> arrived) const;
+  void complete_result(TaskState& t, Frame& f, std::size_t value_at);
   void notify_locked(const Actions& a);
 
   PoolOptions opt_;

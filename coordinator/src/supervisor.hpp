@@ -38,8 +38,13 @@ class Supervisor {
   void stop(bool graceful);
 
  private:
+  struct Launched;
   void run();
-  void spawn_one();
+  // Spawns n workers, then finishes their channels and starts them; each ends in the core's
+  // worker_started() or spawn_failed().
+  void spawn(unsigned n);
+  void launch(std::vector<Launched>& out);  // spawned: appended; else reported failed
+  void start(Launched& l);
   void reap(const std::shared_ptr<LocalWorker>& w);
   void read_output(LocalWorker& w, int stream, bool eof);
   void emit_line(const LocalWorker& w, int stream, std::string_view line) const;

@@ -114,12 +114,16 @@ Status check_object_name(std::string_view name) {
 ShmObject::ShmObject(ShmObject&& o) noexcept
     : name_(std::move(o.name_)),
       region_(std::move(o.region_)),
+      pending_(std::move(o.pending_)),
+      total_(std::exchange(o.total_, 0)),
       unlinked_(std::exchange(o.unlinked_, false)) {}
 
 ShmObject& ShmObject::operator=(ShmObject&& o) noexcept {
   if (this != &o) {
     name_ = std::move(o.name_);
     region_ = std::move(o.region_);
+    pending_ = std::move(o.pending_);
+    total_ = std::exchange(o.total_, 0);
     unlinked_ = std::exchange(o.unlinked_, false);
   }
   return *this;
@@ -130,7 +134,12 @@ ShmObject::~ShmObject() = default;
 bool ShmObject::unlink() noexcept {
   if (unlinked_ || name_.empty()) return false;
   unlinked_ = true;
-  return bip::shared_memory_object::remove(name_.c_str());
+  // Not Boost's remove(): it builds the path in a std::string and, out of memory, returns
+  // false without removing anything, which left names behind when they mattered most.
+  char path[512];  // names are at most NAME_MAX (255) bytes
+  const int n = std::snprintf(path, sizeof path, "/%s", name_.c_str());
+  if (n <= 0 || static_cast<std::size_t>(n) >= sizeof path) return false;
+  return ::shm_unlink(path) == 0;
 }
 
 namespace {
@@ -162,14 +171,16 @@ std::string mib(std::uint64_t bytes) {
   return b;
 }
 
-// Gives the object real pages now. A sized but unbacked object maps fine and then raises
-// SIGBUS at the first touch of a page that a full /dev/shm cannot supply, which may be much
-// later and in another process; reserving here turns that into an error at creation.
-Status reserve_pages(int fd, const std::string& name, std::size_t size) {
-  if (size == 0) return {};
+// Gives bytes [from, to) of the object real pages now. A sized but unbacked object maps fine
+// and then raises SIGBUS at the first touch of a page that a full /dev/shm cannot supply,
+// which may be much later and in another process; reserving turns that into an error here.
+// `size` (the whole object) is what the message names.
+Status reserve_pages(int fd, const std::string& name, std::size_t from, std::size_t to,
+                     std::size_t size) {
+  if (to <= from) return {};
   int rc = 0;
   do {
-    rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+    rc = ::posix_fallocate(fd, static_cast<off_t>(from), static_cast<off_t>(to - from));
   } while (rc == EINTR);
   if (rc == 0) return {};
   if (rc == ENOSPC || rc == ENOMEM || rc == EDQUOT) {
@@ -194,7 +205,8 @@ Status reserve_pages(int fd, const std::string& name, std::size_t size) {
 }
 }  // namespace
 
-Result<ShmObject> ShmObject::create(const std::string& name, std::size_t size) {
+Result<ShmObject> ShmObject::create(const std::string& name, std::size_t size,
+                                    std::size_t reserve_now) {
   ShmObject s;
   try {
     // Made and named by Boost.Interprocess; owner-only, like every ferry object.
@@ -202,17 +214,40 @@ Result<ShmObject> ShmObject::create(const std::string& name, std::size_t size) {
                                   bip::permissions(0600));
     set_cloexec(shm);
     s.name_ = name;  // from here on, failing paths remove the name again
+    s.total_ = size;
     shm.truncate(static_cast<bip::offset_t>(size));
-    if (auto st = reserve_pages(shm.get_mapping_handle().handle, name, size); !st) {
+    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    const std::size_t now =
+        reserve_now >= size ? size : std::min(size, (reserve_now + page - 1) / page * page);
+    if (auto st = reserve_pages(shm.get_mapping_handle().handle, name, 0, now, size); !st) {
       s.unlink();
       return std::move(st).error();
     }
-    s.region_ = bip::mapped_region(shm, bip::read_write, 0, size);
+    s.region_ = bip::mapped_region(shm, bip::read_write, 0, now);
+    if (now < size) s.pending_ = std::move(shm);  // for reserve_rest()
   } catch (const bip::interprocess_exception& e) {
     s.unlink();
     return shm_error(name, e);
   }
   return s;
+}
+
+Status ShmObject::reserve_rest() {
+  const std::size_t now = size();
+  if (now >= total_) return {};
+  try {
+    if (auto st = reserve_pages(pending_.get_mapping_handle().handle, name_, now, total_, total_);
+        !st) {
+      unlink();
+      return st;
+    }
+    region_ = bip::mapped_region(pending_, bip::read_write, 0, total_);
+  } catch (const bip::interprocess_exception& e) {
+    unlink();
+    return shm_error(name_, e);
+  }
+  pending_ = bip::shared_memory_object();  // closes it
+  return {};
 }
 
 Result<ShmObject> ShmObject::open(const std::string& name, std::size_t min_size) {

@@ -90,9 +90,17 @@ class ShmObject {
   ~ShmObject();
 
   // Creates /dev/shm/NAME exclusively (AlreadyExists if taken), mode 0600, `size` zero bytes,
-  // mapped. Its pages are reserved at once (posix_fallocate), so a full /dev/shm is NoSpace
-  // here instead of a SIGBUS at some later first touch. On failure the name is removed again.
-  static Result<ShmObject> create(const std::string& name, std::size_t size);
+  // mapped. Its pages are reserved (posix_fallocate), so a full /dev/shm is NoSpace here
+  // instead of a SIGBUS at some later first touch. On failure the name is removed again.
+  // reserve_now < size: only the first reserve_now bytes (rounded up to a page) are reserved
+  // and mapped (size() says how many) until reserve_rest(), and the object stays open till
+  // then (one descriptor). So a pending object costs a page of memory and address space.
+  static Result<ShmObject> create(const std::string& name, std::size_t size,
+                                  std::size_t reserve_now = SIZE_MAX);
+  // Reserves and maps what create() left out, then closes the object: data() moves. NoSpace as
+  // create() (naming the whole object's size); on failure the name is removed again and the
+  // first part stays mapped.
+  Status reserve_rest();
   // Maps all of an existing object (NotFound if there is none). min_size > 0: waits briefly
   // (at most ~1 s) for a creator that is still sizing it, then InvalidArgument if smaller.
   static Result<ShmObject> open(const std::string& name, std::size_t min_size = 0);
@@ -106,7 +114,10 @@ class ShmObject {
 
  private:
   std::string name_;
-  boost::interprocess::mapped_region region_;  // the mapping; the object's fd is closed
+  boost::interprocess::mapped_region region_;  // the mapping
+  // Open only while part of it is pending (create's reserve_now); closed once all is mapped.
+  boost::interprocess::shared_memory_object pending_;
+  std::size_t total_ = 0;  // the object's size
   bool unlinked_ = false;
 };
 

@@ -14,12 +14,15 @@ namespace ferry::ipc {
 namespace {
 
 constexpr std::uint64_t kChannelMagic = 0x314e4843594d4853ULL;  // "SHMYCHN1"
-constexpr std::uint32_t kChannelVersion = 1;
+constexpr std::uint32_t kChannelVersion = 2;                    // 2: SegHeader::made
 constexpr std::size_t kHeaderBytes = 256;
+
+// SegHeader::made: the rings are reserved and initialised (or the creator gave up).
+constexpr std::uint32_t kMaking = 0, kMade = 1, kAbandoned = 2;
 
 // The segment: this header, then ring 0 (creator -> opener), then ring 1 (opener -> creator).
 struct SegHeader {
-  std::atomic<std::uint64_t> magic;  // stored last by the creator
+  std::atomic<std::uint64_t> magic;  // stored once the fields below it are (rings: see made)
   std::uint32_t version;
   std::uint32_t header_bytes;
   std::uint64_t ring_bytes;
@@ -28,6 +31,7 @@ struct SegHeader {
   std::atomic<std::uint64_t> start_ticks[2];
   std::atomic<std::uint32_t> closed[2];
   std::atomic<std::uint32_t> attached;  // futex word: 1 once the opener has mapped the segment
+  std::atomic<std::uint32_t> made;      // futex word: kMaking, kMade or kAbandoned
 };
 static_assert(sizeof(SegHeader) <= kHeaderBytes);
 
@@ -101,6 +105,67 @@ struct ShmChannel::Impl final : PeerProbe {
   }
 };
 
+namespace {
+
+// An opener that comes between prepare() and finish() waits here, reading only the header
+// (the one page the creator reserved before publishing the name's magic).
+Status wait_made(SegHeader& h, const std::string& name) {
+  const auto until = Deadline::after(ShmChannel::kMakingWait);
+  for (;;) {
+    const std::uint32_t v = h.made.load(std::memory_order_acquire);
+    if (v == kMade) return {};
+    const auto pid = h.pid[0].load(std::memory_order_acquire);
+    if (v != kMaking || h.closed[0].load(std::memory_order_acquire) != 0) {
+      return Error{Errc::channel_closed, "channel " + name + " was given up by its creator"};
+    }
+    if (!os::process_alive(pid, h.start_ticks[0].load(std::memory_order_acquire))) {
+      return Error{Errc::channel_closed, "the creator of channel " + name + " (pid " +
+                                             std::to_string(pid) + ") died before making it"};
+    }
+    if (until.expired()) {
+      return Error{Errc::timeout, "channel " + name + " is still being made by pid " +
+                                      std::to_string(pid) + " after " +
+                                      std::to_string(ShmChannel::kMakingWait.count()) + " s"};
+    }
+    // Woken by finish() or abandon(); the slice bounds how late a dead creator is noticed.
+    os::futex_wait(h.made, v, until, std::chrono::milliseconds(50));
+  }
+}
+
+// The segment with its header written and its name published; `reserve_all` false reserves
+// only the header's page (Pending::finish() the rest).
+Result<std::unique_ptr<ShmChannel::Impl>> make_segment(std::string_view name, const ShmOptions& opt,
+                                                       bool reserve_all) {
+  if (!valid_ring_capacity(opt.ring_bytes)) {
+    return Error{Errc::invalid_argument, "ring_bytes must be a power of two in [4 KiB, 1 GiB]"};
+  }
+  auto full = shm_detail::new_segment_name(name);
+  if (!full) return std::move(full).error();
+  auto seg = os::ShmObject::create(*full, segment_bytes(opt.ring_bytes),
+                                   reserve_all ? SIZE_MAX : kHeaderBytes);
+  if (!seg) return std::move(seg).error();
+
+  auto impl = std::make_unique<ShmChannel::Impl>();
+  impl->seg = std::move(*seg);
+  auto* h = new (impl->seg.data()) SegHeader{};
+  h->version = kChannelVersion;
+  h->header_bytes = kHeaderBytes;
+  h->ring_bytes = opt.ring_bytes;
+  h->total_bytes = segment_bytes(opt.ring_bytes);
+  h->start_ticks[0].store(os::self_start_ticks());
+  h->pid[0].store(static_cast<std::int32_t>(::getpid()));
+  h->made.store(kMaking);
+  impl->hdr = h;
+  h->magic.store(kChannelMagic, std::memory_order_release);
+
+  impl->side = 0;
+  impl->unlink_when_attached = opt.unlink_when_attached;
+  impl->endpoint = "shm://" + *full;
+  return impl;
+}
+
+}  // namespace
+
 ShmChannel::ShmChannel(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
 
 ShmChannel::~ShmChannel() {
@@ -111,35 +176,69 @@ ShmChannel::~ShmChannel() {
 
 Result<std::unique_ptr<ShmChannel>> ShmChannel::create(std::string_view name,
                                                        const ShmOptions& opt) {
-  if (!valid_ring_capacity(opt.ring_bytes)) {
-    return Error{Errc::invalid_argument, "ring_bytes must be a power of two in [4 KiB, 1 GiB]"};
+  // Reserved in one go: nothing is left pending between the steps.
+  auto impl = make_segment(name, opt, true);
+  if (!impl) return std::move(impl).error();
+  return Pending(std::move(*impl), opt).finish();
+}
+
+Result<ShmChannel::Pending> ShmChannel::prepare(std::string_view name, const ShmOptions& opt) {
+  auto impl = make_segment(name, opt, false);
+  if (!impl) return std::move(impl).error();
+  return Pending(std::move(*impl), opt);
+}
+
+ShmChannel::Pending::Pending(std::unique_ptr<Impl> impl, const ShmOptions& opt) noexcept
+    : impl_(std::move(impl)), opt_(opt) {}
+
+ShmChannel::Pending::Pending(Pending&& o) noexcept = default;
+
+ShmChannel::Pending& ShmChannel::Pending::operator=(Pending&& o) noexcept {
+  if (this != &o) {
+    abandon();
+    impl_ = std::move(o.impl_);
+    opt_ = o.opt_;
   }
-  auto full = shm_detail::new_segment_name(name);
-  if (!full) return std::move(full).error();
-  auto seg = os::ShmObject::create(*full, segment_bytes(opt.ring_bytes));
-  if (!seg) return std::move(seg).error();
+  return *this;
+}
 
-  auto impl = std::make_unique<Impl>();
-  impl->seg = std::move(*seg);
-  std::uint8_t* base = impl->seg.data();
-  auto* h = new (base) SegHeader{};
-  h->version = kChannelVersion;
-  h->header_bytes = kHeaderBytes;
-  h->ring_bytes = opt.ring_bytes;
-  h->total_bytes = segment_bytes(opt.ring_bytes);
-  h->start_ticks[0].store(os::self_start_ticks());
-  h->pid[0].store(static_cast<std::int32_t>(::getpid()));
-  impl->hdr = h;
-  init_ring(base + ring_offset(0, opt.ring_bytes), opt.ring_bytes);
-  init_ring(base + ring_offset(1, opt.ring_bytes), opt.ring_bytes);
-  h->magic.store(kChannelMagic, std::memory_order_release);
+ShmChannel::Pending::~Pending() {
+  abandon();
+}
 
-  impl->side = 0;
-  impl->unlink_when_attached = opt.unlink_when_attached;
-  impl->endpoint = "shm://" + *full;
-  impl->tx = RingProducer(impl->ring(0), ring_options(opt));
-  impl->rx = RingConsumer(impl->ring(1), ring_options(opt));
-  return std::unique_ptr<ShmChannel>(new ShmChannel(std::move(impl)));
+void ShmChannel::Pending::abandon() noexcept {
+  if (!impl_) return;
+  SegHeader& h = *impl_->hdr;
+  h.closed[0].store(1, std::memory_order_release);
+  h.made.store(kAbandoned, std::memory_order_release);
+  os::futex_wake_all(h.made);
+  impl_->seg.unlink();
+  impl_.reset();
+}
+
+std::string ShmChannel::Pending::endpoint() const {
+  return impl_ ? impl_->endpoint : std::string();
+}
+
+Result<std::unique_ptr<ShmChannel>> ShmChannel::Pending::finish() {
+  if (!impl_) return Error{Errc::invalid_argument, "shm channel: finish() without a pending one"};
+  if (auto st = impl_->seg.reserve_rest(); !st) {
+    abandon();
+    return std::move(st).error();
+  }
+  std::uint8_t* base = impl_->seg.data();  // all of it is mapped now, at a new address
+  impl_->hdr = reinterpret_cast<SegHeader*>(base);
+  init_ring(base + ring_offset(0, opt_.ring_bytes), opt_.ring_bytes);
+  init_ring(base + ring_offset(1, opt_.ring_bytes), opt_.ring_bytes);
+  impl_->tx = RingProducer(impl_->ring(0), ring_options(opt_));
+  impl_->rx = RingConsumer(impl_->ring(1), ring_options(opt_));
+  SegHeader& h = *impl_->hdr;
+  // Allocated before the opener is told, so nothing can fail after that (operator new runs
+  // before impl_ is moved from: a throw leaves this Pending to abandon the segment).
+  std::unique_ptr<ShmChannel> ch(new ShmChannel(std::move(impl_)));
+  h.made.store(kMade, std::memory_order_release);
+  os::futex_wake_all(h.made);
+  return ch;
 }
 
 Result<std::unique_ptr<ShmChannel>> ShmChannel::open(std::string_view name_or_endpoint,
@@ -160,6 +259,7 @@ Result<std::unique_ptr<ShmChannel>> ShmChannel::open(std::string_view name_or_en
       h->total_bytes > seg->size()) {
     return Error{Errc::invalid_argument, "/dev/shm/" + *full + " has an unexpected layout"};
   }
+  if (auto st = wait_made(*h, *full); !st) return std::move(st).error();
   std::int32_t expected = 0;
   if (!h->pid[1].compare_exchange_strong(expected, static_cast<std::int32_t>(::getpid()))) {
     return Error{Errc::already_exists,

@@ -1,12 +1,18 @@
 // Edges of the pool found by trying it as a new user would and attacking it black-box: early
 // submissions, oversized arguments, crash tasks next to healthy ones, forged results.
+#include <dirent.h>
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <ranges>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "ferry/ferry.hpp"
 #include "testing.hpp"
@@ -30,7 +36,58 @@ std::int64_t arg_length(std::string s) {
   return static_cast<std::int64_t>(s.size());
 }
 
+int peer_fail(const std::string& what) {
+  std::fprintf(stderr, "peer: %s\n", what.c_str());
+  return 2;
+}
+
+bool any_ferry_segment() {
+  bool found = false;
+  if (DIR* d = ::opendir("/dev/shm")) {
+    while (const dirent* e = ::readdir(d))
+      found = found || std::string_view(e->d_name).starts_with("ferry.");
+    ::closedir(d);
+  }
+  return found;
+}
+
 }  // namespace
+
+// In a mount namespace of its own, a 4 MiB /dev/shm with about 1 MiB free: a pool on shm
+// cannot reserve its workers' 2 MiB of rings (reserved after each worker is spawned). Its
+// tasks must fail Rejected naming the full /dev/shm and the segment; nothing dies of SIGBUS
+// and nothing is left in /dev/shm. Exits 77 when the namespace or the mount cannot be made.
+FERRY_TEST_PEER(pool_full_shm) {
+  if (::unshare(CLONE_NEWNS) != 0) return 77;
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 77;
+  if (::mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=1777") != 0) {
+    return 77;
+  }
+  const int fd = ::open("/dev/shm/filler", O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  const std::vector<char> block(std::size_t{3} << 20, 'x');
+  if (fd < 0 || ::write(fd, block.data(), block.size()) != static_cast<ssize_t>(block.size())) {
+    return peer_fail("cannot fill /dev/shm");
+  }
+  ::close(fd);
+  {
+    ferry::Pool pool({.workers = 2, .transport = ferry::Transport::shm});
+    auto f = pool.submit(square, 7);
+    try {
+      (void)f.get();
+      return peer_fail("a task ran without room for any worker's channel");
+    } catch (const ferry::Rejected& e) {
+      const std::string what = e.what();
+      std::fprintf(stderr, "peer: %s\n", what.c_str());
+      for (const char* part : {"/dev/shm is full", "/dev/shm/ferry.", " bytes"}) {
+        if (what.find(part) == std::string::npos)
+          return peer_fail(std::string("no '") + part + "'");
+      }
+    }
+  }
+  if (any_ferry_segment()) return peer_fail("a segment was left in /dev/shm");
+  ::unlink("/dev/shm/filler");
+  return 0;
+}
 
 FERRY_TASK(consume);
 FERRY_TASK(produce);
@@ -73,6 +130,22 @@ TEST_SUITE("coordinator.edges") {
       }
       CHECK(pool.apply(arg_length, std::string(1000, 'y')) == 1000);
       CHECK(pool.stats().worker_deaths == 0);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a full /dev/shm fails a shm pool's tasks Rejected, naming it, with nothing left") {
+    ft::LeakCheck leaks;
+    {
+      auto peer = ft::spawn_peer("pool_full_shm");
+      auto ex = peer.wait_for(60s);
+      REQUIRE(ex);
+      if (ex->code == 77) {
+        MESSAGE("skipped: cannot mount a private tmpfs on /dev/shm here (needs CAP_SYS_ADMIN)");
+      } else {
+        CHECK(ex->signal == 0);  // no SIGBUS
+        CHECK(ex->code == 0);
+      }
     }
     leaks.verify();
   }

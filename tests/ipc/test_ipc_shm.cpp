@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
@@ -17,6 +18,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "ferry/ipc/shm_channel.hpp"
@@ -265,6 +267,16 @@ FERRY_TEST_PEER(shm_creator) {
   }
 }
 
+// Prepares a channel (first step only), reports "prepared", then waits to be killed.
+FERRY_TEST_PEER(shm_preparer) {
+  auto p = ShmChannel::prepare(args.at(0));
+  if (!p) return fail("prepare", p.error());
+  std::printf("prepared\n");
+  std::fflush(stdout);
+  for (;;)
+    ::pause();
+}
+
 // In a mount namespace of its own (the test's /dev/shm is untouched), mounts a 4 MiB tmpfs on
 // /dev/shm and fills most of it; then segments that do not fit must fail at creation with
 // NoSpace and leave nothing behind, where they used to be made and raise SIGBUS on first use.
@@ -289,6 +301,14 @@ FERRY_TEST_PEER(shm_full) {
   auto q = ShmQueue::create("fullq", qo);
   if (q) return fail("a queue larger than the free space was created");
   if (int rc = expect_no_space("queue", q.error(), shm_name("fullq")); rc != 0) return rc;
+  // In two steps (as a pool makes its workers' channels): prepare() reserves only the header's
+  // page, so it succeeds; finish() must then be NoSpace naming the segment, and remove it.
+  auto pending = ShmChannel::prepare("fullp", with_ring(1 << 20));
+  if (!pending) return fail("prepare", pending.error());
+  auto late = pending->finish();
+  if (late) return fail("a prepared channel larger than the free space was finished");
+  if (int rc = expect_no_space("finish", late.error(), shm_name("fullp")); rc != 0) return rc;
+  if (segment_exists(shm_name("fullp"))) return fail("an unfinished channel was left");
 
   // Full to the last page: even a lock's small segment is refused.
   if (!fill_dev_shm("/dev/shm/filler2", std::size_t{8} << 20)) return fail("filler2");
@@ -619,6 +639,55 @@ TEST_SUITE("ipc.shm") {
       CHECK(ch.code() == Errc::no_space);
       CHECK(ch.error().message().find("/dev/shm/" + shm_name("huge")) != std::string::npos);
       CHECK_FALSE(segment_exists(shm_name("huge")));
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE(
+      "an opener waits for a channel still being made, until its creator finishes, gives up or "
+      "dies") {
+    testing::LeakCheck leaks;
+    {
+      // 64 MiB rings take finish() tens of ms to reserve, so the opening thread most likely
+      // comes while the channel is still being made; either order must work.
+      auto pending = ShmChannel::prepare("making", with_ring(64 << 20));
+      REQUIRE(pending);
+      Result<std::unique_ptr<ShmChannel>> opened = Errc::would_block;
+      std::thread opener([&, ep = pending->endpoint()] { opened = ShmChannel::open(ep); });
+      auto ch = pending->finish();
+      opener.join();
+      REQUIRE_MESSAGE(ch, ch.error().message());
+      REQUIRE_MESSAGE(opened, opened.error().message());
+      REQUIRE((*ch)->send(make(3, 1000)));
+      Frame f;
+      REQUIRE((*opened)->recv_for(f, 10s));
+      CHECK(matches(3, f.payload, 1000));
+    }
+    {
+      auto pending = ShmChannel::prepare("givenup");
+      REQUIRE(pending);
+      Result<std::unique_ptr<ShmChannel>> opened = Errc::would_block;
+      std::thread opener([&, ep = pending->endpoint()] { opened = ShmChannel::open(ep); });
+      { [[maybe_unused]] auto dropped = std::move(*pending); }
+      opener.join();
+      REQUIRE_FALSE(opened);
+      // Given up while it waited, or gone before it looked.
+      CHECK((opened.code() == Errc::channel_closed || opened.code() == Errc::not_found));
+      CHECK_FALSE(segment_exists(shm_name("givenup")));
+    }
+    {
+      auto peer = testing::spawn_reporting_peer("shm_preparer", {"orphan"});
+      REQUIRE(peer.line(30s) == "prepared");
+      peer.child.kill(SIGKILL);
+      REQUIRE(peer.child.wait_for(30s));
+      const auto t0 = std::chrono::steady_clock::now();
+      auto r = ShmChannel::open("orphan");
+      CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+      REQUIRE_FALSE(r);
+      CHECK(r.code() == Errc::channel_closed);
+      CHECK(r.error().message().find("died before making it") != std::string::npos);
+      // A killed creator leaves its name, as before an attach; the session sweep would take it.
+      ::shm_unlink(("/" + shm_name("orphan")).c_str());
     }
     leaks.verify();
   }

@@ -23,6 +23,11 @@
 // Space: create() reserves the whole segment (both rings) in /dev/shm at once, so a full
 // /dev/shm is Errc::no_space from create(), naming the segment and its size, never a SIGBUS
 // later; the memory is committed from then on. (ShmQueue and the sync primitives do the same.)
+// prepare() + Pending::finish() are create() in two steps, for a creator that starts the
+// opener's process in between: the name exists (and only its header page is reserved) after
+// prepare(); finish() reserves the rest, with the same NoSpace. An opener that comes before
+// finish() waits for it without touching the rings; if the creator gives up (a failed
+// finish(), the Pending dropped) or dies, open() fails and the name is gone.
 //
 // Large frames: up to max_frame (default 64 MiB) regardless of ring size; bigger than a
 // quarter of the ring they are streamed through it in chunks (the try form then refuses with
@@ -61,13 +66,20 @@ struct ShmOptions {
 
 class ShmChannel final : public Channel {
  public:
+  class Pending;
+
   // Creates ferry.<session>.<name> (AlreadyExists if present). ring_bytes applies here; the
   // opener takes the sizes from the segment.
   static Result<std::unique_ptr<ShmChannel>> create(std::string_view name,
                                                     const ShmOptions& opt = {});
-  // Opens "shm://<full segment name>" or a bare NAME of the current session.
+  // create()'s first step (see above): the segment is named and sized, its rings not reserved.
+  static Result<Pending> prepare(std::string_view name, const ShmOptions& opt = {});
+  // Opens "shm://<full segment name>" or a bare NAME of the current session. A channel still
+  // being made (between prepare() and finish()) is waited for, at most kMakingWait; its
+  // creator giving up or dying meanwhile is ChannelClosed.
   static Result<std::unique_ptr<ShmChannel>> open(std::string_view name_or_endpoint,
                                                   const ShmOptions& opt = {});
+  static constexpr std::chrono::seconds kMakingWait{10};
   ~ShmChannel() override;
 
   Status send_until(const Frame& f, Deadline d) override;
@@ -105,6 +117,27 @@ class ShmChannel final : public Channel {
  private:
   explicit ShmChannel(std::unique_ptr<Impl> impl) noexcept;
   std::unique_ptr<Impl> impl_;
+};
+
+// A channel between prepare() and finish(). Move-only; owns the name until finish().
+class ShmChannel::Pending {
+ public:
+  Pending(Pending&&) noexcept;
+  Pending& operator=(Pending&&) noexcept;
+  // Not finished: the name is removed and an opener waiting for it gets ChannelClosed.
+  ~Pending();
+
+  std::string endpoint() const;  // what the opener is given, as ShmChannel::endpoint()
+  // Reserves the rings and returns the channel. NoSpace as create(); on any failure the name
+  // is removed and a waiting opener told. Call once.
+  Result<std::unique_ptr<ShmChannel>> finish();
+
+ private:
+  friend class ShmChannel;
+  Pending(std::unique_ptr<Impl> impl, const ShmOptions& opt) noexcept;
+  void abandon() noexcept;
+  std::unique_ptr<Impl> impl_;
+  ShmOptions opt_;
 };
 
 }  // namespace ferry::ipc
