@@ -54,7 +54,14 @@ void LocalWorker::start_reader(PoolCore& core) {
       reader_loop(core);
     } catch (const std::exception& e) {
       // Out of memory, most likely: this worker cannot be served; it is replaced.
-      if (!stop_.load()) core.bad_stream(id(), std::string("its reader failed: ") + e.what());
+      if (stop_.load()) return;
+      try {
+        core.bad_stream(id(), std::string("its reader failed: ") + e.what());
+      } catch (...) {
+        // Not even the message fits: the worker is killed, and its end (seen by the
+        // supervisor) moves its tasks, as for any worker that dies.
+        (void)proc_->kill(SIGKILL);
+      }
     }
   });
 }

@@ -343,9 +343,9 @@ std::string format_result(ByteView value) {
   }
 }
 
-template <class F>
-Result<std::vector<ItemText>> format_batch(ByteView in) {
-  using R = typename fn_traits<F>::stored_result;
+// Walks a chunk's batch result: item(value) for each value, "Type: what" for each item error.
+template <class R, class Item>
+Result<std::vector<ItemText>> format_batch_items(ByteView in, Item item) {
   BatchMode mode{};
   if (auto st = decode_prefix(in, mode); !st) return std::move(st).error();
   std::vector<ItemText> out;
@@ -354,7 +354,7 @@ Result<std::vector<ItemText>> format_batch(ByteView in) {
     if (auto st = decode_prefix(in, values); !st) return std::move(st).error();
     out.reserve(values.size());
     for (auto&& v : values)
-      out.push_back({true, format_value(v)});
+      out.push_back(item(v));
     return out;
   }
   MixedItems mixed;
@@ -363,7 +363,7 @@ Result<std::vector<ItemText>> format_batch(ByteView in) {
     if (ok) {
       auto v = decode_value<R>(bytes);
       if (!v) return std::move(v).error();
-      out.push_back({true, format_value(*v)});
+      out.push_back(item(*v));
     } else {
       auto e = decode_value<ItemError>(bytes);
       if (!e) return std::move(e).error();
@@ -371,6 +371,12 @@ Result<std::vector<ItemText>> format_batch(ByteView in) {
     }
   }
   return out;
+}
+
+template <class F>
+Result<std::vector<ItemText>> format_batch(ByteView in) {
+  using R = typename fn_traits<F>::stored_result;
+  return format_batch_items<R>(in, [](const R& v) { return ItemText{true, format_value(v)}; });
 }
 
 template <class T>
@@ -434,36 +440,11 @@ Result<std::string> format_json(ByteView value) {
 template <class F>
 Result<std::vector<ItemText>> format_json_batch(ByteView in) {
   using R = typename fn_traits<F>::stored_result;
-  const auto item = [](const R& v) -> ItemText {
+  return format_batch_items<R>(in, [](const R& v) -> ItemText {
     auto json = json_of(v);
     if (!json) return {false, "writing the result as JSON: " + json.error().detail};
     return {true, std::move(*json)};
-  };
-  BatchMode mode{};
-  if (auto st = decode_prefix(in, mode); !st) return std::move(st).error();
-  std::vector<ItemText> out;
-  if (mode == BatchMode::all_ok) {
-    std::vector<R> values;
-    if (auto st = decode_prefix(in, values); !st) return std::move(st).error();
-    out.reserve(values.size());
-    for (auto&& v : values)
-      out.push_back(item(v));
-    return out;
-  }
-  MixedItems mixed;
-  if (auto st = decode_prefix(in, mixed); !st) return std::move(st).error();
-  for (auto& [ok, bytes] : mixed) {
-    if (ok) {
-      auto v = decode_value<R>(bytes);
-      if (!v) return std::move(v).error();
-      out.push_back(item(*v));
-    } else {
-      auto e = decode_value<ItemError>(bytes);
-      if (!e) return std::move(e).error();
-      out.push_back({false, e->type + ": " + e->what});
-    }
-  }
-  return out;
+  });
 }
 
 template <class... Ts>
