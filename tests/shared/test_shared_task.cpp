@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -18,6 +19,11 @@ namespace {
 
 Bytes sized(std::int64_t n) {
   return Bytes(static_cast<std::size_t>(n), 7);
+}
+
+bool is_even(std::int64_t n) {
+  if (n < 0) throw std::invalid_argument("negative");
+  return n % 2 == 0;
 }
 
 // Runs sized over ns as one chunk, appending to a reply that already holds a 4-byte header.
@@ -39,6 +45,22 @@ std::vector<ItemText> run_chunk(const std::vector<std::int64_t>& ns, std::size_t
 }  // namespace
 
 TEST_SUITE("shared.task") {
+  TEST_CASE("a task returning bool registers, runs alone and in a chunk with a failing item") {
+    const TaskEntry e = task_detail::make_entry("is_even", &is_even);
+    CHECK(e.signature == "(long) -> bool");
+    Bytes one;
+    e.invoke(e.fn, encode_value(std::tuple<std::int64_t>{4}), one);
+    CHECK(decode_value<bool>(one).value() == true);
+    const Bytes in = encode_value(std::vector<std::tuple<std::int64_t>>{{1}, {-1}, {2}});
+    Bytes out;
+    e.invoke_batch(e.fn, in, out, 1 << 20);
+    const auto items = e.format_batch(out).value();
+    REQUIRE(items.size() == 3);
+    CHECK(items[0].text == "false");
+    CHECK_FALSE(items[1].ok);
+    CHECK(items[2].text == "true");
+  }
+
   TEST_CASE("a chunk that fits is sent as values only") {
     BatchMode mode{};
     std::size_t size = 0;

@@ -239,7 +239,7 @@ void invoke_batch(AnyFn fn, ByteView in, Bytes& out, std::size_t max_out) {
   MixedItems mixed;
   mixed.reserve(items->size());
   for (auto&& v : values)
-    mixed.emplace_back(true, encode_value(v));
+    mixed.emplace_back(true, encode_value(static_cast<const R&>(v)));  // vector<bool>: a proxy
   values.clear();
   for (; i < items->size(); ++i) {
     try {
