@@ -28,23 +28,7 @@ using ferry::builtin::square;
 
 namespace {
 
-struct Events {
-  std::mutex m;
-  std::vector<std::string> lines;
-  std::function<void(std::string_view)> sink() {
-    return [this](std::string_view l) {
-      std::lock_guard lk(m);
-      lines.emplace_back(l);
-    };
-  }
-  bool has(std::string_view needle) {
-    std::lock_guard lk(m);
-    for (auto& l : lines) {
-      if (l.find(needle) != std::string::npos) return true;
-    }
-    return false;
-  }
-};
+using ft::Events;
 
 ferry::PoolOptions remote_only(Events& ev) {
   ferry::PoolOptions o;

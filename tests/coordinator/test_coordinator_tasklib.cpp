@@ -20,23 +20,7 @@ namespace ft = ferry::testing;
 
 namespace {
 
-struct Events {
-  std::mutex m;
-  std::vector<std::string> lines;
-  std::function<void(std::string_view)> sink() {
-    return [this](std::string_view l) {
-      std::lock_guard lk(m);
-      lines.emplace_back(l);
-    };
-  }
-  bool has(std::string_view needle) {
-    std::lock_guard lk(m);
-    for (auto& l : lines) {
-      if (l.find(needle) != std::string::npos) return true;
-    }
-    return false;
-  }
-};
+using ft::Events;
 
 // A pool of remote workers only (ferry-worker processes this test starts), knowing library A.
 ferry::PoolOptions remote_only(Events& ev) {

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -148,6 +149,25 @@ class LeakCheck {
  private:
   std::set<std::string> fds_;
   std::set<std::string> shm_;
+};
+
+// Collects a pool's event lines (PoolOptions::on_event) from any thread.
+struct Events {
+  std::mutex m;
+  std::vector<std::string> lines;
+  std::function<void(std::string_view)> sink() {
+    return [this](std::string_view l) {
+      std::lock_guard lk(m);
+      lines.emplace_back(l);
+    };
+  }
+  bool has(std::string_view needle) {
+    std::lock_guard lk(m);
+    for (auto& l : lines) {
+      if (l.find(needle) != std::string::npos) return true;
+    }
+    return false;
+  }
 };
 
 }  // namespace ferry::testing
