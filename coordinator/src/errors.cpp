@@ -43,6 +43,8 @@ std::string describe(const FailureInfo& f) {
       return "Cancelled: " + s + (f.message.empty() ? "" : ": " + f.message);
     case FailureKind::rejected:
       return "Rejected: " + s + ": " + f.message;
+    case FailureKind::continuation_error:
+      return "ContinuationError: the continuation of " + s + " raised " + f.type + ": " + f.message;
   }
   return s;
 }
@@ -59,6 +61,8 @@ void throw_failure(const FailureInfo& info) {
       throw Cancelled(info);
     case FailureKind::rejected:
       throw Rejected(info);
+    case FailureKind::continuation_error:
+      throw ContinuationError(info);
   }
   throw TaskFailure(info);
 }

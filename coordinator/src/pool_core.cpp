@@ -17,74 +17,6 @@ namespace detail {
 
 // --- futures' shared state ------------------------------------------------------------------
 
-void CompletionQueue::push(std::shared_ptr<TaskState> t) {
-  {
-    std::lock_guard lk(m_);
-    done_.push_back(std::move(t));
-  }
-  cv_.notify_one();
-}
-
-std::shared_ptr<TaskState> CompletionQueue::pop() {
-  std::unique_lock lk(m_);
-  cv_.wait(lk, [&] { return !done_.empty(); });
-  auto t = std::move(done_.front());
-  done_.pop_front();
-  return t;
-}
-
-std::shared_ptr<TaskState> CompletionQueue::pop_until(std::chrono::steady_clock::time_point t) {
-  std::unique_lock lk(m_);
-  if (!cv_.wait_until(lk, t, [&] { return !done_.empty(); })) return nullptr;
-  auto s = std::move(done_.front());
-  done_.pop_front();
-  return s;
-}
-
-bool TaskState::complete(Bytes v, std::optional<FailureInfo> f, std::atomic<std::uint64_t>* count) {
-  std::shared_ptr<CompletionQueue> q;
-  {
-    std::lock_guard lk(m);
-    if (done.load(std::memory_order_relaxed)) return false;
-    if (count) count->fetch_add(1);
-    value = std::move(v);
-    failure = std::move(f);
-    done.store(true, std::memory_order_release);
-    q = sink;
-  }
-  cv.notify_all();
-  if (q) q->push(shared_from_this());
-  return true;
-}
-
-void TaskState::notify_into(std::shared_ptr<CompletionQueue> q) {
-  {
-    std::lock_guard lk(m);
-    if (!done.load(std::memory_order_relaxed)) {
-      sink = std::move(q);
-      return;
-    }
-  }
-  q->push(shared_from_this());
-}
-
-void TaskState::wait() {
-  if (done.load(std::memory_order_acquire)) return;
-  std::unique_lock lk(m);
-  cv.wait(lk, [&] { return done.load(std::memory_order_relaxed); });
-}
-
-bool TaskState::wait_until(std::chrono::steady_clock::time_point t) {
-  if (done.load(std::memory_order_acquire)) return true;
-  std::unique_lock lk(m);
-  return cv.wait_until(lk, t, [&] { return done.load(std::memory_order_relaxed); });
-}
-
-bool cancel_task(const std::weak_ptr<PoolCore>& core, const std::shared_ptr<TaskState>& t) {
-  if (auto c = core.lock()) return c->cancel(t);
-  return false;
-}
-
 // --- the core -------------------------------------------------------------------------------
 
 namespace {
@@ -144,6 +76,10 @@ PoolCore::~PoolCore() {
 }
 
 void PoolCore::start() {
+  callbacks_ = std::make_shared<CallbackRunner>([weak = weak_from_this()](const std::string& what) {
+    if (auto core = weak.lock())
+      core->event(EventLevel::warn, "a then/on_done callback threw: " + what);
+  });
   Work w;
   {
     std::lock_guard lk(mu_);
@@ -202,7 +138,8 @@ std::shared_ptr<TaskState> PoolCore::enqueue(std::shared_ptr<TaskState> t, bool 
     space_cv_.wait(lk, [&] { return sched_.has_room(); });
     t->id = next_task_id_++;
     tasks_.emplace(t->id, t);
-    sched_.submit(t->id, t->args.size(), SchedClock::now(), t->function);
+    sched_.submit(t->id, t->args.size(), SchedClock::now(), t->function,
+                  TaskLimits{t->max_retries, t->timeout});
     collect_locked(w);
   }
   carry_out(w);
@@ -248,6 +185,8 @@ void PoolCore::shutdown(ShutdownMode mode) {
     collect_locked(w);
   }
   carry_out(w);
+  // Continuations of the last results run before shutdown returns; later ones run inline.
+  if (callbacks_) callbacks_->stop();
 }
 
 PoolStats PoolCore::stats() const {
@@ -602,7 +541,7 @@ FailureInfo PoolCore::simple_failure(const TaskState& t, FailureKind k, std::str
   if (auto* e = TaskRegistry::instance().at(t.function)) f.task = e->name;
   f.message = std::move(message);
   f.item = t.batch ? t.first_item : -1;
-  f.max_attempts = 1 + opt_.max_retries;
+  f.max_attempts = 1 + t.max_retries.value_or(opt_.max_retries);
   return f;
 }
 
@@ -617,7 +556,7 @@ FailureInfo PoolCore::failure_info(const TaskState& t, const Failure& fl, const 
     case FailCause::timeout:
       f = simple_failure(t, FailureKind::timeout,
                          "ran longer than the task timeout of " +
-                             std::to_string(opt_.task_timeout.count()) + " ms");
+                             std::to_string(t.timeout.value_or(opt_.task_timeout).count()) + " ms");
       break;
     case FailCause::cancelled:
       f = simple_failure(t, FailureKind::cancelled, "cancelled by the caller");

@@ -8,8 +8,9 @@
 //   Membership  (membership.hpp)  remote workers: the listen router, admission, heartbeats
 //
 // Threads: callers (submit, cancel, wait), one reader per local worker, the supervisor thread,
-// the membership thread (with --listen). Each calls into PoolCore, which takes mu_ around the
-// Scheduler and the tables and carries out the actions after releasing it.
+// the membership thread (with --listen), the callback thread (then/on_done, once used). Each calls
+// into PoolCore, which takes mu_ around the Scheduler and the tables and carries out the actions
+// after releasing it.
 //
 // Lock order: mu_, then an endpoint's send_mu (taken under mu_ so that frames reach each
 // worker in the order the scheduler chose, released once the frames are out, after mu_ was
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "admission.hpp"
+#include "callbacks.hpp"
 #include "ferry/coordinator/detail/task_state.hpp"
 #include "ferry/coordinator/pool.hpp"
 #include "scheduler.hpp"
@@ -78,6 +80,11 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void tick();
   std::optional<TimePoint> next_deadline() const;
   void event(EventLevel level, const std::string& line) const;  // membership, supervision
+  // Runs fn on the callback thread (then, on_done); after shutdown, in this thread.
+  void post(std::function<void()> fn) {
+    if (callbacks_) return callbacks_->post(std::move(fn));
+    fn();
+  }
   // Per-worker statistics entry (supervisor: at spawn; membership: at join).
   void note_worker(const WorkerIdentity& who);
 
@@ -149,6 +156,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
 
   std::unique_ptr<Supervisor> supervisor_;
   std::unique_ptr<Membership> membership_;
+  std::shared_ptr<CallbackRunner> callbacks_;
 };
 
 }  // namespace ferry::detail

@@ -64,12 +64,15 @@ bool Scheduler::has_room() const noexcept {
   return in_system_ < cfg_.window || closed_ || broken_;
 }
 
-void Scheduler::submit(TaskId id, std::size_t bytes, TimePoint now, std::uint32_t function) {
+void Scheduler::submit(TaskId id, std::size_t bytes, TimePoint now, std::uint32_t function,
+                       TaskLimits limits) {
   auto [it, fresh] = tasks_.try_emplace(id);
   if (!fresh) return;  // ids are unique: a repeat is ignored
   Task& t = it->second;
   t.bytes = bytes;
   t.function = function;
+  t.max_retries = limits.max_retries.value_or(cfg_.max_retries);
+  t.timeout = limits.timeout.value_or(cfg_.task_timeout);
   ++counters_.submitted;
   ++in_system_;
   if (closed_ || stopping_) return fail(id, t, FailCause::shutdown);
@@ -291,7 +294,7 @@ EndCause Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) 
       continue;
     }
     ++t.charges;
-    if (t.charges < 1 + cfg_.max_retries) {
+    if (t.charges < 1 + t.max_retries) {
       ++counters_.retries;
       requeue.push_back(id);
       continue;
@@ -322,13 +325,12 @@ void Scheduler::tick(TimePoint now) {
       continue;
     }
     if (w.kill) continue;
-    if (cfg_.task_timeout.count() <= 0) continue;
     // A cancelled task still running there counts too: hung, it holds the slot (a remote
     // worker, or a local one that reached a task cancelled while queued, is not killed by the
     // cancel). Its kill charges nobody (worker_gone skips tasks that have their outcome).
     for (std::size_t i = 0; i < w.inflight.size() && i < w.slots; ++i) {
       const Task& t = tasks_.at(w.inflight[i]);
-      if (now - t.started <= cfg_.task_timeout) continue;
+      if (t.timeout.count() <= 0 || now - t.started <= t.timeout) continue;
       w.kill = EndCause::task_timeout;
       w.kill_sent = true;
       w.culprit = w.inflight[i];
@@ -349,9 +351,10 @@ std::optional<TimePoint> Scheduler::next_deadline() const {
       continue;
     }
     if (w.kill) continue;
-    if (cfg_.task_timeout.count() <= 0) continue;
-    for (std::size_t i = 0; i < w.inflight.size() && i < w.slots; ++i)
-      consider(tasks_.at(w.inflight[i]).started + cfg_.task_timeout);
+    for (std::size_t i = 0; i < w.inflight.size() && i < w.slots; ++i) {
+      const Task& t = tasks_.at(w.inflight[i]);
+      if (t.timeout.count() > 0) consider(t.started + t.timeout);
+    }
   }
   return next;
 }

@@ -96,6 +96,12 @@ struct SchedulerConfig {
   unsigned startup_failure_limit = 3;
 };
 
+// One task's own limits, where they differ from the pool's (Pool::submit(ferry::with(...), ...)).
+struct TaskLimits {
+  std::optional<unsigned> max_retries;
+  std::optional<std::chrono::milliseconds> timeout;  // 0: none
+};
+
 // Tasks to send, in order (the caller batches consecutive sends to one worker).
 struct Dispatch {
   WorkerId worker = 0;
@@ -153,7 +159,9 @@ class Scheduler {
   // A new task of `bytes` encoded bytes. Precondition: has_room(). It is pending, or failed
   // at once (closed: shutdown; broken: no_workers; too large: too_large).
   // `function` is its task number (kAnyFunction: any worker can run it).
-  void submit(TaskId task, std::size_t bytes, TimePoint now, std::uint32_t function = kAnyFunction);
+  // `limits` override the config's max_retries and task_timeout for this task.
+  void submit(TaskId task, std::size_t bytes, TimePoint now, std::uint32_t function = kAnyFunction,
+              TaskLimits limits = {});
   static constexpr std::uint32_t kAnyFunction = 0xffffffffu;
   // Caller's cancel; false if the task had no outcome pending (done, or unknown).
   bool cancel(TaskId task, TimePoint now);
@@ -223,6 +231,8 @@ class Scheduler {
     bool bad_result = false;
     WorkerId avoid = 0;  // a worker whose result for it could not be decoded
     std::uint32_t function = kAnyFunction;
+    unsigned max_retries = 0;
+    std::chrono::milliseconds timeout{0};  // 0: none
   };
   enum class WState : std::uint8_t { starting, ready, draining };
   struct Worker {

@@ -263,6 +263,42 @@ TEST_SUITE("coordinator.scheduler") {
     CHECK(send_of(a, 2)->attempt == 1);
   }
 
+  TEST_CASE("per-task limits: one task's max_retries and timeout override the config's") {
+    SchedulerConfig c;
+    c.max_retries = 3;  // and no task timeout
+    Sched x(c);
+    x.join(1);
+    x.s.submit(1, 10, x.now, Scheduler::kAnyFunction, TaskLimits{0u, std::nullopt});
+    CHECK(sends_of(x.take()) == Sends{{1, 1}});
+    CHECK_FALSE(x.s.next_deadline().has_value());
+    x.s.worker_gone(1, EndCause::lost, x.now);
+    Actions a = x.take();
+    REQUIRE(failure_of(a, 1) != nullptr);  // no retry for it
+    CHECK(failure_of(a, 1)->attempt == 1);
+
+    x.join(2);
+    x.s.submit(2, 10, x.now, Scheduler::kAnyFunction, TaskLimits{std::nullopt, 50ms});
+    x.submit(3);  // the config's limits: no timeout, 3 retries
+    x.take();
+    CHECK(x.s.next_deadline() == x.now + 50ms);
+    x.now += 51ms;
+    x.s.tick(x.now);
+    a = x.take();
+    REQUIRE(a.kills.size() == 1);
+    CHECK(a.kills[0].cause == EndCause::task_timeout);
+    x.s.worker_gone(2, EndCause::exited, x.now);
+    a = x.take();
+    CHECK(failure_of(a, 2) == nullptr);  // the config's 3 retries still apply to it
+    CHECK(x.s.counters().retries == 1);
+    x.join(3);
+    a = x.take();
+    REQUIRE(send_of(a, 2) != nullptr);
+    CHECK(send_of(a, 2)->attempt == 2);
+    CHECK(x.s.result(3, 2, x.now));
+    x.take();
+    CHECK_FALSE(x.s.next_deadline().has_value());  // task 3 has none
+  }
+
   TEST_CASE("cancel: a pending task fails at once (cancelled), with no kill") {
     SchedulerConfig c;
     Sched x(c);

@@ -6,7 +6,10 @@
 //   ├─ WorkerDied               the worker running it died on every attempt (signal / exit code)
 //   ├─ TaskTimeout              it ran longer than the task timeout on every attempt
 //   ├─ Cancelled                cancelled by the caller or by pool shutdown
-//   └─ Rejected                 it could not be sent (arguments too large, no workers, ...)
+//   ├─ Rejected                 it could not be sent (arguments too large, no workers, ...)
+//   └─ ContinuationError        a Future::then continuation threw (in this process)
+//
+//   TimeoutError                not a task's failure: a wait (as_completed) ran out of time
 #pragma once
 
 #include <cstdint>
@@ -15,7 +18,14 @@
 
 namespace ferry {
 
-enum class FailureKind : std::uint8_t { remote_error, worker_died, timeout, cancelled, rejected };
+enum class FailureKind : std::uint8_t {
+  remote_error,
+  worker_died,
+  timeout,
+  cancelled,
+  rejected,
+  continuation_error,
+};
 
 struct FailureInfo {
   FailureKind kind = FailureKind::remote_error;
@@ -60,6 +70,14 @@ class Cancelled : public TaskFailure {
 };
 class Rejected : public TaskFailure {
   using TaskFailure::TaskFailure;
+};
+class ContinuationError : public TaskFailure {
+  using TaskFailure::TaskFailure;
+};
+
+// A wait with a timeout that ran out (as_completed with a timeout), as Python's TimeoutError.
+class TimeoutError : public std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 // Throws the exception type that matches info.kind.

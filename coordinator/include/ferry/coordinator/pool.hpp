@@ -27,6 +27,7 @@
 #include <deque>
 #include <functional>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <optional>
 #include <ranges>
@@ -130,8 +131,21 @@ enum class ShutdownMode { drain, cancel };
 
 template <class R>
 class ImapUnordered;
-template <class R>
+template <class F>
 class AsCompleted;
+
+// One task's own limits, where they differ from the pool's (PoolOptions::max_retries,
+// task_timeout): pool.submit(ferry::with({.timeout = 2s, .max_retries = 0}), task, args...).
+struct CallOptions {
+  std::optional<std::chrono::milliseconds> timeout{};  // 0: none
+  std::optional<unsigned> max_retries{};
+};
+struct With {
+  CallOptions options;
+};
+inline With with(CallOptions o) {
+  return With{o};
+}
 
 class Pool {
  public:
@@ -154,6 +168,14 @@ class Pool {
   template <class R, class... P, class... A>
   Future<R> submit(R (*fn)(P...), A&&... args) {
     return Future<R>(enqueue(make_task(fn, std::forward<A>(args)...), true), core_);
+  }
+  // As submit, with this task's own limits (ferry::with).
+  template <class R, class... P, class... A>
+  Future<R> submit(With w, R (*fn)(P...), A&&... args) {
+    auto t = make_task(fn, std::forward<A>(args)...);
+    t->timeout = w.options.timeout;
+    t->max_retries = w.options.max_retries;
+    return Future<R>(enqueue(std::move(t), true), core_);
   }
   // As submit, but refuses (nullopt) instead of waiting when max_in_flight tasks are pending.
   template <class R, class... P, class... A>
@@ -500,33 +522,62 @@ T Pool::map_reduce(R (*fn)(P), Items&& items, T init, Reduce reduce, std::size_t
   return init;
 }
 
-// Yields the given futures in the order they finish.
-template <class R>
+// Yields the given futures in the order they finish: next() gives the next finished one, or
+// nullopt once all were given. With a timeout, next() throws ferry::TimeoutError when the
+// time (counted from as_completed's call, as Python's) runs out first. Futures of mixed
+// result types go in as FutureBase.
+template <class F>
 class AsCompleted {
  public:
-  explicit AsCompleted(std::vector<Future<R>> futures) {
+  explicit AsCompleted(std::vector<F> futures,
+                       std::optional<std::chrono::steady_clock::time_point> deadline = {})
+      : deadline_(deadline) {
     for (auto& f : futures)
       by_state_.emplace(f.state().get(), f);
     for (auto& f : futures)
       f.state()->notify_into(queue_);
     left_ = futures.size();
   }
-  std::optional<Future<R>> next() {
+  std::optional<F> next() {
     if (left_ == 0) return std::nullopt;
+    std::shared_ptr<detail::TaskState> s;
+    if (deadline_) {
+      s = queue_->pop_until(*deadline_);
+      if (!s) {
+        throw TimeoutError("as_completed: " + std::to_string(left_) + " of " +
+                           std::to_string(by_state_.size()) +
+                           " futures had not finished when the timeout ran out");
+      }
+    } else {
+      s = queue_->pop();
+    }
     --left_;
-    auto s = queue_->pop();
     return by_state_.at(s.get());
   }
 
  private:
+  std::optional<std::chrono::steady_clock::time_point> deadline_;
   std::shared_ptr<detail::CompletionQueue> queue_ = std::make_shared<detail::CompletionQueue>();
-  std::map<detail::TaskState*, Future<R>> by_state_;
+  std::map<detail::TaskState*, F> by_state_;
   std::size_t left_ = 0;
 };
 
 template <class R>
-AsCompleted<R> as_completed(std::vector<Future<R>> futures) {
-  return AsCompleted<R>(std::move(futures));
+AsCompleted<Future<R>> as_completed(std::vector<Future<R>> futures) {
+  return AsCompleted<Future<R>>(std::move(futures));
+}
+template <class R, class Rep, class Period>
+AsCompleted<Future<R>> as_completed(std::vector<Future<R>> futures,
+                                    std::chrono::duration<Rep, Period> timeout) {
+  return AsCompleted<Future<R>>(std::move(futures), detail::deadline_after(timeout));
+}
+inline AsCompleted<FutureBase> as_completed(std::vector<FutureBase> futures) {
+  return AsCompleted<FutureBase>(std::move(futures));
+}
+template <class Rep, class Period>
+AsCompleted<FutureBase> as_completed(std::vector<FutureBase> futures,
+                                     std::chrono::duration<Rep, Period> timeout) {
+  return AsCompleted<FutureBase>(std::move(futures), detail::deadline_after(timeout));
 }
 
 }  // namespace ferry

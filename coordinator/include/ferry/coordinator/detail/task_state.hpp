@@ -10,9 +10,12 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <utility>
+#include <vector>
 
 #include "ferry/coordinator/errors.hpp"
 #include "ferry/shared/codec.hpp"
@@ -44,23 +47,44 @@ struct TaskState : std::enable_shared_from_this<TaskState> {
   std::uint32_t items = 1;  // batch: number of items in the chunk
   std::int64_t first_item = -1;
   Bytes args;
+  // Its own limits (ferry::with), where they differ from the pool's options.
+  std::optional<unsigned> max_retries;
+  std::optional<std::chrono::milliseconds> timeout;
 
   // Completion (guarded by m). done is also readable without the lock.
   std::mutex m;
   std::condition_variable cv;
   std::atomic<bool> done{false};
   Bytes value;
+  // A value made in this process (Future::then), held as the result type itself.
+  std::shared_ptr<const void> local;
   std::optional<FailureInfo> failure;
-  std::shared_ptr<CompletionQueue> sink;
 
   // First completion wins; later ones are dropped. True if this one won; then *count (if
-  // given) is incremented before any waiter wakes.
+  // given) is incremented before any waiter wakes, and the listeners run (in this thread,
+  // outside m: they must be brief and must not block).
   bool complete(Bytes v, std::optional<FailureInfo> f, std::atomic<std::uint64_t>* count = nullptr);
+  // As complete, with a local value.
+  bool complete_local(std::shared_ptr<const void> v);
   // Announces completion to q now if done, else when it completes.
   void notify_into(std::shared_ptr<CompletionQueue> q);
+  // Calls l once when it completes (at once, in this thread, if it has). Returns an id for
+  // unlisten (0 if l ran already).
+  using Listener = std::function<void(const std::shared_ptr<TaskState>&)>;
+  std::uint64_t listen(Listener l);
+  void unlisten(std::uint64_t id);
   void wait();
   bool wait_until(std::chrono::steady_clock::time_point t);
+
+ private:
+  bool finish(Bytes v, std::shared_ptr<const void> local, std::optional<FailureInfo> f,
+              std::atomic<std::uint64_t>* count);
+  std::vector<std::pair<std::uint64_t, Listener>> listeners_;  // guarded by m
+  std::uint64_t next_listener_ = 1;
 };
+
+// Runs fn on the pool's callback thread (Future::then, on_done), or here if the pool is gone.
+void post_callback(const std::weak_ptr<PoolCore>& core, std::function<void()> fn);
 
 bool cancel_task(const std::weak_ptr<PoolCore>& core, const std::shared_ptr<TaskState>& t);
 
