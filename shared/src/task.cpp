@@ -192,6 +192,15 @@ const TaskEntry* TaskRegistry::at(std::uint32_t index) const noexcept {
   return index < entries_.size() ? &entries_[index] : nullptr;
 }
 
+void TaskRegistry::add_combined(AnyFn fn, AnyFn combine, AnyFn combined) {
+  combined_[{fn, combine}] = combined;
+}
+
+std::optional<AnyFn> TaskRegistry::combined_of(AnyFn fn, AnyFn combine) const {
+  if (auto it = combined_.find({fn, combine}); it != combined_.end()) return it->second;
+  return std::nullopt;
+}
+
 namespace task_detail {
 
 std::string type_name_of(const std::type_info& t) {

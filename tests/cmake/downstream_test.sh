@@ -2,6 +2,7 @@
 # Installs the build into a fresh prefix, builds examples/downstream against it with
 # find_package(ferry) and runs what its README promises:
 #   a) wordcount local LIB: a pool whose local workers load the task library;
+#   a2) wordcount count N: map_reduce folding on the coordinator and in the workers agree;
 #   b) wordcount coordinate LIB KEYS with two remote workers over loopback TCP with CURVE
 #      keys: stock ferry-worker --tasks LIB, and wordcount --ferry-worker --tasks LIB;
 #   c) wordcount cli ...: the command line embedded in the program (run_cli);
@@ -42,6 +43,11 @@ prog=$work/build/wordcount
 out=$(timeout 60 "$prog" local "$lib") || fail "wordcount local: $out"
 [[ $out == *"local ok"* ]] || fail "wordcount local said: $out"
 echo "a) local pool over the task library: ok"
+out=$(timeout 120 "$prog" count 2000) || fail "wordcount count: $out"
+[[ $out == *"count ok"* ]] || fail "wordcount count said: $out"
+[[ $out == *"folded in the workers:"*" 32 results shipped back"* ]] ||
+  fail "wordcount count did not fold in the workers: $out"
+echo "a2) map_reduce folding in the workers (FERRY_COMBINE) agrees with the coordinator's: ok"
 
 # b) remote workers with CURVE keys
 keys=$work/keys

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <filesystem>
 #include <future>
+#include <ranges>
 #include <set>
 #include <string>
 #include <thread>
@@ -47,6 +48,17 @@ std::int64_t die_once(std::string marker) {
   return 7;
 }
 
+std::int64_t squared(std::int64_t x) {
+  if (x == -1) throw std::invalid_argument("no square for -1");
+  return x * x;
+}
+std::int64_t plus(std::int64_t a, std::int64_t b) {
+  return a + b;
+}
+std::int64_t minus(std::int64_t a, std::int64_t b) {
+  return a - b;
+}
+
 struct NotSerializable {  // a continuation's value is kept as it is: it needs no encoding
   std::unique_ptr<int> p;
   std::string text;
@@ -60,6 +72,8 @@ FERRY_TASK(refuse);
 FERRY_TASK(hold);
 FERRY_TASK(worker_pid);
 FERRY_TASK(die_once);
+FERRY_TASK(squared);
+FERRY_COMBINE(squared, plus);
 
 TEST_SUITE("coordinator.compose") {
   TEST_CASE("then chains run on the pool's callback thread, not the caller's, and keep values") {
@@ -255,6 +269,41 @@ TEST_SUITE("coordinator.compose") {
       event.set();
       CHECK(pool.submit(hold, gate, 2).get() == 2);
       std::filesystem::remove_all(dir);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("map_reduce with combine_in_workers ships one partial per chunk, same answer") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 2, .transport = ferry::Transport::shm});
+      std::int64_t expected = 0;
+      for (std::int64_t i = 0; i < 1000; ++i)
+        expected += i * i;
+      const auto before = pool.stats().succeeded;
+      auto sum =
+          pool.map_reduce(squared, std::views::iota(std::int64_t{0}, std::int64_t{1000}),
+                          std::int64_t{0}, plus, {.chunksize = 50, .combine_in_workers = true});
+      CHECK(sum == expected);
+      CHECK(pool.stats().succeeded - before == 20);  // 20 partials came back, not 1000 values
+      // The same fold on the coordinator agrees.
+      CHECK(pool.map_reduce(squared, std::views::iota(std::int64_t{0}, std::int64_t{1000}),
+                            std::int64_t{0}, plus, {.chunksize = 50}) == expected);
+      // An initial value is folded in once, on the coordinator, not once per chunk.
+      CHECK(pool.map_reduce(squared, std::vector<std::int64_t>{1, 2, 3}, std::int64_t{100}, plus,
+                            {.chunksize = 1, .combine_in_workers = true}) == 114);
+      // A failing item fails the map_reduce with its error, after every chunk finished.
+      CHECK_THROWS_AS(pool.map_reduce(squared, std::vector<std::int64_t>{1, -1, 3}, std::int64_t{0},
+                                      plus, {.chunksize = 1, .combine_in_workers = true}),
+                      ferry::RemoteError);
+      // No FERRY_COMBINE for this pair: a clear error, before anything runs.
+      try {
+        (void)pool.map_reduce(squared, std::vector<std::int64_t>{1}, std::int64_t{0}, minus,
+                              {.combine_in_workers = true});
+        FAIL("expected an error");
+      } catch (const ferry::Exception& e) {
+        CHECK(std::string(e.what()).find("FERRY_COMBINE(squared, reduce)") != std::string::npos);
+      }
     }
     leaks.verify();
   }

@@ -143,6 +143,14 @@ struct CallOptions {
 struct With {
   CallOptions options;
 };
+
+struct MapReduceOptions {
+  std::size_t chunksize = 0;  // 0: automatic (about four chunks per worker)
+  // Fold each chunk inside its worker, so one partial per chunk travels back instead of every
+  // result: reduce must be a function T reduce(T, R) registered with FERRY_COMBINE(fn, reduce),
+  // R must be T, and each chunk's fold starts from T{} (reduce's identity).
+  bool combine_in_workers = false;
+};
 inline With with(CallOptions o) {
   return With{o};
 }
@@ -223,6 +231,10 @@ class Pool {
   // commutative).
   template <class R, class P, std::ranges::input_range Items, class T, class Reduce>
   T map_reduce(R (*fn)(P), Items&& items, T init, Reduce reduce, std::size_t chunksize = 0);
+  // As above, with options (MapReduceOptions::combine_in_workers). If chunks failed, throws
+  // the first failure once every chunk has finished.
+  template <class R, class P, std::ranges::input_range Items, class T, class Reduce>
+  T map_reduce(R (*fn)(P), Items&& items, T init, Reduce reduce, MapReduceOptions opt);
 
   void shutdown(ShutdownMode mode = ShutdownMode::drain);
 
@@ -519,6 +531,68 @@ T Pool::map_reduce(R (*fn)(P), Items&& items, T init, Reduce reduce, std::size_t
   auto results = imap_unordered(fn, std::forward<Items>(items), chunksize);
   while (auto item = results.next())
     init = reduce(std::move(init), std::move(item->second));
+  return init;
+}
+
+template <class R, class P, std::ranges::input_range Items, class T, class Reduce>
+T Pool::map_reduce(R (*fn)(P), Items&& items, T init, Reduce reduce, MapReduceOptions opt) {
+  if (!opt.combine_in_workers)
+    return map_reduce(fn, std::forward<Items>(items), std::move(init), reduce, opt.chunksize);
+  std::optional<AnyFn> combined;
+  if constexpr (std::is_pointer_v<Reduce> && std::is_function_v<std::remove_pointer_t<Reduce>>) {
+    static_assert(std::is_same_v<std::decay_t<R>, T>,
+                  "combine_in_workers: the task's result type must be the reduced type");
+    combined = TaskRegistry::instance().combined_of(task_key(fn), reinterpret_cast<AnyFn>(reduce));
+  }
+  if (!combined) {
+    throw Exception(Error{Errc::invalid_argument,
+                          "map_reduce with combine_in_workers: reduce must be a function "
+                          "registered with FERRY_COMBINE(" +
+                              TaskRegistry::instance().at(index_of(task_key(fn)))->name +
+                              ", reduce)"});
+  }
+  std::size_t chunksize = opt.chunksize;
+  if (chunksize == 0) {
+    if constexpr (std::ranges::sized_range<Items>) {
+      chunksize = auto_chunksize(static_cast<std::size_t>(std::ranges::size(items)));
+    } else {
+      chunksize = 64;
+    }
+  }
+  const std::uint32_t index = index_of(*combined);
+  auto done = std::make_shared<detail::CompletionQueue>();
+  std::size_t pending = 0;
+  std::optional<FailureInfo> first_failure;
+  auto fold = [&](const std::shared_ptr<detail::TaskState>& s) {
+    --pending;
+    try {
+      init = reduce(std::move(init), Future<T>(s, core_).get());
+    } catch (const TaskFailure& e) {
+      if (!first_failure) first_failure = e.info();
+    }
+  };
+  using Item = std::decay_t<P>;
+  std::vector<Item> chunk;
+  auto send = [&] {
+    auto t = std::make_shared<detail::TaskState>();
+    t->function = index;
+    t->args = encode_value(std::tuple<std::vector<Item>>(std::move(chunk)));
+    chunk.clear();
+    t = enqueue(std::move(t), true);
+    ++pending;
+    t->notify_into(done);
+    // Fold what has finished meanwhile: partials do not pile up while the input streams.
+    while (auto s = done->pop_until(std::chrono::steady_clock::now()))
+      fold(s);
+  };
+  for (auto&& x : items) {
+    chunk.emplace_back(std::forward<decltype(x)>(x));
+    if (chunk.size() == chunksize) send();
+  }
+  if (!chunk.empty()) send();
+  while (pending > 0)
+    fold(done->pop());
+  if (first_failure) throw_failure(*first_failure);
   return init;
 }
 

@@ -23,6 +23,7 @@
 #include <exception>
 #include <functional>
 #include <map>
+#include <optional>
 #include <span>
 #include <sstream>
 #include <string>
@@ -126,8 +127,14 @@ class TaskRegistry {
   Result<std::uint32_t> index_of(AnyFn fn) const;
   const TaskEntry* at(std::uint32_t index) const noexcept;
 
+  // FERRY_COMBINE(fn, combine): `combined` maps a chunk with fn and folds it with combine in
+  // the worker (Pool::map_reduce with combine_in_workers finds it by the pair).
+  void add_combined(AnyFn fn, AnyFn combine, AnyFn combined);
+  std::optional<AnyFn> combined_of(AnyFn fn, AnyFn combine) const;
+
  private:
   std::vector<TaskEntry> entries_;
+  std::map<std::pair<AnyFn, AnyFn>, AnyFn> combined_;
   std::map<std::string, std::uint32_t, std::less<>> by_name_;
   std::map<AnyFn, std::uint32_t> by_fn_;
   std::vector<std::string> libraries_;
@@ -515,6 +522,33 @@ struct TaskRegistrar {
   }
 };
 
+namespace task_detail {
+// A chunk of fn's inputs, each mapped with Fn and folded into T{} with Combine, in the worker.
+template <auto Fn, auto Combine>
+std::decay_t<typename fn_traits<decltype(Combine)>::result> combine_chunk(
+    std::vector<std::decay_t<std::tuple_element_t<0, typename fn_traits<decltype(Fn)>::args>>>
+        items) {
+  std::decay_t<typename fn_traits<decltype(Combine)>::result> acc{};
+  for (auto& x : items)
+    acc = Combine(std::move(acc), Fn(std::move(x)));
+  return acc;
+}
+}  // namespace task_detail
+
+// Registers the worker-side fold of fn's results with combine; what FERRY_COMBINE expands to.
+struct CombineRegistrar {
+  template <auto Fn, auto Combine>
+  static CombineRegistrar make(const char* fn_name, const char* combine_name) {
+    auto combined = &task_detail::combine_chunk<Fn, Combine>;
+    TaskRegistry::instance().add(
+        task_detail::make_entry(std::string(fn_name) + "+" + combine_name, combined));
+    TaskRegistry::instance().add_combined(reinterpret_cast<AnyFn>(Fn),
+                                          reinterpret_cast<AnyFn>(Combine),
+                                          reinterpret_cast<AnyFn>(combined));
+    return {};
+  }
+};
+
 // The function pointer a task is known by (for lookups from Pool::submit(fn, ...)).
 template <class R, class... Args>
 AnyFn task_key(R (*f)(Args...)) noexcept {
@@ -529,3 +563,9 @@ AnyFn task_key(R (*f)(Args...)) noexcept {
 #define FERRY_TASK(fn)                                                                           \
   [[maybe_unused]] static const ::ferry::TaskRegistrar FERRY_TASK_CAT(ferry_task_, __COUNTER__)( \
       #fn, &fn)
+// FERRY_COMBINE(fn, combine): lets Pool::map_reduce(fn, items, init, combine,
+// {.combine_in_workers = true}) fold each chunk inside the worker: a task named "fn+combine"
+// that maps a chunk with fn and folds the results into T{} with combine (T combine(T, R)).
+#define FERRY_COMBINE(fn, combine)                                        \
+  [[maybe_unused]] static const ::ferry::CombineRegistrar FERRY_TASK_CAT( \
+      ferry_combine_, __COUNTER__) = ::ferry::CombineRegistrar::make<&fn, &combine>(#fn, #combine)
