@@ -45,6 +45,8 @@ std::string describe(const FailureInfo& f) {
       return "Rejected: " + s + ": " + f.message;
     case FailureKind::continuation_error:
       return "ContinuationError: the continuation of " + s + " raised " + f.type + ": " + f.message;
+    case FailureKind::dependency_failed:
+      return "DependencyFailed: " + s + " did not run: " + f.message;
   }
   return s;
 }
@@ -63,6 +65,8 @@ void throw_failure(const FailureInfo& info) {
       throw Rejected(info);
     case FailureKind::continuation_error:
       throw ContinuationError(info);
+    case FailureKind::dependency_failed:
+      throw DependencyFailed(info);
   }
   throw TaskFailure(info);
 }

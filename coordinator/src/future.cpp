@@ -107,6 +107,11 @@ bool cancel_task(const std::weak_ptr<PoolCore>& core, const std::shared_ptr<Task
   return false;
 }
 
+void submit_after(const std::shared_ptr<PoolCore>& core, const std::shared_ptr<TaskState>& t,
+                  std::vector<FutureBase> deps, std::function<Bytes()> build) {
+  core->submit_after(t, std::move(deps), std::move(build));
+}
+
 FailureInfo continuation_failure(const TaskState& from, std::string type, std::string message) {
   FailureInfo f;
   f.kind = FailureKind::continuation_error;

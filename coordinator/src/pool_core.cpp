@@ -136,7 +136,7 @@ std::shared_ptr<TaskState> PoolCore::enqueue(std::shared_ptr<TaskState> t, bool 
     std::unique_lock lk(mu_);
     if (!block && !sched_.has_room()) return nullptr;
     space_cv_.wait(lk, [&] { return sched_.has_room(); });
-    t->id = next_task_id_++;
+    if (t->id == 0) t->id = next_task_id_++;  // submit_after numbered it already
     tasks_.emplace(t->id, t);
     sched_.submit(t->id, t->args.size(), SchedClock::now(), t->function,
                   TaskLimits{t->max_retries, t->timeout});
@@ -149,12 +149,89 @@ std::shared_ptr<TaskState> PoolCore::enqueue(std::shared_ptr<TaskState> t, bool 
 bool PoolCore::cancel(const std::shared_ptr<TaskState>& t) {
   Work w;
   {
-    std::lock_guard lk(mu_);
-    if (!sched_.cancel(t->id, SchedClock::now())) return false;
+    std::unique_lock lk(mu_);
+    if (!sched_.cancel(t->id, SchedClock::now())) {
+      if (waiting_.erase(t->id) == 0) return false;
+      // Still waiting for its dependencies: it never reaches the scheduler (launch_after
+      // finds it done), and what depends on it is cancelled in turn.
+      lk.unlock();
+      state_cv_.notify_all();
+      return t->complete({}, simple_failure(*t, FailureKind::cancelled, "cancelled by the caller"),
+                         &counters_.cancelled);
+    }
     collect_locked(w);
   }
   carry_out(w);
   return true;
+}
+
+void PoolCore::submit_after(const std::shared_ptr<TaskState>& t, std::vector<FutureBase> deps,
+                            std::function<Bytes()> build) {
+  {
+    std::lock_guard lk(mu_);
+    t->id = next_task_id_++;
+    waiting_.emplace(t->id, t);
+  }
+  struct Pending {
+    std::atomic<std::size_t> left;
+    std::vector<FutureBase> deps;
+    std::function<Bytes()> build;
+  };
+  auto p = std::make_shared<Pending>();
+  p->left = deps.size();
+  p->deps = std::move(deps);
+  p->build = std::move(build);
+  std::weak_ptr<PoolCore> weak = weak_from_this();
+  for (const auto& d : p->deps) {
+    d.state()->listen([weak, t, p](const std::shared_ptr<TaskState>&) {
+      if (p->left.fetch_sub(1) != 1) return;
+      auto core = weak.lock();
+      if (!core) return;  // gone: its shutdown cancelled what waited (see shutdown)
+      core->post([core, t, p] { core->launch_after(t, p->deps, p->build); });
+    });
+  }
+}
+
+void PoolCore::launch_after(const std::shared_ptr<TaskState>& t,
+                            const std::vector<FutureBase>& deps,
+                            const std::function<Bytes()>& build) {
+  if (!t->done.load(std::memory_order_acquire)) {
+    std::optional<FailureInfo> why;
+    for (const auto& d : deps) {
+      auto f = d.failure();
+      if (!f) continue;
+      const bool cancelled = f->kind == FailureKind::cancelled;
+      why = simple_failure(*t, cancelled ? FailureKind::cancelled : FailureKind::dependency_failed,
+                           "its dependency " + describe(*f));
+      break;
+    }
+    if (!why) {
+      try {
+        t->args = build();
+      } catch (const TaskFailure& e) {  // a dependency's value that cannot be decoded
+        why = simple_failure(*t, FailureKind::dependency_failed,
+                             "its dependency " + describe(e.info()));
+      } catch (const std::exception& e) {
+        why = simple_failure(*t, FailureKind::dependency_failed,
+                             std::string("encoding its arguments failed: ") + e.what());
+      }
+    }
+    if (why) {
+      const bool cancelled = why->kind == FailureKind::cancelled;
+      t->complete({}, std::move(*why), cancelled ? &counters_.cancelled : &counters_.failed);
+    } else {
+      enqueue(t, true);
+    }
+  }
+  done_waiting(t->id);
+}
+
+void PoolCore::done_waiting(TaskId id) {
+  {
+    std::lock_guard lk(mu_);
+    waiting_.erase(id);
+  }
+  state_cv_.notify_all();
 }
 
 void PoolCore::shutdown(ShutdownMode mode) {
@@ -162,6 +239,11 @@ void PoolCore::shutdown(ShutdownMode mode) {
   {
     std::unique_lock lk(mu_);
     if (!started_ || stopped_) return;
+    // Drain: tasks waiting for their dependencies run first (they are submitted, so the
+    // scheduler must still be open); cancel: they are cancelled as their dependencies are.
+    if (mode == ShutdownMode::drain) {
+      state_cv_.wait(lk, [&] { return waiting_.empty() || sched_.broken(); });
+    }
     stopped_ = true;
     sched_.close();
     collect_locked(w);
@@ -187,6 +269,19 @@ void PoolCore::shutdown(ShutdownMode mode) {
   carry_out(w);
   // Continuations of the last results run before shutdown returns; later ones run inline.
   if (callbacks_) callbacks_->stop();
+  // Tasks still waiting for dependencies (of another pool, or not launched because this
+  // pool is being destroyed) can no longer run.
+  std::unordered_map<TaskId, std::shared_ptr<TaskState>> left;
+  {
+    std::lock_guard lk(mu_);
+    left.swap(waiting_);
+  }
+  for (auto& [id, t] : left) {
+    t->complete({},
+                simple_failure(*t, FailureKind::cancelled,
+                               "the pool shut down before its dependencies finished"),
+                &counters_.cancelled);
+  }
 }
 
 PoolStats PoolCore::stats() const {

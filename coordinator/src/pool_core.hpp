@@ -53,6 +53,10 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
 
   void start();
   std::shared_ptr<TaskState> enqueue(std::shared_ptr<TaskState> t, bool block);
+  // Task graphs: t is submitted (build() gives its arguments) once every dep has finished,
+  // from the callback thread; or fails with DependencyFailed / Cancelled if one failed.
+  void submit_after(const std::shared_ptr<TaskState>& t, std::vector<FutureBase> deps,
+                    std::function<Bytes()> build);
   bool cancel(const std::shared_ptr<TaskState>& t);
   bool wait_ready(std::chrono::milliseconds timeout);
   bool wait_workers(unsigned n, std::chrono::milliseconds timeout);
@@ -130,6 +134,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   // No lock held: marks bad the values (of a remote worker) that are not their task's type.
   void check_remote_values(std::span<Frame> frames, std::span<Arrival> arrived) const;
   void complete_result(TaskState& t, Frame& f, std::size_t value_at);
+  void launch_after(const std::shared_ptr<TaskState>& t, const std::vector<FutureBase>& deps,
+                    const std::function<Bytes()>& build);
+  void done_waiting(TaskId id);
   void notify_locked(const Actions& a);
 
   PoolOptions opt_;
@@ -147,6 +154,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   // Pool task number -> the last worker that offered it with another signature (messages).
   std::unordered_map<std::uint32_t, std::string> mismatches_;
   TaskId next_task_id_ = 1;
+  // submit_after: tasks waiting for their dependencies.
+  std::unordered_map<TaskId, std::shared_ptr<TaskState>> waiting_;
   WorkerId next_worker_id_ = 1;
   PoolStats stats_;
   struct Counters {

@@ -55,6 +55,9 @@ std::int64_t squared(std::int64_t x) {
 std::int64_t plus(std::int64_t a, std::int64_t b) {
   return a + b;
 }
+std::int64_t add2(std::int64_t a, std::int64_t b) {
+  return a + b;
+}
 std::int64_t minus(std::int64_t a, std::int64_t b) {
   return a - b;
 }
@@ -73,6 +76,7 @@ FERRY_TASK(hold);
 FERRY_TASK(worker_pid);
 FERRY_TASK(die_once);
 FERRY_TASK(squared);
+FERRY_TASK(add2);
 FERRY_COMBINE(squared, plus);
 
 TEST_SUITE("coordinator.compose") {
@@ -305,6 +309,72 @@ TEST_SUITE("coordinator.compose") {
         CHECK(std::string(e.what()).find("FERRY_COMBINE(squared, reduce)") != std::string::npos);
       }
     }
+    leaks.verify();
+  }
+
+  TEST_CASE("task graphs: a Future argument makes the task wait in the pool; failures propagate") {
+    ft::LeakCheck leaks;
+    {
+      const std::string gate = "compose-graph-" + std::to_string(::getpid());
+      auto event = ferry::Event::create(gate).value();
+      ferry::Pool pool({.workers = 2, .transport = ferry::Transport::zmq});
+      // Level 1 waits on the gate; levels 2 and 3 are submitted at once, without waiting.
+      auto a = pool.submit(hold, gate, std::int64_t{3});
+      auto b = pool.submit(twice, a);            // 6
+      auto c = pool.submit(add2, a, b);          // 9
+      auto bad = pool.submit(refuse, a);         // fails
+      auto after_bad = pool.submit(twice, bad);  // DependencyFailed
+      auto last = pool.submit(add2, after_bad, c);
+      CHECK_FALSE(c.ready());
+      CHECK_FALSE(ferry::wait_any({b, c, after_bad}, 100ms).has_value());
+      event.set();
+      CHECK(c.get() == 9);
+      try {
+        after_bad.get();
+        FAIL("expected DependencyFailed");
+      } catch (const ferry::DependencyFailed& e) {
+        const std::string what = e.what();
+        CHECK(what.find("DependencyFailed") == 0);
+        CHECK(what.find("task " + std::to_string(bad.id())) != std::string::npos);
+        CHECK(what.find("refused 3") != std::string::npos);
+      }
+      CHECK_THROWS_AS(last.get(), ferry::DependencyFailed);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("task graphs: cancelling a waiting task or its dependency cancels what depends on it") {
+    ft::LeakCheck leaks;
+    {
+      const std::string gate = "compose-cancel-" + std::to_string(::getpid());
+      auto event = ferry::Event::create(gate).value();
+      ferry::Pool pool({.workers = 2, .transport = ferry::Transport::pipe});
+      auto a = pool.submit(hold, gate, std::int64_t{1});
+      auto b = pool.submit(twice, a);
+      auto c = pool.submit(twice, b);
+      CHECK(b.cancel());  // waiting: dropped at once
+      CHECK_THROWS_AS(b.get(), ferry::Cancelled);
+      CHECK_THROWS_AS(c.get(), ferry::Cancelled);
+      auto d = pool.submit(twice, a);
+      CHECK(a.cancel());
+      CHECK_THROWS_AS(d.get(), ferry::Cancelled);
+      event.set();
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("task graphs: the pool's drain runs waiting tasks; their futures outlive the pool") {
+    ft::LeakCheck leaks;
+    ferry::Future<std::int64_t> tail;
+    {
+      ferry::Pool pool({.workers = 2, .transport = ferry::Transport::shm});
+      auto x = pool.submit(twice, 1);
+      for (int i = 0; i < 20; ++i)
+        x = pool.submit(twice, x);
+      tail = x;
+    }  // the destructor drains, waiting tasks included
+    REQUIRE(tail.ready());
+    CHECK(tail.get() == (std::int64_t{1} << 21));
     leaks.verify();
   }
 }

@@ -7,7 +7,8 @@
 //   ├─ TaskTimeout              it ran longer than the task timeout on every attempt
 //   ├─ Cancelled                cancelled by the caller or by pool shutdown
 //   ├─ Rejected                 it could not be sent (arguments too large, no workers, ...)
-//   └─ ContinuationError        a Future::then continuation threw (in this process)
+//   ├─ ContinuationError        a Future::then continuation threw (in this process)
+//   └─ DependencyFailed         a Future it was given as an argument failed (task graphs)
 //
 //   TimeoutError                not a task's failure: a wait (as_completed) ran out of time
 #pragma once
@@ -25,6 +26,7 @@ enum class FailureKind : std::uint8_t {
   cancelled,
   rejected,
   continuation_error,
+  dependency_failed,
 };
 
 struct FailureInfo {
@@ -72,6 +74,9 @@ class Rejected : public TaskFailure {
   using TaskFailure::TaskFailure;
 };
 class ContinuationError : public TaskFailure {
+  using TaskFailure::TaskFailure;
+};
+class DependencyFailed : public TaskFailure {
   using TaskFailure::TaskFailure;
 };
 

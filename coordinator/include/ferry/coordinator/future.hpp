@@ -214,6 +214,27 @@ class Future : public FutureBase {
 };
 
 namespace detail {
+template <class T>
+struct is_future : std::false_type {};
+template <class R>
+struct is_future<Future<R>> : std::true_type {};
+template <class A>
+constexpr bool is_future_v = is_future<std::remove_cvref_t<A>>::value;
+
+// A task argument as the task takes it: a Future's value (it has one by now), or the value.
+template <class A>
+decltype(auto) resolve_arg(A& a) {
+  if constexpr (is_future_v<A>) {
+    return a.get();
+  } else {
+    return std::move(a);  // build() runs once
+  }
+}
+
+// Submits t once every dependency has finished (see Pool::submit).
+void submit_after(const std::shared_ptr<PoolCore>& core, const std::shared_ptr<TaskState>& t,
+                  std::vector<FutureBase> deps, std::function<Bytes()> build);
+
 // The index of a finished one (the first found), or nullopt at the deadline.
 std::optional<std::size_t> wait_any(const std::vector<std::shared_ptr<TaskState>>& states,
                                     std::optional<std::chrono::steady_clock::time_point> deadline);

@@ -173,9 +173,18 @@ class Pool {
   PoolStats stats() const;
   const PoolOptions& options() const noexcept;
 
+  // An argument may be a Future<T> where fn takes a T: the task then waits in the pool (not
+  // in this thread) until every such future has a value, and runs with those values. If one
+  // failed, this one fails with DependencyFailed naming it (Cancelled, if it was cancelled);
+  // cancelling this one while it waits drops it. A shutdown(drain) first lets such waiting
+  // tasks run; their dependencies must be able to finish (tasks of this or another pool).
   template <class R, class... P, class... A>
   Future<R> submit(R (*fn)(P...), A&&... args) {
-    return Future<R>(enqueue(make_task(fn, std::forward<A>(args)...), true), core_);
+    if constexpr ((detail::is_future_v<A> || ...)) {
+      return submit_after(fn, std::forward<A>(args)...);
+    } else {
+      return Future<R>(enqueue(make_task(fn, std::forward<A>(args)...), true), core_);
+    }
   }
   // As submit, with this task's own limits (ferry::with).
   template <class R, class... P, class... A>
@@ -266,6 +275,34 @@ class Pool {
   }
   template <class R, class Items, class ToTuple>
   std::vector<R> map_tuples(AnyFn fn, Items&& items, std::size_t chunksize, ToTuple to_tuple);
+
+  template <class R, class... P, class... A>
+  Future<R> submit_after(R (*fn)(P...), A&&... args) {
+    static_assert(sizeof...(P) == sizeof...(A), "submit: wrong number of arguments");
+    auto t = std::make_shared<detail::TaskState>();
+    t->function = index_of(task_key(fn));
+    auto held = std::make_shared<std::tuple<std::decay_t<A>...>>(std::forward<A>(args)...);
+    std::vector<FutureBase> deps;
+    std::apply(
+        [&deps](const auto&... a) {
+          (
+              [&deps](const auto& x) {
+                if constexpr (detail::is_future_v<decltype(x)>) deps.push_back(x);
+              }(a),
+              ...);
+        },
+        *held);
+    // Run once every dependency has a value (and not otherwise): the arguments, encoded.
+    std::function<Bytes()> build = [held] {
+      return std::apply(
+          [](auto&... a) {
+            return encode_value(std::tuple<std::decay_t<P>...>(detail::resolve_arg(a)...));
+          },
+          *held);
+    };
+    detail::submit_after(core_, t, std::move(deps), std::move(build));
+    return Future<R>(std::move(t), core_);
+  }
 
   std::shared_ptr<detail::PoolCore> core_;
 };
