@@ -59,6 +59,10 @@ constexpr Entry kTour[] = {
     {"distributed",
      "map-reduce (word count, Monte Carlo pi) over all the pool's workers, values in and out",
      distributed},
+    {"pipeline-graph",
+     "a task graph: futures as arguments, parse -> count -> merge; a failed branch's dependants "
+     "are DependencyFailed",
+     pipeline_graph},
 };
 
 }  // namespace

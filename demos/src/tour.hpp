@@ -26,5 +26,6 @@ int distributed(const Options& opt);   // demo_pools.cpp
 int cpu_bound(const Options& opt);     // demo_perf.cpp
 int io_bound(const Options& opt);      // demo_perf.cpp
 int cooperative(const Options& opt);   // demo_cooperative.cpp
+int pipeline_graph(const Options& opt);  // demo_graph.cpp
 
 }  // namespace ferry::demos

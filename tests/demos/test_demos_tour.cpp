@@ -283,6 +283,20 @@ TEST_SUITE("demos.tour") {
     leaks.verify();
   }
 
+  TEST_CASE(
+      "pipeline-graph: the healthy branch merges right, the corrupt one is DependencyFailed") {
+    for (const char* t : {"shm", "zmq"}) {
+      CAPTURE(t);
+      ft::LeakCheck leaks;
+      const auto r = run_demo("pipeline-graph", {"-w", "2", "-t", t});
+      CHECK(count_of(r.out, "[ok] the healthy branch merged to the same counts") == 1);
+      CHECK(count_of(r.out, "merge(doc 1, doc 2): 10 words") == 1);
+      CHECK(count_of(r.out, "[ok] the failing branch's merge is DependencyFailed") == 1);
+      CHECK(count_of(r.out, "corrupt document: byte 0x7f at offset 11") >= 1);
+      leaks.verify();
+    }
+  }
+
   TEST_CASE("distributed --listen: remote ferry-workers join before it starts and take part") {
     ft::LeakCheck leaks;
     char dir_template[] = "/tmp/ferry-demo-XXXXXX";
