@@ -44,6 +44,9 @@ struct TaskState : std::enable_shared_from_this<TaskState> {
   std::uint32_t items = 1;  // batch: number of items in the chunk
   std::int64_t first_item = -1;
   Bytes args;
+  // When its last attempt was sent to a worker (the pool's lock guards it): for the duration
+  // histogram of the status page.
+  std::chrono::steady_clock::time_point dispatched{};
 
   // Completion (guarded by m). done is also readable without the lock.
   std::mutex m;
