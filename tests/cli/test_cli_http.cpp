@@ -188,7 +188,7 @@ TEST_SUITE("cli http") {
                   st.err);
   }
 
-  TEST_CASE("with a token every request needs it; failures reach /api/status and the page") {
+  TEST_CASE("with a token every request needs it, and failures reach /api/status and the page") {
     ft::LeakCheck leaks;
     {
       // 0.0.0.0 with a token is allowed; the test reaches it on loopback.
