@@ -64,6 +64,13 @@ std::string number(double v) {
   return std::string(buf, r.ptr);
 }
 
+// Ctrl-C and SIGTERM are the main thread's business (the map command's handler).
+void block_signals() {
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+}
+
 // The workers as the status page shows them: local ones with this host's name and, while
 // alive, their resource use read from /proc (their heartbeats are not needed for that).
 std::vector<WorkerStats> observed_workers(const PoolStats& st, const std::string& host) {
@@ -398,6 +405,7 @@ Result<std::unique_ptr<StatusServer>> StatusServer::start(const HttpOptions& opt
   }
   if (job) {
     impl->sampler = std::thread([im, job] {
+      block_signals();
       std::unique_lock lk(im->m);
       for (;;) {
         const double t = std::chrono::duration<double>(Clock::now() - g_process_start).count();
@@ -409,10 +417,7 @@ Result<std::unique_ptr<StatusServer>> StatusServer::start(const HttpOptions& opt
   }
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] {
-    // The pool's signals (Ctrl-C) are the main thread's business.
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    block_signals();  // its request threads, started here, inherit the mask
     raw->svr.listen_after_bind();
   });
   return std::unique_ptr<StatusServer>(new StatusServer(std::move(impl)));
