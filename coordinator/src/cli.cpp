@@ -7,6 +7,7 @@
 #include <functional>
 #include <iostream>
 
+#include "ferry/coordinator/http.hpp"
 #include "ferry/coordinator/map_command.hpp"
 #include "ferry/ipc/curve.hpp"
 #include "ferry/ipc/endpoint.hpp"
@@ -184,6 +185,16 @@ void add_global_options(CLI::App& app, Options& opt) {
                  "error: failures only, without the news of workers joining, leaving and where "
                  "the coordinator listens | warn | info (default) | debug: all of it")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+  app.add_option("--http", opt.http,
+                 "serve a status page, /api/status and /metrics at HOST:PORT (e.g. "
+                 "127.0.0.1:8080; a non-loopback address needs --http-token)");
+  app.add_option("--http-token", opt.http_token,
+                 "token every --http request must carry (Authorization: Bearer TOKEN or "
+                 "?token=TOKEN); `status` sends it");
+  app.add_option("--http-linger", opt.http_linger_s,
+                 "seconds to keep serving --http after the job ends, for a last look or scrape "
+                 "(Ctrl-C ends it; default 0)")
+      ->check(cli::seconds(0.001, 1e6, /*zero_means_none=*/true));
 }
 
 }  // namespace
@@ -224,6 +235,15 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
                   "longest --stdin line in bytes (default 16 MiB); a longer line is a failed "
                   "item, skipped")
       ->check(CLI::Range(std::size_t{1}, kMaxMaxLine));
+  StatusArgs sargs;
+  auto* status = app.add_subcommand(
+      "status", "print a running coordinator's status (from its --http endpoint) as a table");
+  status->add_option("url", sargs.url, "the coordinator's --http address, e.g. 127.0.0.1:8080")
+      ->required();
+  status->add_flag("--watch", sargs.watch, "refresh until interrupted");
+  status->add_option("--interval", sargs.interval_s, "seconds between refreshes (default 1)")
+      ->check(cli::seconds(0.05, 3600));
+  status->add_option("--count", sargs.count, "--watch: stop after this many refreshes");
   auto* tasks = app.add_subcommand("tasks", "list the registered tasks");
   std::string key_dir;
   auto* keygen = app.add_subcommand("keygen", "write a coordinator and a worker CURVE key pair");
@@ -233,6 +253,18 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
 
   // cleanup sweeps itself, to report what it removes.
   if (cleanup->parsed()) return cleanup_command(cleanup_all);
+  if (status->parsed()) {
+    sargs.token = opt.http_token;
+    sargs.json = opt.json;
+    return status_command(sargs);
+  }
+  if (!opt.http.empty()) {
+    // Refused before anything starts, like --listen without keys.
+    if (auto st = check_http_options({opt.http, opt.http_token}); !st) {
+      std::cerr << "ferry-coordinator: " << st.error().detail << "\n";
+      return cli::kExitUsage;
+    }
+  }
 
   // Segments of coordinators that died without cleaning up are swept on every start.
   sweep_stale_shm(/*include_live=*/false);

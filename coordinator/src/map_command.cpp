@@ -22,6 +22,7 @@
 #include <utility>
 #include <variant>
 
+#include "ferry/coordinator/http.hpp"
 #include "ferry/coordinator/pool.hpp"
 #include "ferry/shared/cli_support.hpp"
 #include "ferry/shared/task.hpp"
@@ -392,7 +393,13 @@ class MapRun {
         task_(task),
         source_(std::move(source)),
         progress_(opt.progress.value_or(::isatty(2) == 1)),
-        bar_(progress_, source_.total()) {}
+        bar_(progress_, source_.total()) {
+    job_.task = task_.name;
+    if (auto t = source_.total()) job_.total = static_cast<std::int64_t>(*t);
+  }
+
+  // The --http endpoint's view of this job.
+  JobProgress& progress() { return job_; }
 
   int run(Pool& pool) {
     chunksize_ = args_.chunksize;
@@ -413,6 +420,7 @@ class MapRun {
       if (!out_.ok()) return output_failed(pool);
     }
     pool.shutdown(ShutdownMode::drain);
+    job_.finished = true;
     bar_.update(done_, true);
     summary(pool.stats());
     if (!out_.flush()) return output_failed(pool);
@@ -545,6 +553,7 @@ class MapRun {
     // Results stream to whatever reads stdout, chunk by chunk.
     out_.flush();
     done_ += c.inputs.size();
+    job_.done.store(done_, std::memory_order_relaxed);
     bar_.update(done_);
   }
 
@@ -555,6 +564,11 @@ class MapRun {
                   const std::string& text) {
     const bool ok = how == Outcome::text_value || how == Outcome::json_value;
     failed_ += ok ? 0 : 1;
+    if (!ok) {
+      job_.failed.fetch_add(1, std::memory_order_relaxed);
+      job_.note_failure(task_.name + "(" + preview(input) + ") " +
+                        (how == Outcome::unread ? "not run: " : "failed: ") + text);
+    }
     if (opt_.json) {
       nlohmann::json line = {{"index", index}, {"input", input}, {"ok", ok}};
       if (how == Outcome::text_value) line["value"] = text;
@@ -641,6 +655,7 @@ class MapRun {
   const bool json_input_ = args_.input == "json";
   const std::size_t max_line_ = args_.max_line.value_or(kDefaultMaxLine);
   std::size_t next_index_ = 0, done_ = 0, failed_ = 0;
+  JobProgress job_;
 };
 
 // The task to map, or a usage message.
@@ -702,6 +717,22 @@ int map_command(const MapArgs& args, const Options& opt) {
   auto made = make_pool(opt);
   if (auto* code = std::get_if<int>(&made)) return *code;
   Pool& pool = *std::get<std::unique_ptr<Pool>>(made);
+  // Declared after the pool, so it stops serving before the pool goes.
+  std::unique_ptr<StatusServer> http;
+  if (!opt.http.empty()) {
+    auto s = StatusServer::start({opt.http, opt.http_token}, pool, &job.progress(),
+                                 {opt.transport, pool.listen_endpoint()});
+    if (!s) {
+      std::cerr << "ferry-coordinator: " << s.error().detail << "\n";
+      pool.shutdown(ShutdownMode::cancel);
+      return cli::kExitFailed;
+    }
+    http = std::move(*s);
+    if (event_level(opt) <= EventLevel::info) {
+      std::cerr << "ferry: status page on " << http->url() << "/ (metrics: " << http->url()
+                << "/metrics)\n";
+    }
+  }
   const auto interrupted = [] { return g_signal.load() != 0; };
   if (!await_joined_workers(pool, opt, interrupted)) {
     pool.shutdown(ShutdownMode::cancel);
@@ -709,7 +740,15 @@ int map_command(const MapArgs& args, const Options& opt) {
     std::cerr << "ferry: interrupted while waiting for workers: no job run\n";
     return cli::kExitInterrupted;
   }
-  return job.run(pool);
+  const int status = job.run(pool);
+  if (http && opt.http_linger_s > 0 && status != cli::kExitInterrupted) {
+    // The final numbers stay up for a last look (or scrape) until the time is over or Ctrl-C.
+    const auto until =
+        Clock::now() + std::chrono::milliseconds(std::llround(opt.http_linger_s * 1000));
+    while (g_signal.load() == 0 && Clock::now() < until)
+      ::poll(nullptr, 0, 50);
+  }
+  return status;
 }
 
 int tasks_command(const Options& opt) {

@@ -223,7 +223,12 @@ void Membership::on_frame(const ipc::PeerInfo& peer, Frame& f) {
     (void)send(from, std::span<const Frame>(&r, 1), ipc::Deadline::now());
     return;
   }
-  if (f.header.kind == MessageKind::heartbeat) return;
+  if (f.header.kind == MessageKind::heartbeat) {
+    if (auto hb =
+            msg::decode<msg::Heartbeat>(FrameView{f.header, f.payload}, MessageKind::heartbeat))
+      core_.note_heartbeat(id, *hb);
+    return;
+  }
   core_.on_frames(id, std::span<Frame>(&f, 1), true);
 }
 

@@ -7,6 +7,8 @@
 #include <array>
 #include <thread>
 
+#include "ferry/coordinator/errors.hpp"
+
 #include "ferry/shared/codec.hpp"
 #include "ferry/worker/runtime.hpp"
 #include "membership.hpp"
@@ -295,9 +297,54 @@ PoolStats PoolCore::stats() const {
   s.succeeded = counters_.succeeded;
   s.failed = counters_.failed;
   s.cancelled = counters_.cancelled;
-  for (auto& ws : s.workers)
+  s.in_flight = sched_.in_system() - sched_.pending();
+  s.queued = sched_.pending();
+  s.durations = durations_;
+  const auto now = SchedClock::now();
+  for (auto& ws : s.workers) {
     ws.alive = endpoints_.count(ws.id) != 0;
+    ws.state = !ws.alive ? "gone" : sched_.is_ready(ws.id) ? "ready" : "starting";
+    if (auto l = live_.find(ws.id); l != live_.end()) {
+      ws.cpu_s = l->second.cpu_s;
+      ws.rss_bytes = l->second.rss_bytes;
+      if (l->second.heard != TimePoint{})
+        ws.heard_s_ago = std::chrono::duration<double>(now - l->second.heard).count();
+    }
+  }
   return s;
+}
+
+namespace {
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+void PoolCore::note_heartbeat(WorkerId w, const msg::Heartbeat& hb) {
+  std::lock_guard lk(mu_);
+  auto& l = live_[w];
+  l.heard = SchedClock::now();
+  l.cpu_s = static_cast<double>(hb.cpu_ms) / 1000.0;
+  l.rss_bytes = static_cast<std::int64_t>(hb.rss_bytes);
+}
+
+void PoolCore::note_line(WorkerId w, std::string_view line) {
+  std::lock_guard lk(notes_mu_);
+  if (line_notes_.size() == kNotesKept) line_notes_.pop_front();
+  line_notes_.push_back(PoolNote{unix_now(), w, std::string(line.substr(0, 4096)), {}});
+}
+
+void PoolCore::note_failure(const FailureInfo& f) {
+  if (f.kind == FailureKind::cancelled) return;  // asked for: not news
+  std::lock_guard lk(notes_mu_);
+  if (failure_notes_.size() == kNotesKept) failure_notes_.pop_front();
+  failure_notes_.push_back(PoolNote{unix_now(), 0, describe(f), f.stack});
+}
+
+RecentNotes PoolCore::recent() const {
+  std::lock_guard lk(notes_mu_);
+  return RecentNotes{{failure_notes_.begin(), failure_notes_.end()},
+                     {line_notes_.begin(), line_notes_.end()}};
 }
 
 // --- I/O events -----------------------------------------------------------------------------
@@ -306,7 +353,14 @@ void PoolCore::note_worker(const WorkerIdentity& who) {
   std::lock_guard lk(mu_);
   if (!who.remote) ++stats_.workers_spawned;
   stats_index_[who.id] = stats_.workers.size();
-  stats_.workers.push_back(WorkerStats{who.id, who.pid, 0, true, who.remote, who.host, who.name});
+  WorkerStats ws;
+  ws.id = who.id;
+  ws.pid = who.pid;
+  ws.alive = true;
+  ws.remote = who.remote;
+  ws.host = who.host;
+  ws.name = who.name;
+  stats_.workers.push_back(std::move(ws));
 }
 
 void PoolCore::worker_started(const EndpointPtr& ep) {
@@ -444,11 +498,15 @@ void PoolCore::on_frames(WorkerId id, std::span<Frame> frames, bool remote) {
       if (!sched_.result(id, tid, now)) continue;  // late duplicate or cancelled: dropped
       auto it = tasks_.find(tid);
       if (it == tasks_.end()) continue;
+      durations_.add(std::chrono::duration<double>(now - it->second->dispatched).count());
       w.results.push_back({std::move(it->second), &frames[i], a.value_at});
       tasks_.erase(it);
-      if (auto st = stats_index_.find(id); st != stats_index_.end())
+      if (auto st = stats_index_.find(id); st != stats_index_.end()) {
         ++stats_.workers[st->second].tasks;
+        if (a.what == Arrival::error) ++stats_.workers[st->second].failures;
+      }
     }
+    if (!frames.empty()) live_[id].heard = now;
     collect_locked(w);
   }
   carry_out(w);
@@ -542,10 +600,12 @@ void PoolCore::notify_locked(const Actions& a) {
 void PoolCore::collect_locked(Work& w, const std::optional<EndInfo>& end,
                               const WorkerIdentity* gone) {
   Actions a = sched_.take();
+  const auto now = a.sends.empty() ? TimePoint{} : SchedClock::now();
   for (const Dispatch& d : a.sends) {
     auto ep = endpoints_.find(d.worker);
     auto t = tasks_.find(d.task);
     if (ep == endpoints_.end() || t == tasks_.end()) continue;  // its end is being reported
+    t->second->dispatched = now;
     queue_frame_locked(w, ep->second, task_frame(*t->second, d.attempt));
   }
   for (WorkerId id : a.stops) {
@@ -562,6 +622,10 @@ void PoolCore::collect_locked(Work& w, const std::optional<EndInfo>& end,
     }
     w.failures.emplace_back(t->second, failure_info(*t->second, f, who, end));
     tasks_.erase(t);
+    if (f.worker != 0 && f.cause != FailCause::cancelled && f.cause != FailCause::shutdown) {
+      if (auto st = stats_index_.find(f.worker); st != stats_index_.end())
+        ++stats_.workers[st->second].failures;
+    }
   }
   for (const Kill& k : a.kills) {
     if (auto ep = endpoints_.find(k.worker); ep != endpoints_.end()) {
@@ -603,6 +667,7 @@ void PoolCore::carry_out(Work& w) {
     complete_result(*r.task, *r.frame, r.value_at);
   w.results.clear();
   for (auto& [t, f] : w.failures) {
+    note_failure(f);
     const bool cancelled = f.kind == FailureKind::cancelled;
     t->complete({}, std::move(f), cancelled ? &counters_.cancelled : &counters_.failed);
   }
@@ -626,6 +691,7 @@ void PoolCore::complete_result(TaskState& t, Frame& f, std::size_t value_at) {
     fail.stack = e->stack;
     fail.attempt = e->attempt;
   }
+  note_failure(fail);
   t.complete({}, std::move(fail), &counters_.failed);
 }
 
@@ -745,6 +811,9 @@ std::string Pool::listen_endpoint() const {
 }
 PoolStats Pool::stats() const {
   return core_->stats();
+}
+RecentNotes Pool::recent() const {
+  return core_->recent();
 }
 const PoolOptions& Pool::options() const noexcept {
   return core_->options();

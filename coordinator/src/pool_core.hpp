@@ -20,6 +20,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -91,6 +92,11 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   }
   // Per-worker statistics entry (supervisor: at spawn; membership: at join).
   void note_worker(const WorkerIdentity& who);
+  // A remote worker's heartbeat answer: its resource use, and that it is alive.
+  void note_heartbeat(WorkerId w, const msg::Heartbeat& hb);
+  // A line a worker wrote (kept for the status page; the last few only).
+  void note_line(WorkerId w, std::string_view line);
+  RecentNotes recent() const;
 
  private:
   // A batch of frames for one endpoint, whose send_mu was taken under mu_.
@@ -158,6 +164,20 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::unordered_map<TaskId, std::shared_ptr<TaskState>> waiting_;
   WorkerId next_worker_id_ = 1;
   PoolStats stats_;
+  // Observation (status page, metrics), under mu_: result durations, and per worker when it
+  // was last heard from and its last reported resource use.
+  struct Live {
+    TimePoint heard{};
+    double cpu_s = -1;
+    std::int64_t rss_bytes = -1;
+  };
+  DurationHistogram durations_;
+  std::unordered_map<WorkerId, Live> live_;
+  // The last failures and output lines; their own lock, never held with another.
+  static constexpr std::size_t kNotesKept = 50;
+  mutable std::mutex notes_mu_;
+  std::deque<PoolNote> failure_notes_, line_notes_;
+  void note_failure(const FailureInfo& f);
   struct Counters {
     std::atomic<std::uint64_t> succeeded{0}, failed{0}, cancelled{0};
   } counters_;

@@ -306,6 +306,7 @@ void Supervisor::start(Launched& l) {
 }
 
 void Supervisor::emit_line(const LocalWorker& w, int stream, std::string_view line) const {
+  core_.note_line(w.id(), line);
   if (opt_.on_output) {
     opt_.on_output(WorkerLine{w.id(), w.who().pid, stream, line});
     return;

@@ -114,7 +114,7 @@ argv_case "worker, FERRY_TASKS a folder" "$w --tasks /usr/local/lib/ferry/tasks"
   ferry-worker@.service FERRY_TASKS=/usr/local/lib/ferry/tasks
 argv_case "worker, FERRY_TASKS with a space" "$w --tasks /srv/my tasks/lib.so" \
   ferry-worker@.service "FERRY_TASKS=/srv/my tasks/lib.so"
-c="--listen tcp://0.0.0.0:5555 --keys /etc/ferry/keys --no-progress map square --range 0:1000"
+c="--listen tcp://0.0.0.0:5555 --keys /etc/ferry/keys --no-progress --http 127.0.0.1:9464 --http-linger 30 map square --range 0:1000"
 argv_case "coordinator, defaults" "$c" ferry-coordinator.service
 argv_case "coordinator, FERRY_TASKS unset" "$c" ferry-coordinator.service -FERRY_TASKS
 argv_case "coordinator, FERRY_TASKS and a job with a *" \

@@ -22,6 +22,7 @@
 #include "ferry/ipc/factory.hpp"
 #include "ferry/shared/codec.hpp"
 #include "ferry/shared/messages.hpp"
+#include "ferry/shared/proc_usage.hpp"
 #include "ferry/shared/task.hpp"
 
 namespace ferry::worker {
@@ -242,6 +243,19 @@ class Worker {
     return kExitOk;
   }
 
+  // The answer to a ping: its sequence number and this process's resource use (one read of
+  // /proc/self/stat per ping, every heartbeat interval: cheap).
+  static Frame heartbeat_answer(const Frame& ping) {
+    msg::Heartbeat hb;
+    if (auto in = msg::decode<msg::Heartbeat>(view_of(ping), MessageKind::heartbeat))
+      hb.seq = in->seq;
+    if (auto u = read_proc_usage()) {
+      hb.cpu_ms = static_cast<std::uint64_t>(u->cpu_s * 1000);
+      hb.rss_bytes = u->rss_bytes;
+    }
+    return make_frame(MessageKind::heartbeat, hb);
+  }
+
   // Local worker: one task at a time on this thread (lowest latency).
   Outcome serve() {
     Frame in;
@@ -261,7 +275,7 @@ class Worker {
           }
           break;
         case MessageKind::heartbeat:
-          (void)ch_->send(in);
+          (void)ch_->send(heartbeat_answer(in));
           break;
         case MessageKind::shutdown:
           return Outcome::stop;
@@ -324,8 +338,9 @@ class Worker {
         }
         sh.cv.notify_one();
       } else if (in.header.kind == MessageKind::heartbeat) {
+        const Frame answer = heartbeat_answer(in);
         std::lock_guard lk(sh.send_m);
-        (void)ch_->send_for(in, std::chrono::milliseconds(100));
+        (void)ch_->send_for(answer, std::chrono::milliseconds(100));
       } else if (in.header.kind == MessageKind::shutdown) {
         auto sd = msg::decode<msg::Shutdown>(view_of(in), MessageKind::shutdown);
         if (sd && !sd->graceful && opt_.parent == 0) restart_self(pid_);  // stuck threads: no join

@@ -27,6 +27,9 @@ struct Options {
   unsigned heartbeat_interval_ms = 500;
   unsigned heartbeat_timeout_ms = 3000;
   std::vector<std::string> task_libraries;  // --tasks: loaded before the command runs
+  std::string http;                         // --http HOST:PORT: serve status and metrics
+  std::string http_token;                   // required by --http on a non-loopback address
+  double http_linger_s = 0;                 // keep serving this long after the job ends
 };
 
 // The pool options these command-line options ask for (workers, transport, retries, timeout,

@@ -113,6 +113,46 @@ struct WorkerStats {
   bool remote = false;  // joined over --listen (PoolOptions::listen) rather than spawned here
   std::string host;     // remote: the host name it reported; empty for local workers
   std::string name;     // remote: its --name, if it gave one
+  // What an operator watches (the --http status page): tasks of its that failed, its state
+  // ("starting", "ready", "gone"), its CPU seconds and resident bytes (remote: from its last
+  // heartbeat; local: read from /proc by the status page; < 0 unknown), and how long ago it
+  // was last heard from (seconds, < 0 never).
+  std::uint64_t failures = 0;
+  std::string state;
+  double cpu_s = -1;
+  std::int64_t rss_bytes = -1;
+  double heard_s_ago = -1;
+};
+
+// Time from a task's dispatch to its result, as a histogram (Prometheus buckets: counts of
+// durations <= each bound, the last bound +Inf).
+struct DurationHistogram {
+  static constexpr std::size_t kBuckets = 12;
+  static constexpr double kBounds[kBuckets - 1] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.25,
+                                                   0.5,   1,     2.5,  10,   60};
+  std::uint64_t counts[kBuckets] = {};  // per bucket (not cumulative); last: above 60 s
+  double sum_s = 0;
+  std::uint64_t count = 0;
+  void add(double s) noexcept {
+    std::size_t i = 0;
+    while (i < kBuckets - 1 && s > kBounds[i])
+      ++i;
+    ++counts[i];
+    sum_s += s;
+    ++count;
+  }
+};
+
+// A recent failure or worker output line, for the status page (the pool keeps the last few).
+struct PoolNote {
+  double unix_s = 0;         // when (seconds since the epoch)
+  std::uint32_t worker = 0;  // 0: none
+  std::string text;          // the failure's one-line description, or the output line
+  std::string stack;         // a failure's remote stack trace, as the worker sent it
+};
+struct RecentNotes {
+  std::vector<PoolNote> failures;  // oldest first
+  std::vector<PoolNote> lines;     // worker output, oldest first
 };
 
 struct PoolStats {
@@ -125,6 +165,9 @@ struct PoolStats {
   std::uint64_t workers_spawned = 0;
   std::uint64_t workers_recycled = 0;  // retired by max_tasks_per_worker (once its last task went)
   std::vector<WorkerStats> workers;    // every worker the pool had, in spawn order
+  std::uint64_t in_flight = 0;         // tasks at workers now
+  std::uint64_t queued = 0;            // tasks waiting for a worker
+  DurationHistogram durations;         // of the results received
 };
 
 enum class ShutdownMode { drain, cancel };
@@ -171,6 +214,8 @@ class Pool {
   // The address remote workers connect to (the real port if the listen port was 0).
   std::string listen_endpoint() const;
   PoolStats stats() const;
+  // The last failures and worker output lines (for the status page).
+  RecentNotes recent() const;
   const PoolOptions& options() const noexcept;
 
   // An argument may be a Future<T> where fn takes a T: the task then waits in the pool (not

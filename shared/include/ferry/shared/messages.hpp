@@ -150,11 +150,15 @@ struct TaskError {
   }
 };
 
+// coordinator -> worker: a ping; worker -> coordinator: the answer, with the worker's
+// resource use (v4; zero in pings).
 struct Heartbeat {
   std::uint64_t seq = 0;
+  std::uint64_t cpu_ms = 0;     // the worker process's user + system CPU time
+  std::uint64_t rss_bytes = 0;  // its resident set size
   template <class A>
   void serialize(A& ar) {
-    ar(seq);
+    ar(seq, cpu_ms, rss_bytes);
   }
 };
 

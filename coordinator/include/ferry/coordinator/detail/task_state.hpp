@@ -50,6 +50,9 @@ struct TaskState : std::enable_shared_from_this<TaskState> {
   // Its own limits (ferry::with), where they differ from the pool's options.
   std::optional<unsigned> max_retries;
   std::optional<std::chrono::milliseconds> timeout;
+  // When its last attempt was sent to a worker (the pool's lock guards it): for the duration
+  // histogram of the status page.
+  std::chrono::steady_clock::time_point dispatched{};
 
   // Completion (guarded by m). done is also readable without the lock.
   std::mutex m;
