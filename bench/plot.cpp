@@ -64,18 +64,19 @@ std::string num(double v) {
   return b;
 }
 
-// 1234567 -> "1.23M"; 0.05 -> "0.05".
+// 1234567 -> "1.23M"; 2500 -> "2.5k"; 0.05 -> "0.05".
 std::string short_value(double v) {
   char b[32];
   const double a = std::fabs(v);
-  if (a >= 1e9)
+  if (a >= 1e9) {
     std::snprintf(b, sizeof b, "%.3gG", v / 1e9);
-  else if (a >= 1e6)
+  } else if (a >= 1e6) {
     std::snprintf(b, sizeof b, "%.3gM", v / 1e6);
-  else if (a >= 1e4)
+  } else if (a >= 1e3) {
     std::snprintf(b, sizeof b, "%.3gk", v / 1e3);
-  else
+  } else {
     std::snprintf(b, sizeof b, "%.3g", v);
+  }
   return b;
 }
 
@@ -283,7 +284,7 @@ bool bar_chart(const Figures& f, const std::vector<std::string>& series,
       svg.line(x0, Y(v), x0 + PW, Y(v), "#eee");
       svg.text(x0 - 4, Y(v) + 4, short_value(v), "end", 10);
     }
-    svg.text(x0 + PW / 2.0, T + PH + 18, shown[k].second, "middle", 12);
+    svg.text(x0 + PW / 2.0, T + PH + 18, shown[k].second, "middle", 11);
     const double bw = static_cast<double>(PW) / (static_cast<double>(present.size()) + 1);
     for (std::size_t i = 0; i < present.size(); ++i) {
       auto it = f.find(present[i] + "." + shown[k].first);
@@ -373,13 +374,13 @@ int plot_main(int argc, char** argv) {
                  {"pool.shm", "pool.pipe", "pool.zmq", "peer.python_mp", "peer.python_futures"},
                  {{"submit_tasks_per_s", "submit, tasks/s"},
                   {"map_items_per_s", "map, items/s"},
-                  {"apply_rtt_p50_us", "apply p50, us (lower is better)"},
-                  {"startup_ms.4", "4 workers ready, ms (lower is better)"}},
+                  {"apply_rtt_p50_us", "apply p50, us (lower: better)"},
+                  {"startup_ms.4", "4 workers up, ms (lower: better)"}},
                  "Process pool against Python's pools (2 workers)", dir / "pool_vs_python.svg"),
        "pool_vs_python.svg");
   note(bar_chart(figs, {"remote.tcp", "remote.tcp_curve", "peer.dask"},
                  {{"submit_tasks_per_s", "submit, tasks/s"},
-                  {"apply_rtt_p50_us", "apply p50, us (lower is better)"}},
+                  {"apply_rtt_p50_us", "apply p50, us (lower: better)"}},
                  "Remote workers over TCP against Dask", dir / "remote_vs_dask.svg"),
        "remote_vs_dask.svg");
   for (const auto& w : written) {
