@@ -264,6 +264,10 @@ void bench_raw_zmq(const Config& cfg, Report& report, const std::string& name,
     }
     fig.report(report, "baseline." + name, w.bytes);
   }
+  // libzmq leaves a bound ipc:// path behind; the bench leaves nothing.
+  for (const auto& ep : {ep_rtt, ep_stream}) {
+    if (ep.rfind("ipc://", 0) == 0) ::unlink(ep.substr(6).c_str());
+  }
 }
 
 }  // namespace
