@@ -1,14 +1,19 @@
 // `ferry-bench channels`: ping-pong round trip (p50/p99) and one-way streaming (msgs/s, GB/s)
 // at 64 B, 1 KiB and 1 MiB for each ferry transport, and the same workload on raw pipes,
-// raw libzmq (REQ/REP, PUSH/PULL) and Boost.Interprocess message_queue in the same run.
+// raw libzmq (REQ/REP, PUSH/PULL), Boost.Interprocess message_queue and, when mpirun is there,
+// Open MPI's shared-memory transport (ferry-bench-mpi-peer) in the same run.
 // (bench/ is the one place outside ipc/ that uses libzmq and Boost.Interprocess directly:
 // the baselines must not go through ferry.)
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/interprocess/ipc/message_queue.hpp>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <zmq.hpp>
 
@@ -29,9 +34,25 @@ struct Workload {
   int stream_count;
 };
 
+// FERRY_BENCH_CHANNEL_DIVISOR=D divides every count by D: the same code paths in a fraction
+// of the time, for the tests on a busy machine (figures from it are not worth quoting).
+int count_divisor() {
+  const char* env = std::getenv("FERRY_BENCH_CHANNEL_DIVISOR");
+  const int d = env != nullptr ? std::atoi(env) : 1;
+  return d > 1 ? d : 1;
+}
+
 std::vector<Workload> workloads(bool quick) {
-  if (quick) return {{64, 4000, 200000}, {1024, 4000, 100000}, {1 << 20, 100, 300}};
-  return {{64, 20000, 1000000}, {1024, 20000, 500000}, {1 << 20, 500, 2000}};
+  std::vector<Workload> w =
+      quick ? std::vector<Workload>{{64, 4000, 200000}, {1024, 4000, 100000}, {1 << 20, 100, 300}}
+            : std::vector<Workload>{
+                  {64, 20000, 1000000}, {1024, 20000, 500000}, {1 << 20, 500, 2000}};
+  const int d = count_divisor();
+  for (auto& x : w) {
+    x.rtt_iters = std::max(10, x.rtt_iters / d);
+    x.stream_count = std::max(10, x.stream_count / d);
+  }
+  return w;
 }
 
 int reps(bool quick) {
@@ -243,6 +264,10 @@ void bench_raw_zmq(const Config& cfg, Report& report, const std::string& name,
     }
     fig.report(report, "baseline." + name, w.bytes);
   }
+  // libzmq leaves a bound ipc:// path behind; the bench leaves nothing.
+  for (const auto& ep : {ep_rtt, ep_stream}) {
+    if (ep.rfind("ipc://", 0) == 0) ::unlink(ep.substr(6).c_str());
+  }
 }
 
 }  // namespace
@@ -322,6 +347,66 @@ void bench_boost_mq(const Config& cfg, Report& report) {
   }
 }
 
+// ---- Open MPI (bench/mpi_peer.cpp under mpirun) ---------------------------------------------
+
+// Installed: beside ferry-bench. Build tree: the path CMake compiled in (only when it found
+// MPI). "" when neither exists.
+std::string find_mpi_peer(const Config& cfg) {
+  std::vector<std::string> candidates{
+      (std::filesystem::path(cfg.self).parent_path() / "ferry-bench-mpi-peer").string()};
+#ifdef FERRY_BENCH_MPI_PEER_EXE
+  candidates.emplace_back(FERRY_BENCH_MPI_PEER_EXE);
+#endif
+  for (const auto& c : candidates) {
+    if (::access(c.c_str(), X_OK) == 0) return c;
+  }
+  return {};
+}
+
+void bench_mpi(const Config& cfg, Report& report) {
+  const std::string mpirun = find_on_path("mpirun");
+  if (mpirun.empty()) {
+    std::fprintf(stderr,
+                 "ferry-bench: mpirun is not on PATH: the Open MPI peer (peer.mpi.sm.*) is "
+                 "skipped (Debian: openmpi-bin libopenmpi-dev, installed by ./run deps)\n");
+    return;
+  }
+  const std::string peer = find_mpi_peer(cfg);
+  if (peer.empty()) {
+    std::fprintf(stderr,
+                 "ferry-bench: ferry-bench-mpi-peer was not built (CMake found no MPI): the Open "
+                 "MPI peer (peer.mpi.sm.*) is skipped\n");
+    return;
+  }
+  // Two ranks on this host over the shared-memory BTL only (`vader`; Open MPI 5 calls it `sm`
+  // and still takes the old name), through ob1 so that no other transport (UCX) stands in.
+  // Not bound to cores: the bench shares the machine and ferry's processes are not bound.
+  std::vector<std::string> args{"--allow-run-as-root",
+                                "--oversubscribe",
+                                "--bind-to",
+                                "none",
+                                "-np",
+                                "2",
+                                "--mca",
+                                "pml",
+                                "ob1",
+                                "--mca",
+                                "btl",
+                                "self,vader",
+                                peer,
+                                "peer.mpi.sm",
+                                std::to_string(reps(cfg.quick))};
+  for (const auto& w : workloads(cfg.quick)) {
+    args.push_back(std::to_string(w.bytes) + ":" + std::to_string(w.rtt_iters) + ":" +
+                   std::to_string(w.stream_count));
+  }
+  const auto before = report.metrics().size();
+  run_peer_figures(mpirun, args, std::chrono::seconds(cfg.quick ? 120 : 1200), report);
+  if (report.metrics().size() == before) {
+    std::fprintf(stderr, "ferry-bench: the Open MPI peer printed no figures (see above)\n");
+  }
+}
+
 }  // namespace
 
 void run_channels(const Config& cfg, Report& report) {
@@ -335,6 +420,40 @@ void run_channels(const Config& cfg, Report& report) {
                 "ipc:///tmp/ferry-bench-raw-" + tag + "-stream.sock");
   bench_raw_zmq(cfg, report, "raw-zmq-tcp", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*");
   bench_boost_mq(cfg, report);
+  bench_mpi(cfg, report);
+}
+
+void print_channel_targets(const Report& r) {
+  if (std::isnan(r.get("channel.shm.rtt_p50_us.64"))) return;
+  const double nan = std::nan("");
+  const auto ratio = [&](const std::string& a, const std::string& b) {
+    return r.get(a) / r.get(b);
+  };
+  print_targets(
+      "channel target (issue)",
+      {
+          {"zmq-ipc 64 B msgs/s >= 0.8x raw PUSH/PULL",
+           ratio("channel.zmq-ipc.msgs_per_s.64", "baseline.raw-zmq-ipc.msgs_per_s.64"), 0.8, true,
+           "x"},
+          {"zmq-ipc 1 KiB msgs/s >= 0.8x raw PUSH/PULL",
+           ratio("channel.zmq-ipc.msgs_per_s.1024", "baseline.raw-zmq-ipc.msgs_per_s.1024"), 0.8,
+           true, "x"},
+          {"zmq-ipc 64 B rtt p50 <= 1.0x raw REQ/REP",
+           ratio("channel.zmq-ipc.rtt_p50_us.64", "baseline.raw-zmq-ipc.rtt_p50_us.64"), 1.0, false,
+           "x"},
+          {"zmq-tcp 64 B rtt p50 <= 1.0x raw REQ/REP",
+           ratio("channel.zmq-tcp.rtt_p50_us.64", "baseline.raw-zmq-tcp.rtt_p50_us.64"), 1.0, false,
+           "x"},
+          {"pipe 1 KiB msgs/s >= 0.9x raw pipe",
+           ratio("channel.pipe.msgs_per_s.1024", "baseline.raw-pipe.msgs_per_s.1024"), 0.9, true,
+           "x"},
+          {"shm 64 B rtt p50 <= 0.7x Open MPI",
+           ratio("channel.shm.rtt_p50_us.64", "peer.mpi.sm.rtt_p50_us.64"), 0.7, false, "x"},
+          {"  shm vs Open MPI, 1 KiB msgs/s",
+           ratio("channel.shm.msgs_per_s.1024", "peer.mpi.sm.msgs_per_s.1024"), nan, true, "x"},
+          {"  shm vs Open MPI, 1 MiB GB/s",
+           ratio("channel.shm.gb_per_s.1048576", "peer.mpi.sm.gb_per_s.1048576"), nan, true, "x"},
+      });
 }
 
 // Peers: `ferry-bench --bench-peer channel|rawpipe|rawzmq|boostmq ARGS...`

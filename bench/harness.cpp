@@ -24,12 +24,38 @@ extern char** environ;
 namespace ferry::bench {
 
 void Report::add(std::string name, double value, std::string unit) {
-  if (json_) {
-    nlohmann::json j{{"name", name}, {"value", value}, {"unit", unit}};
-    std::printf("%s\n", j.dump().c_str());
-    std::fflush(stdout);
+  metrics_.push_back({std::move(name), value, std::move(unit), value, value, 1});
+}
+
+Report Report::combine(const std::vector<Report>& runs) {
+  std::vector<std::string> order;
+  std::map<std::string, std::pair<std::string, std::vector<double>>> by_name;  // unit, values
+  for (const auto& run : runs) {
+    for (const auto& m : run.metrics()) {
+      auto [it, fresh] = by_name.try_emplace(m.name);
+      if (fresh) {
+        order.push_back(m.name);
+        it->second.first = m.unit;
+      }
+      it->second.second.push_back(m.value);
+    }
   }
-  metrics_.push_back({std::move(name), value, std::move(unit)});
+  Report out;
+  for (const auto& name : order) {
+    const auto& [unit, values] = by_name.at(name);
+    const auto [lo, hi] = std::minmax_element(values.begin(), values.end());
+    out.metrics_.push_back({name, median(values), unit, *lo, *hi, static_cast<int>(values.size())});
+  }
+  return out;
+}
+
+void Report::print_json(std::FILE* out) const {
+  for (const auto& m : metrics_) {
+    const nlohmann::ordered_json j{{"name", m.name}, {"value", m.value}, {"unit", m.unit},
+                                   {"min", m.min},   {"max", m.max},     {"runs", m.runs}};
+    std::fprintf(out, "%s\n", j.dump().c_str());
+  }
+  std::fflush(out);
 }
 
 double Report::get(const std::string& name) const {
@@ -40,7 +66,8 @@ double Report::get(const std::string& name) const {
 }
 
 void Report::print_table() const {
-  if (json_) return;
+  const bool spread =
+      std::any_of(metrics_.begin(), metrics_.end(), [](const Metric& m) { return m.runs > 1; });
   // channel.<t>.<metric>.<bytes> is shown with the baseline for the same workload.
   static const std::map<std::string, std::string> baseline_of{
       {"pipe", "raw-pipe"}, {"zmq-ipc", "raw-zmq-ipc"}, {"zmq-tcp", "raw-zmq-tcp"}};
@@ -60,7 +87,9 @@ void Report::print_table() const {
     const bool lower_is_better = m.unit == "us" || m.unit == "ms";
     return lower_is_better ? base / m.value : m.value / base;
   };
-  std::printf("\n%-44s %14s %-8s %14s %8s\n", "figure", "value", "unit", "baseline", "ratio");
+  std::printf("\n%-44s %14s %-8s", "figure", spread ? "median" : "value", "unit");
+  if (spread) std::printf(" %-31s", "[min..max] (runs)");
+  std::printf(" %14s %8s\n", "baseline", "ratio");
   for (const auto& m : metrics_) {
     std::string base_name;
     std::vector<std::pair<std::string, std::string>> extras;  // (label, figure) after the ratio
@@ -85,14 +114,19 @@ void Report::print_table() const {
       const auto rest = m.name.substr(dot);
       auto it = baseline_of.find(transport);
       base_name = "baseline." + (it != baseline_of.end() ? it->second : "boost-mq") + rest;
+      extras.emplace_back("Open MPI", "peer.mpi.sm" + rest);  // the anchor for every transport
     }
     const double base = base_name.empty() ? std::nan("") : get(base_name);
+    std::printf("%-44s %14.3f %-8s", m.name.c_str(), m.value, m.unit.c_str());
+    if (spread) {
+      char range[64];
+      std::snprintf(range, sizeof range, "[%.3f..%.3f] (%d)", m.min, m.max, m.runs);
+      std::printf(" %-31s", range);
+    }
     if (std::isnan(base)) {
-      std::printf("%-44s %14.3f %-8s", m.name.c_str(), m.value, m.unit.c_str());
       if (!extras.empty()) std::printf(" %14s %8s", "", "");
     } else {
-      std::printf("%-44s %14.3f %-8s %14.3f %7.2fx", m.name.c_str(), m.value, m.unit.c_str(), base,
-                  ratio_of(m, base));
+      std::printf(" %14.3f %7.2fx", base, ratio_of(m, base));
     }
     for (const auto& [label, name] : extras) {
       const double v = get(name);
@@ -264,10 +298,19 @@ void reap_group(pid_t pgid, std::chrono::milliseconds grace) {
 void run_python_figures(const std::string& python, const std::string& script,
                         const std::vector<std::string>& args, std::chrono::seconds timeout,
                         Report& report) {
-  using namespace std::chrono_literals;
-  const std::string base = std::filesystem::path(script).filename().string();
   std::vector<std::string> a{script};
   a.insert(a.end(), args.begin(), args.end());
+  run_peer_figures(python, a, timeout, report);
+}
+
+void run_peer_figures(const std::string& exe, const std::vector<std::string>& a,
+                      std::chrono::seconds timeout, Report& report) {
+  using namespace std::chrono_literals;
+  // Named after its script for an interpreter, else after the program.
+  const std::string base =
+      std::filesystem::path(!a.empty() && exe.find("python") != std::string::npos ? a[0] : exe)
+          .filename()
+          .string();
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
   Peer proc;  // killed and reaped if we leave early
@@ -275,7 +318,7 @@ void run_python_figures(const std::string& python, const std::string& script,
     // Its descendants (worker processes, trackers) are reparented to us when it exits, and
     // reaped by reap_group below instead of being left to whoever adopts them.
     ::prctl(PR_SET_CHILD_SUBREAPER, 1);
-    proc = spawn_program(python, a, {{out[1], 1}}, true);
+    proc = spawn_program(exe, a, {{out[1], 1}}, true);
   } catch (const std::exception& e) {
     ::close(out[0]);
     ::close(out[1]);

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <string>
@@ -13,23 +14,34 @@
 
 namespace ferry::bench {
 
+// One figure. With --repeat N, value is the median of the runs, min/max their spread and runs
+// how many runs produced it; a single run has min = max = value and runs = 1.
 struct Metric {
   std::string name;
   double value = 0;
   std::string unit;
+  double min = 0;
+  double max = 0;
+  int runs = 1;
 };
 
+// The figures of one run (or, combined, of several). Not thread-safe: the suites add from the
+// main thread.
 class Report {
  public:
-  explicit Report(bool json) : json_(json) {}
   void add(std::string name, double value, std::string unit);
   const std::vector<Metric>& metrics() const noexcept { return metrics_; }
-  // Human table: each ferry figure beside its baseline and their ratio.
+  // Runs of the same suites combined, name by name in first-seen order: median, min, max and
+  // the number of runs that produced it (a peer skipped in one run has fewer).
+  static Report combine(const std::vector<Report>& runs);
+  // One JSON object per line: {name, value, unit, min, max, runs}.
+  void print_json(std::FILE* out = stdout) const;
+  // Human table: each ferry figure beside its baseline and their ratio; with the spread
+  // [min..max] when any figure comes from more than one run.
   void print_table() const;
   double get(const std::string& name) const;
 
  private:
-  bool json_;
   std::vector<Metric> metrics_;
 };
 
@@ -90,17 +102,22 @@ std::string find_on_path(const std::string& prog);
 // A script shipped with the bench: <prefix>/share/ferry/NAME when installed, else bench/NAME
 // in the source tree this executable was built from; "" if neither exists.
 std::string find_bench_script(const Config& cfg, const std::string& name);
-// Runs `python script args...`, adding each JSON line it prints ({name, value, unit}) to
+// Runs `exe args...` (a peer that prints JSON lines {name, value, unit}), adding each line to
 // report; bounded by timeout (then killed). Problems are said on stderr, never thrown: a
-// peer's failure leaves ferry's own figures standing. Returns once the interpreter and every
-// process it started (e.g. multiprocessing's resource tracker, which outlives it by a few ms)
-// are gone: ferry-bench leaves nothing running.
+// peer's failure leaves ferry's own figures standing. Returns once the program and every
+// process it started (e.g. multiprocessing's resource tracker, which outlives it by a few ms,
+// or mpirun's ranks) are gone: ferry-bench leaves nothing running.
+void run_peer_figures(const std::string& exe, const std::vector<std::string>& args,
+                      std::chrono::seconds timeout, Report& report);
+// run_peer_figures of `python script args...`.
 void run_python_figures(const std::string& python, const std::string& script,
                         const std::vector<std::string>& args, std::chrono::seconds timeout,
                         Report& report);
 
 // Suites.
 void run_channels(const Config& cfg, Report& report);
+// The channel targets (against raw peers and Open MPI), under the table.
+void print_channel_targets(const Report& report);
 int channel_peer(const std::vector<std::string>& args);
 // Round trips (us) of `bytes`-byte messages over raw libzmq REQ/REP between this process,
 // bound at endpoint (e.g. "tcp://127.0.0.1:*"), and a peer process; iters/10 warm-ups first.
@@ -114,6 +131,8 @@ void print_remote_targets(const Report& report);
 // Pool figures per transport and Python's pools (bench/python_pools.py) in the same run.
 void run_pool(const Config& cfg, Report& report);
 int primes_peer(const std::vector<std::string>& args);  // `--bench-peer primes N TASKS`
+// `ferry-bench plot RUN.json OUTDIR`: SVG charts of a --json run (bench/plot.cpp).
+int plot_main(int argc, char** argv);
 // The pool targets, met or missed, under the table (nothing without pool figures).
 void print_pool_targets(const Report& report);
 
