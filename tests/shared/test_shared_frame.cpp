@@ -120,6 +120,38 @@ TEST_SUITE("shared.frame") {
     CHECK(ev->args.empty());
   }
 
+  TEST_CASE("a task or result held in a shared-memory object carries its handle, flagged") {
+    const msg::ObjectHandle h{"ferry.1-2.arg-3", std::uint64_t{1} << 32};
+    const Frame t = msg::make_task_frame(msg::TaskHeader{2, 5, false}, h, 8);
+    CHECK((t.header.flags & kFrameObject) != 0);
+    const Bytes wire = wire_of(t);
+    auto v = decode_frame(wire);
+    REQUIRE(v);
+    auto tv = msg::decode_task(*v);
+    REQUIRE(tv);
+    CHECK(tv->header.function == 5);
+    CHECK(tv->args.empty());
+    REQUIRE(tv->object);
+    CHECK(tv->object->name == h.name);
+    CHECK(tv->object->size == h.size);
+
+    const Frame r = msg::make_result_frame(msg::ResultHeader{3}, h, 9);
+    auto rv = msg::decode_result(FrameView{r.header, r.payload});
+    REQUIRE(rv);
+    CHECK(rv->header.attempt == 3);
+    REQUIRE(rv->object);
+    CHECK(rv->object->name == h.name);
+
+    // Unflagged, the same body is the bytes themselves; flagged garbage is a named error.
+    Frame plain = msg::make_task_frame(msg::TaskHeader{}, ByteView{}, 1);
+    plain.header.flags = kFrameObject;
+    plain.payload.push_back(0xff);
+    msg::finish_frame(plain);
+    auto bad = msg::decode_task(FrameView{plain.header, plain.payload});
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error().detail.find("object handle") != std::string::npos);
+  }
+
   TEST_CASE("a result payload is its header followed by the value bytes") {
     const Bytes value = encode_value(std::vector<std::int64_t>{1, 2, 3});
     const Frame f = msg::make_result_frame(msg::ResultHeader{2}, value, 77);
