@@ -5,7 +5,9 @@
 #include <dirent.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
+#include <sys/inotify.h>
 #include <sys/mount.h>
 #include <unistd.h>
 
@@ -182,10 +184,10 @@ TEST_SUITE("coordinator.objects") {
       CAPTURE(ferry::transport_name(t));
       ferry::Pool pool({.workers = 1, .transport = t});
       auto arg = pool.submit(text_checksum, big);
-      REQUIRE(arg.wait_for(60s));
+      REQUIRE(arg.wait_for(300s));
       CHECK(arg.get() == sum);  // before: Rejected, FrameTooLarge
       auto res = pool.submit(make_text, static_cast<std::int64_t>(n));
-      REQUIRE(res.wait_for(60s));
+      REQUIRE(res.wait_for(300s));
       const std::string got = res.get();  // before: RemoteError, FrameTooLarge
       CHECK(got.size() == n);
       CHECK(got == big);
@@ -200,7 +202,7 @@ TEST_SUITE("coordinator.objects") {
     {
       ferry::Pool pool({.workers = 1, .transport = ferry::Transport::shm, .max_retries = 1});
       auto f = pool.submit(die_with_arguments, pattern(8 << 20));
-      REQUIRE(f.wait_for(60s));
+      REQUIRE(f.wait_for(300s));
       CHECK_THROWS_AS(f.get(), ferry::WorkerDied);
       CHECK(pool.stats().worker_deaths == 2);  // ran twice on the same object
       // The outcome is final: its object is gone before the caller hears of it.
@@ -216,16 +218,30 @@ TEST_SUITE("coordinator.objects") {
       ferry::Pool pool({.workers = 1, .transport = ferry::Transport::shm, .max_retries = 0});
       REQUIRE(pool.wait_ready(20s));
       const pid_t pid = pool.stats().workers.at(0).pid;
+      // Told by inotify when the worker creates its result object (the name appears before
+      // the first byte is written; writing 768 MiB takes a while longer), the test kills it.
+      const int watch = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+      REQUIRE(watch >= 0);
+      REQUIRE(::inotify_add_watch(watch, "/dev/shm", IN_CREATE) >= 0);
       auto f = pool.submit(make_text, std::int64_t{768} << 20);
-      // The name appears when the worker starts writing; writing 768 MiB takes far longer
-      // than one look at /dev/shm.
+      const std::string res_prefix = ferry::shm_name("res");
       bool seen = false;
-      const auto until = std::chrono::steady_clock::now() + 60s;
-      while (!seen && !f.ready() && std::chrono::steady_clock::now() < until)
-        seen = !objects_of_session("res").empty();
+      const auto until = std::chrono::steady_clock::now() + 300s;
+      while (!seen && std::chrono::steady_clock::now() < until) {
+        pollfd p{watch, POLLIN, 0};
+        if (::poll(&p, 1, 1000) <= 0) continue;
+        alignas(inotify_event) char buf[4096];
+        const ssize_t n = ::read(watch, buf, sizeof buf);
+        for (ssize_t at = 0; at < n;) {
+          const auto* ev = reinterpret_cast<const inotify_event*>(buf + at);
+          if (ev->len > 0 && std::string_view(ev->name).starts_with(res_prefix)) seen = true;
+          at += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+        }
+      }
+      ::close(watch);
       REQUIRE(seen);
       ::kill(pid, SIGKILL);
-      REQUIRE(f.wait_for(60s));
+      REQUIRE(f.wait_for(300s));
       try {
         (void)f.get();
         MESSAGE("the result was complete before the kill landed");
@@ -274,7 +290,7 @@ TEST_SUITE("coordinator.objects") {
     ft::LeakCheck leaks;
     {
       auto peer = ft::spawn_peer("objects_full_shm");
-      auto ex = peer.wait_for(60s);
+      auto ex = peer.wait_for(300s);
       REQUIRE(ex);
       if (ex->code == 77) {
         MESSAGE("skipped: cannot mount a private tmpfs on /dev/shm here (needs CAP_SYS_ADMIN)");

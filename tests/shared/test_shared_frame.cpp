@@ -57,8 +57,15 @@ TEST_SUITE("shared.frame") {
       f.header.kind = kind;
       switch (kind) {
         case MessageKind::welcome:
-          f = make_frame(kind,
-                         msg::Welcome{3, "s", 500, 2500, msg::Welcome::kNoFunction, {}, {0, 1}});
+          f = make_frame(kind, msg::Welcome{3,
+                                            "s",
+                                            500,
+                                            2500,
+                                            msg::Welcome::kNoFunction,
+                                            {},
+                                            {0, 1},
+                                            1 << 20,
+                                            "ferry.s.res1-w3-"});
           break;
         case MessageKind::reject:
           f = make_frame(kind, msg::Reject{"no"});
