@@ -6,6 +6,9 @@
 //   map_items_per_s      map(square) over 1 million ints, automatic chunking
 //   apply_rtt_p50_us     synchronous apply(square) round trip, median
 //   startup_ms.4         Pool of 4 workers: construction (spawn) -> wait_ready (all registered)
+//   shm.large_arg_gb_per_s  a 256 MiB argument to a task on a local shm worker that touches
+//                        every page of it: bytes / (submit -> result), median (the bytes go
+//                        as a shared-memory object: PoolOptions::object_threshold)
 //   count_primes_*       the same CPU-bound tasks on 1 and 2 workers; speedup = t(1) / t(2);
 //                        baseline.raw-procs.* is the same work in plain processes (the
 //                        machine's ceiling for that speedup at the time of the run)
@@ -21,6 +24,21 @@
 #include "ferry/ferry.hpp"
 #include "harness.hpp"
 #include "pool_workload.hpp"
+
+namespace {
+
+// Touches every page of its argument (a sum of every 4096th byte) and returns its size with
+// that sum, so the argument must really have arrived.
+std::uint64_t touch_pages(std::vector<std::uint8_t> v) {
+  std::uint64_t sum = 0;
+  for (std::size_t i = 0; i < v.size(); i += 4096)
+    sum += v[i];
+  return (static_cast<std::uint64_t>(v.size()) << 16) + sum;
+}
+
+}  // namespace
+
+FERRY_TASK(touch_pages);
 
 namespace ferry::bench {
 
@@ -163,6 +181,29 @@ void bench_transport(Report& report, Transport t, const Sizes& s) {
   report.add(p + "count_primes_speedup_2w", t1 / t2, "x");
 }
 
+// A 256 MiB argument to a task on a local worker: the caller's copy into the task and its
+// encoding, the write into a shared-memory object, the worker's mapping and decoding, the
+// task touching every page, the small result back.
+void bench_large_argument(Report& report, const Sizes& s) {
+  constexpr std::size_t kBytes = std::size_t{256} << 20;
+  auto pool = make_pool(Transport::shm, 1);
+  require_ready(pool, Transport::shm);
+  std::vector<std::uint8_t> data(kBytes);
+  for (std::size_t i = 0; i < data.size(); ++i)
+    data[i] = static_cast<std::uint8_t>(i * 131 + (i >> 12));
+  const std::uint64_t expected = touch_pages(data);
+  std::vector<double> rates;
+  for (int rep = 0; rep < s.reps; ++rep) {
+    auto arg = data;  // moved into the task: the copy is not part of the round trip
+    const auto t0 = Clock::now();
+    const auto got = pool.apply(touch_pages, std::move(arg));
+    const double secs = seconds_since(t0);
+    if (got != expected) throw std::runtime_error("large argument: wrong result");
+    rates.push_back(static_cast<double>(kBytes) / secs / 1e9);
+  }
+  report.add("pool.shm.large_arg_gb_per_s", median(rates), "GB/s");
+}
+
 // ---- Python's pools (bench/python_pools.py) ------------------------------------------------
 
 void bench_python(const Config& cfg, Report& report, const Sizes& s) {
@@ -196,6 +237,7 @@ void run_pool(const Config& cfg, Report& report) {
   const auto s = sizes(cfg.quick);
   for (auto t : {Transport::pipe, Transport::shm, Transport::zmq})
     bench_transport(report, t, s);
+  bench_large_argument(report, s);
   bench_raw_processes(cfg, report, s);
   bench_python(cfg, report, s);
 }
@@ -224,6 +266,7 @@ void print_pool_targets(const Report& r) {
            8.8, true, "x"},
           {"shm apply p50 <= 5 us", r.get("pool.shm.apply_rtt_p50_us"), 5, false, "us"},
           {"4 workers ready <= 5.9 ms", r.get("pool.startup_ms.4"), 5.9, false, "ms"},
+          {"shm 256 MiB argument >= 5 GB/s", r.get("pool.shm.large_arg_gb_per_s"), 5, true, "GB/s"},
           {"count_primes 2w >= 1.9x 1w", r.get("pool.shm.count_primes_speedup_2w"), 1.9, true, "x"},
           {"  (plain processes, same work)", r.get("baseline.raw-procs.count_primes_speedup_2w"),
            1.9, true, "x"},

@@ -48,6 +48,10 @@ Admission admit(const AdmissionPolicy& p, const msg::Hello& hello, const msg::Of
   w.session = SessionId::current().str();
   w.init_function = p.init_function;
   w.init_args = p.init_args;
+  if (!remote && p.object_threshold > 0) {
+    w.object_threshold = p.object_threshold;
+    w.object_prefix = p.object_prefix(worker_id);
+  }
   if (remote) {
     w.heartbeat_ms = static_cast<std::uint32_t>(p.heartbeat_interval.count());
     w.heartbeat_timeout_ms = static_cast<std::uint32_t>(p.heartbeat_timeout.count());

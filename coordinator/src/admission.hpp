@@ -20,6 +20,13 @@ struct AdmissionPolicy {
   Bytes init_args;
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds heartbeat_timeout{3000};
+  // Local workers only: results above this many bytes come back as shared-memory objects
+  // named object_prefix(worker id) + a number (0: never).
+  std::uint64_t object_threshold = 0;
+  std::string object_prefix_base;  // "ferry.<session>.res<pool>-w"
+  std::string object_prefix(std::uint32_t worker_id) const {
+    return object_prefix_base + std::to_string(worker_id) + "-";
+  }
 };
 
 struct Admission {

@@ -1,6 +1,7 @@
 // The dispatcher: scheduler events from callers and I/O threads, its actions carried out.
 #include "pool_core.hpp"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include "ferry/coordinator/errors.hpp"
 
 #include "ferry/shared/codec.hpp"
+#include "ferry/shared/session.hpp"
 #include "ferry/worker/runtime.hpp"
 #include "membership.hpp"
 #include "supervisor.hpp"
@@ -61,6 +63,12 @@ PoolCore::PoolCore(PoolOptions opt)
   for (const auto& e : reg.entries())
     admission_.tasks.push_back({e.name, e.signature, e.signature_hash});
   admission_.heartbeat_interval = opt_.heartbeat_interval;
+  if (sched_cfg_.local_workers > 0) {
+    // Each pool of this process has its own prefix, so worker ids of two pools never clash.
+    static std::atomic<unsigned> pools{0};
+    admission_.object_threshold = opt_.object_threshold;
+    admission_.object_prefix_base = shm_name("res" + std::to_string(++pools) + "-w");
+  }
   admission_.heartbeat_timeout = opt_.heartbeat_timeout;
   if (opt_.initializer) {
     auto idx = opt_.initializer->fn ? reg.index_of(opt_.initializer->fn)
@@ -133,16 +141,39 @@ WorkerId PoolCore::next_worker_id() {
 }
 
 std::shared_ptr<TaskState> PoolCore::enqueue(std::shared_ptr<TaskState> t, bool block) {
+  // Large arguments are written once into a shared-memory object, before the lock (a copy of
+  // megabytes), and the frames carry its name. Not for a pool of remote workers only: they
+  // could never map it.
+  std::shared_ptr<ipc::SharedObject> object;
+  std::optional<Error> object_error;
+  if (admission_.object_threshold > 0 && t->args.size() > admission_.object_threshold) {
+    auto o = ipc::SharedObject::create(ipc::new_object_name("arg"), t->args);
+    if (o) {
+      object = std::make_shared<ipc::SharedObject>(std::move(*o));
+      Bytes().swap(t->args);  // the object holds them now
+    } else {
+      object_error = std::move(o).error();
+    }
+  }
   Work w;
   {
     std::unique_lock lk(mu_);
     if (!block && !sched_.has_room()) return nullptr;
     space_cv_.wait(lk, [&] { return sched_.has_room(); });
     if (t->id == 0) t->id = next_task_id_++;  // submit_after numbered it already
-    tasks_.emplace(t->id, t);
-    sched_.submit(t->id, t->args.size(), SchedClock::now(), t->function,
-                  TaskLimits{t->max_retries, t->timeout});
-    collect_locked(w);
+    if (!object_error) {
+      tasks_.emplace(t->id, t);
+      if (object) objects_.emplace(t->id, object);
+      // The scheduler counts what the frame carries: a handle for an object.
+      sched_.submit(t->id, object ? 64 + object->name().size() : t->args.size(), SchedClock::now(),
+                    t->function, TaskLimits{t->max_retries, t->timeout});
+      collect_locked(w);
+    }
+  }
+  if (object_error) {
+    w.failures.emplace_back(t, simple_failure(*t, FailureKind::rejected,
+                                              "its arguments cannot be passed to a worker: " +
+                                                  object_error->message()));
   }
   carry_out(w);
   return t;
@@ -453,6 +484,8 @@ void PoolCore::worker_gone(WorkerId id, const EndInfo& end) {
     const bool was_ready = sched_.is_ready(id);
     EndInfo eff = end;
     eff.cause = sched_.worker_gone(id, end.cause, SchedClock::now());
+    // A worker killed while writing a result object leaves it; only it could make that name.
+    if (admission_.object_threshold > 0) w.sweep_objects.push_back(id);
     collect_locked(w, eff, ep ? &ep->who() : nullptr);
     const bool quiet = eff.cause == EndCause::shutdown || eff.cause == EndCause::recycled ||
                        eff.cause == EndCause::rejected || sched_.closed();
@@ -477,8 +510,13 @@ void PoolCore::on_frames(WorkerId id, std::span<Frame> frames, bool remote) {
   // Each result is decoded once, here, before the lock: the lock then covers only the
   // bookkeeping, and complete_result() takes the value from where this found it.
   std::array<Arrival, kMaxFrames> arrived;
-  for (std::size_t i = 0; i < frames.size(); ++i)
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    if (frames[i].header.kind == MessageKind::result &&
+        (frames[i].header.flags & kFrameObject) != 0) {
+      adopt_result_object(id, frames[i], remote);
+    }
     arrived[i] = decode_arrival(frames[i]);
+  }
   if (remote) check_remote_values(frames, arrived);
 
   // Every result that had arrived is taken under one lock and one pump, so their follow-up
@@ -501,6 +539,7 @@ void PoolCore::on_frames(WorkerId id, std::span<Frame> frames, bool remote) {
       durations_.add(std::chrono::duration<double>(now - it->second->dispatched).count());
       w.results.push_back({std::move(it->second), &frames[i], a.value_at});
       tasks_.erase(it);
+      release_object_locked(w, tid);
       if (auto st = stats_index_.find(id); st != stats_index_.end()) {
         ++stats_.workers[st->second].tasks;
         if (a.what == Arrival::error) ++stats_.workers[st->second].failures;
@@ -574,8 +613,19 @@ std::optional<TimePoint> PoolCore::next_deadline() const {
 
 // --- carrying out actions -------------------------------------------------------------------
 
-Frame PoolCore::task_frame(const TaskState& t, std::uint32_t attempt) const {
-  return msg::make_task_frame(msg::TaskHeader{attempt, t.function, t.batch}, t.args, t.id);
+std::optional<Frame> PoolCore::task_frame(const TaskState& t, std::uint32_t attempt,
+                                          bool remote) const {
+  const msg::TaskHeader h{attempt, t.function, t.batch};
+  if (!objects_.empty()) {
+    if (auto o = objects_.find(t.id); o != objects_.end()) {
+      const ipc::SharedObject& obj = *o->second;
+      if (!remote) return msg::make_task_frame(h, msg::ObjectHandle{obj.name(), obj.size()}, t.id);
+      // A remote worker gets the bytes themselves, if a frame can carry them.
+      if (obj.size() > sched_cfg_.max_task_bytes) return std::nullopt;
+      return msg::make_task_frame(h, obj.bytes(), t.id);
+    }
+  }
+  return msg::make_task_frame(h, t.args, t.id);
 }
 
 void PoolCore::queue_frame_locked(Work& w, const EndpointPtr& to, Frame f) {
@@ -601,12 +651,18 @@ void PoolCore::collect_locked(Work& w, const std::optional<EndInfo>& end,
                               const WorkerIdentity* gone) {
   Actions a = sched_.take();
   const auto now = a.sends.empty() ? TimePoint{} : SchedClock::now();
+  std::vector<TaskId> too_large;
   for (const Dispatch& d : a.sends) {
     auto ep = endpoints_.find(d.worker);
     auto t = tasks_.find(d.task);
     if (ep == endpoints_.end() || t == tasks_.end()) continue;  // its end is being reported
     t->second->dispatched = now;
-    queue_frame_locked(w, ep->second, task_frame(*t->second, d.attempt));
+    auto f = task_frame(*t->second, d.attempt, ep->second->who().remote);
+    if (!f) {
+      too_large.push_back(d.task);
+      continue;
+    }
+    queue_frame_locked(w, ep->second, std::move(*f));
   }
   for (WorkerId id : a.stops) {
     if (auto ep = endpoints_.find(id); ep != endpoints_.end()) {
@@ -626,6 +682,7 @@ void PoolCore::collect_locked(Work& w, const std::optional<EndInfo>& end,
       if (auto st = stats_index_.find(f.worker); st != stats_index_.end())
         ++stats_.workers[st->second].failures;
     }
+    release_object_locked(w, f.task);
   }
   for (const Kill& k : a.kills) {
     if (auto ep = endpoints_.find(k.worker); ep != endpoints_.end()) {
@@ -646,6 +703,57 @@ void PoolCore::collect_locked(Work& w, const std::optional<EndInfo>& end,
     }
   }
   notify_locked(a);
+  if (!too_large.empty()) {
+    // Never sent: failed as Rejected (failure_info), then the scheduler's follow-up taken.
+    const auto now = SchedClock::now();
+    for (TaskId id : too_large) {
+      too_large_for_remote_.insert(id);
+      sched_.cancel(id, now);
+    }
+    collect_locked(w, end, gone);
+  }
+}
+
+void PoolCore::release_object_locked(Work& w, TaskId id) {
+  if (objects_.empty()) return;
+  if (auto o = objects_.find(id); o != objects_.end()) {
+    w.released.push_back(std::move(o->second));
+    objects_.erase(o);
+  }
+  too_large_for_remote_.erase(id);
+}
+
+void PoolCore::adopt_result_object(WorkerId id, Frame& f, bool remote) const {
+  auto fail = [&](std::uint32_t attempt, Errc code, const std::string& why) {
+    event(EventLevel::warn, "worker w" + std::to_string(id) + ": " + why);
+    msg::TaskError e{attempt, "ferry::" + std::string(errc_name(code)), why, 0, {}, {}};
+    f = make_frame(MessageKind::error, e, f.header.request_id);
+  };
+  auto r = msg::decode_result(FrameView{f.header, f.payload});
+  if (!r) return;  // decode_arrival reports it as a bad result
+  const std::uint32_t attempt = r->header.attempt;
+  const msg::ObjectHandle h = std::move(*r->object);
+  const std::string prefix = admission_.object_prefix(id);
+  if (remote || admission_.object_threshold == 0) {
+    return fail(attempt, Errc::bad_handle,
+                "refused a result in shared-memory object '" + h.name +
+                    "': only local workers may pass objects");
+  }
+  if (h.name.size() <= prefix.size() || h.name.compare(0, prefix.size(), prefix) != 0 ||
+      h.name.find_first_not_of("0123456789", prefix.size()) != std::string::npos) {
+    return fail(attempt, Errc::bad_handle,
+                "refused a result in shared-memory object '" + h.name +
+                    "': not a name this worker may create (" + prefix + "<n>)");
+  }
+  auto o = ipc::SharedObject::open(h.name, h.size);
+  if (!o) {
+    if (o.error().code != Errc::not_found) {
+      (void)::shm_unlink(("/" + h.name).c_str());  // this worker's: ours to remove
+    }
+    return fail(attempt, o.error().code, "its result object: " + o.error().message());
+  }
+  o->unlink();  // adopted: the mapping stays valid until the copy below is made
+  f = msg::make_result_frame(msg::ResultHeader{attempt}, o->bytes(), f.header.request_id);
 }
 
 void PoolCore::carry_out(Work& w) {
@@ -663,6 +771,11 @@ void PoolCore::carry_out(Work& w) {
     ep->kill(why);
   w.kills.clear();
   if (w.spawns > 0) supervisor_->request_spawns(std::exchange(w.spawns, 0u));
+  // Objects go before the callers hear of the outcome: a finished task leaves nothing.
+  w.released.clear();
+  for (WorkerId id : w.sweep_objects)
+    ipc::remove_objects_with_prefix(admission_.object_prefix(id));
+  w.sweep_objects.clear();
   for (auto& r : w.results)
     complete_result(*r.task, *r.frame, r.value_at);
   w.results.clear();
@@ -720,6 +833,16 @@ FailureInfo PoolCore::failure_info(const TaskState& t, const Failure& fl, const 
                              std::to_string(t.timeout.value_or(opt_.task_timeout).count()) + " ms");
       break;
     case FailCause::cancelled:
+      if (too_large_for_remote_.count(t.id) != 0) {
+        const auto o = objects_.find(t.id);
+        f = simple_failure(t, FailureKind::rejected,
+                           "FrameTooLarge: its arguments take " +
+                               std::to_string(o != objects_.end() ? o->second->size() : 0) +
+                               " bytes, over the frame limit of " +
+                               std::to_string(sched_cfg_.max_task_bytes) +
+                               " bytes, and a remote worker cannot map them from shared memory");
+        break;
+      }
       f = simple_failure(t, FailureKind::cancelled, "cancelled by the caller");
       break;
     case FailCause::shutdown:

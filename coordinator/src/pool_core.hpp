@@ -28,10 +28,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include <unordered_set>
+
 #include "admission.hpp"
 #include "callbacks.hpp"
 #include "ferry/coordinator/detail/task_state.hpp"
 #include "ferry/coordinator/pool.hpp"
+#include "ferry/ipc/shm_object.hpp"
 #include "scheduler.hpp"
 #include "worker_endpoint.hpp"
 
@@ -116,6 +119,11 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
       std::size_t value_at;  // a result's value starts here in frame->payload
     };
     std::vector<Done> results;
+    // Argument objects of tasks whose outcome is final: unlinked and unmapped (which takes a
+    // while for big ones) once mu_ is released.
+    std::vector<std::shared_ptr<ipc::SharedObject>> released;
+    // Local workers that ended: their leftover result objects are removed.
+    std::vector<WorkerId> sweep_objects;
     unsigned spawns = 0;
     std::vector<std::pair<EventLevel, std::string>> notices;
   };
@@ -126,7 +134,16 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void queue_frame_locked(Work& w, const EndpointPtr& to, Frame f);
   // No lock held: sends, completes, kills, spawns.
   void carry_out(Work& w);
-  Frame task_frame(const TaskState& t, std::uint32_t attempt) const;
+  // Null only for a task whose arguments are in an object too large for a frame, bound for a
+  // remote worker (which cannot map it).
+  std::optional<Frame> task_frame(const TaskState& t, std::uint32_t attempt, bool remote) const;
+  // mu_ held: the task's outcome is final; its argument object (if any) goes once unlocked.
+  void release_object_locked(Work& w, TaskId id);
+  // No lock held: a result frame that names a shared-memory object becomes a plain result
+  // frame holding the value (the object is read, then unlinked), or an error frame naming
+  // why the handle was refused (BadHandle: a remote worker, or a name outside the ones this
+  // worker may create).
+  void adopt_result_object(WorkerId w, Frame& f, bool remote) const;
   FailureInfo failure_info(const TaskState& t, const Failure& f, const WorkerIdentity* who,
                            const std::optional<EndInfo>& end) const;
   FailureInfo simple_failure(const TaskState& t, FailureKind k, std::string message) const;
@@ -159,6 +176,10 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::unordered_map<WorkerId, std::size_t> stats_index_;         // its entry in stats_.workers
   // Pool task number -> the last worker that offered it with another signature (messages).
   std::unordered_map<std::uint32_t, std::string> mismatches_;
+  // Argument objects by task, until the task's outcome is final (retries reuse them).
+  std::unordered_map<TaskId, std::shared_ptr<ipc::SharedObject>> objects_;
+  // Tasks failed (as Rejected FrameTooLarge) because their object was bound for a remote worker.
+  std::unordered_set<TaskId> too_large_for_remote_;
   TaskId next_task_id_ = 1;
   // submit_after: tasks waiting for their dependencies.
   std::unordered_map<TaskId, std::shared_ptr<TaskState>> waiting_;

@@ -112,10 +112,35 @@ Frame make_task_frame(const TaskHeader& h, ByteView args, std::uint64_t request_
   return frame_with_body(MessageKind::task, h, args, request_id);
 }
 
+Frame make_task_frame(const TaskHeader& h, const ObjectHandle& args, std::uint64_t request_id) {
+  Frame f = frame_with_body(MessageKind::task, h, ByteView{}, request_id);
+  encode_into(f.payload, args);
+  f.header.flags |= kFrameObject;
+  finish_frame(f);
+  return f;
+}
+
+namespace {
+// The body of a kFrameObject frame: exactly one ObjectHandle.
+Result<std::optional<ObjectHandle>> object_of(const FrameView& f, ByteView body, const char* what) {
+  if ((f.header.flags & kFrameObject) == 0) return std::optional<ObjectHandle>{};
+  auto h = decode_value<ObjectHandle>(body);
+  if (!h) {
+    auto e = std::move(h).error();
+    e.detail = std::string(what) + " object handle: " + e.detail;
+    return e;
+  }
+  return std::optional<ObjectHandle>(std::move(*h));
+}
+}  // namespace
+
 Result<TaskView> decode_task(const FrameView& f) {
   auto r = split_body<TaskHeader>(f, MessageKind::task);
   if (!r) return std::move(r).error();
-  return TaskView{r->first, r->second};
+  auto o = object_of(f, r->second, "task");
+  if (!o) return std::move(o).error();
+  if (*o) return TaskView{r->first, ByteView{}, std::move(*o)};
+  return TaskView{r->first, r->second, std::nullopt};
 }
 
 Frame make_result_frame(const ResultHeader& h, ByteView value, std::uint64_t request_id) {
@@ -126,10 +151,22 @@ Frame start_result_frame(const ResultHeader& h, std::uint64_t request_id) {
   return frame_with_body(MessageKind::result, h, ByteView{}, request_id);
 }
 
+Frame make_result_frame(const ResultHeader& h, const ObjectHandle& value,
+                        std::uint64_t request_id) {
+  Frame f = frame_with_body(MessageKind::result, h, ByteView{}, request_id);
+  encode_into(f.payload, value);
+  f.header.flags |= kFrameObject;
+  finish_frame(f);
+  return f;
+}
+
 Result<ResultView> decode_result(const FrameView& f) {
   auto r = split_body<ResultHeader>(f, MessageKind::result);
   if (!r) return std::move(r).error();
-  return ResultView{r->first, r->second};
+  auto o = object_of(f, r->second, "result");
+  if (!o) return std::move(o).error();
+  if (*o) return ResultView{r->first, ByteView{}, std::move(*o)};
+  return ResultView{r->first, r->second, std::nullopt};
 }
 
 Status validate_payload(const FrameView& f) {

@@ -231,11 +231,13 @@ TEST_SUITE("coordinator.pool") {
     leaks.verify();
   }
 
+  // With shared-memory objects off, as for a remote worker (test_coordinator_objects: on,
+  // such results arrive whole).
   TEST_CASE("a result too large for a frame is a FrameTooLarge error, not a death or a retry") {
     ft::LeakCheck leaks;
     for (auto t : {ferry::Transport::pipe, ferry::Transport::shm, ferry::Transport::zmq}) {
       CAPTURE(ferry::transport_name(t));
-      ferry::Pool pool({.workers = 1, .transport = t});
+      ferry::Pool pool({.workers = 1, .transport = t, .object_threshold = 0});
       // 70,000,000 bytes encode to 70,000,008 (a length, then the bytes): over 64 MiB.
       auto f = pool.submit(ferry::builtin::blob, 70'000'000);
       try {
@@ -260,7 +262,7 @@ TEST_SUITE("coordinator.pool") {
   TEST_CASE("in a chunk, only the item whose result is too large for a frame fails") {
     ft::LeakCheck leaks;
     {
-      ferry::Pool pool({.workers = 1});
+      ferry::Pool pool({.workers = 1, .object_threshold = 0});
       const std::vector<std::int64_t> sizes{10, 70'000'000, 20};
       auto it = pool.imap_unordered(ferry::builtin::blob, sizes, 3);
       auto [values, failures] = drain(it);

@@ -31,7 +31,15 @@ int main(int argc, char** argv) {
   const std::string dir = argv[1];
   frame(dir, "hello", MessageKind::hello, msg::Hello{kProtocolVersion, 1, "h", "n", 2, 3});
   frame(dir, "welcome", MessageKind::welcome,
-        msg::Welcome{1, "1-2", 500, 2500, msg::Welcome::kNoFunction, {}, {0, 1, 2}});
+        msg::Welcome{1,
+                     "1-2",
+                     500,
+                     2500,
+                     msg::Welcome::kNoFunction,
+                     {},
+                     {0, 1, 2},
+                     1 << 20,
+                     "ferry.1-2.res1-w1-"});
   frame(dir, "offer", MessageKind::offer,
         msg::Offer{{{"square", "(long) -> long", 42}, {"crash", "(int) -> void", 7}}});
   frame(dir, "reject", MessageKind::reject, msg::Reject{"registry mismatch"});
@@ -41,6 +49,10 @@ int main(int argc, char** argv) {
         msg::make_task_frame({1, 2, true},
                              encode_value(std::vector<std::tuple<std::int64_t>>{{1}, {2}}), 7));
   frame(dir, "result", msg::make_result_frame({1}, encode_value(std::int64_t{16}), 7));
+  frame(dir, "task-object",
+        msg::make_task_frame({1, 2, false}, msg::ObjectHandle{"ferry.1-2.arg-1", 1 << 21}, 7));
+  frame(dir, "result-object",
+        msg::make_result_frame({1}, msg::ObjectHandle{"ferry.1-2.res1-w1-1", 1 << 21}, 7));
   frame(dir, "error", MessageKind::error, msg::TaskError{1, "E", "what", 3, "h", "#0"});
   frame(dir, "heartbeat", MessageKind::heartbeat, msg::Heartbeat{9});
   frame(dir, "cancel", MessageKind::cancel, msg::Cancel{});

@@ -57,8 +57,15 @@ TEST_SUITE("shared.frame") {
       f.header.kind = kind;
       switch (kind) {
         case MessageKind::welcome:
-          f = make_frame(kind,
-                         msg::Welcome{3, "s", 500, 2500, msg::Welcome::kNoFunction, {}, {0, 1}});
+          f = make_frame(kind, msg::Welcome{3,
+                                            "s",
+                                            500,
+                                            2500,
+                                            msg::Welcome::kNoFunction,
+                                            {},
+                                            {0, 1},
+                                            1 << 20,
+                                            "ferry.s.res1-w3-"});
           break;
         case MessageKind::reject:
           f = make_frame(kind, msg::Reject{"no"});
@@ -118,6 +125,38 @@ TEST_SUITE("shared.frame") {
     auto ev = msg::decode_task(FrameView{empty.header, empty.payload});
     REQUIRE(ev);
     CHECK(ev->args.empty());
+  }
+
+  TEST_CASE("a task or result held in a shared-memory object carries its handle, flagged") {
+    const msg::ObjectHandle h{"ferry.1-2.arg-3", std::uint64_t{1} << 32};
+    const Frame t = msg::make_task_frame(msg::TaskHeader{2, 5, false}, h, 8);
+    CHECK((t.header.flags & kFrameObject) != 0);
+    const Bytes wire = wire_of(t);
+    auto v = decode_frame(wire);
+    REQUIRE(v);
+    auto tv = msg::decode_task(*v);
+    REQUIRE(tv);
+    CHECK(tv->header.function == 5);
+    CHECK(tv->args.empty());
+    REQUIRE(tv->object);
+    CHECK(tv->object->name == h.name);
+    CHECK(tv->object->size == h.size);
+
+    const Frame r = msg::make_result_frame(msg::ResultHeader{3}, h, 9);
+    auto rv = msg::decode_result(FrameView{r.header, r.payload});
+    REQUIRE(rv);
+    CHECK(rv->header.attempt == 3);
+    REQUIRE(rv->object);
+    CHECK(rv->object->name == h.name);
+
+    // Unflagged, the same body is the bytes themselves; flagged garbage is a named error.
+    Frame plain = msg::make_task_frame(msg::TaskHeader{}, ByteView{}, 1);
+    plain.header.flags = kFrameObject;
+    plain.payload.push_back(0xff);
+    msg::finish_frame(plain);
+    auto bad = msg::decode_task(FrameView{plain.header, plain.payload});
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error().detail.find("object handle") != std::string::npos);
   }
 
   TEST_CASE("a result payload is its header followed by the value bytes") {

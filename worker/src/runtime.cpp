@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/stacktrace.hpp>
 #include <condition_variable>
 #include <csignal>
@@ -14,12 +15,14 @@
 #include <deque>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "ferry/ipc/factory.hpp"
+#include "ferry/ipc/shm_object.hpp"
 #include "ferry/shared/codec.hpp"
 #include "ferry/shared/messages.hpp"
 #include "ferry/shared/proc_usage.hpp"
@@ -48,12 +51,25 @@ FrameView view_of(const Frame& f) {
   return FrameView{f.header, f.payload};
 }
 
+// Shared-memory objects as the Welcome allowed them (threshold 0: none, as for a remote
+// worker, which refuses any handle it is sent).
+struct Objects {
+  std::uint64_t threshold = 0;
+  std::string prefix;          // results: prefix + a number
+  std::string session_prefix;  // "ferry.<session>.": arguments must be named inside it
+  std::atomic<std::uint64_t> seq{1};
+};
+
+constexpr const char* kBadHandleType = "ferry::BadHandle";
+
 // Runs one task message; returns the reply frame (result or error). A reply never exceeds
 // max_frame: a result too large for one frame is a kFrameTooLargeType error (per item, for a
 // chunk), since a frame the channel refuses would end the worker and cost the task retries
-// that can only fail the same way.
+// that can only fail the same way. With objects allowed, arguments may come as a handle (the
+// worker maps the object and decodes from the mapping) and a value above the threshold goes
+// back as an object the coordinator adopts; then no frame limit applies to either.
 Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::size_t max_frame,
-              const std::vector<std::uint32_t>& task_map) {
+              const std::vector<std::uint32_t>& task_map, Objects& objects) {
   const std::uint64_t id = in.header.request_id;
   auto error = [&](std::uint32_t attempt, std::string type, std::string what,
                    std::string stack = {}) {
@@ -70,18 +86,55 @@ Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::s
     return error(h.attempt, "ferry::DecodeError",
                  "task number " + std::to_string(h.function) + " is not one this worker serves");
   }
+  ByteView args = task->args;
+  std::optional<ipc::SharedObject> arg_object;  // mapped until the task has run
+  if (task->object) {
+    const auto& name = task->object->name;
+    if (objects.threshold == 0) {
+      return error(h.attempt, kBadHandleType,
+                   "refused the shared-memory object '" + name +
+                       "': this worker takes none (it is not on the coordinator's host)");
+    }
+    if (name.compare(0, objects.session_prefix.size(), objects.session_prefix) != 0) {
+      return error(h.attempt, kBadHandleType,
+                   "refused the shared-memory object '" + name + "': not in this session (" +
+                       objects.session_prefix + "*)");
+    }
+    auto o = ipc::SharedObject::open(name, task->object->size);
+    if (!o) {
+      return error(h.attempt, "ferry::" + std::string(errc_name(o.error().code)),
+                   "the task's arguments: " + o.error().message());
+    }
+    arg_object = std::move(*o);
+    args = arg_object->bytes();
+  }
+  // A batch's values may exceed a frame when they can go back as an object.
+  const std::size_t max_out = objects.threshold > 0 ? SIZE_MAX / 2 : max_frame;
   // The value is encoded straight into the reply's payload, behind its header: no copy.
   Frame out = msg::start_result_frame(msg::ResultHeader{h.attempt}, id);
   const std::size_t head = out.payload.size();
   try {
     if (h.batch) {
-      e->invoke_batch(e->fn, task->args, out.payload, max_frame);
+      e->invoke_batch(e->fn, args, out.payload, max_out);
     } else {
-      e->invoke(e->fn, task->args, out.payload);
+      e->invoke(e->fn, args, out.payload);
     }
   } catch (...) {
     return error(h.attempt, task_detail::current_exception_type(),
                  task_detail::current_exception_what(), stack_here());
+  }
+  arg_object.reset();
+  if (objects.threshold > 0 && out.payload.size() - head > objects.threshold) {
+    const std::string name = objects.prefix + std::to_string(objects.seq.fetch_add(1));
+    const ByteView value = ByteView(out.payload).subspan(head);
+    auto o = ipc::SharedObject::create(name, value);
+    if (!o) {
+      return error(h.attempt, "ferry::" + std::string(errc_name(o.error().code)),
+                   "the task's result: " + o.error().message());
+    }
+    o->release_name();  // the coordinator adopts it and unlinks it once read
+    return msg::make_result_frame(msg::ResultHeader{h.attempt},
+                                  msg::ObjectHandle{name, value.size()}, id);
   }
   if (out.payload.size() > max_frame) {
     const std::size_t value = out.payload.size() - head;
@@ -224,6 +277,16 @@ class Worker {
     if (!w) return fail(kExitConnectFailed, "bad welcome: " + w.error().message());
     heartbeat_timeout_ = std::chrono::milliseconds(w->heartbeat_timeout_ms);
     task_map_ = std::move(w->task_map);
+    objects_.threshold = w->object_threshold;
+    objects_.prefix = w->object_prefix;
+    objects_.session_prefix = "ferry." + w->session + ".";
+    // Result objects must carry the prefix the coordinator will accept and sweep, and a
+    // worker on another host shares no /dev/shm with it.
+    if (opt_.parent == 0) objects_.threshold = 0;
+    if (objects_.threshold > 0 &&
+        objects_.prefix.compare(0, objects_.session_prefix.size(), objects_.session_prefix) != 0) {
+      objects_.threshold = 0;
+    }
     threaded_ = opt_.slots > 1 || w->heartbeat_ms > 0;
     if (w->init_function != msg::Welcome::kNoFunction && !initialized_) {
       const TaskEntry* e =
@@ -269,7 +332,7 @@ class Worker {
       }
       switch (in.header.kind) {
         case MessageKind::task:
-          if (auto s = ch_->send(execute(in, pid_, host_, max_frame_, task_map_)); !s) {
+          if (auto s = ch_->send(execute(in, pid_, host_, max_frame_, task_map_, objects_)); !s) {
             exit_code_ = fail(kExitConnectFailed, "sending a result: " + s.error().message());
             return Outcome::fatal;
           }
@@ -306,7 +369,7 @@ class Worker {
             in = std::move(sh.tasks.front());
             sh.tasks.pop_front();
           }
-          Frame out = execute(in, pid_, host_, max_frame_, task_map_);
+          Frame out = execute(in, pid_, host_, max_frame_, task_map_, objects_);
           std::lock_guard lk(sh.send_m);
           if (!sh.closing) (void)ch_->send(out);
         }
@@ -375,6 +438,7 @@ class Worker {
   std::size_t max_frame_ = kDefaultMaxFrame;  // the largest payload ch_ sends
   std::chrono::milliseconds heartbeat_timeout_{0};
   std::vector<std::uint32_t> task_map_;  // pool task number -> registry index (Welcome)
+  Objects objects_;                      // shared-memory objects as the Welcome allows
   bool threaded_ = false;
   bool initialized_ = false;
   int exit_code_ = kExitOk;

@@ -86,6 +86,11 @@ struct PoolOptions {
   std::size_t max_in_flight = 0;              // 0: 1024 per worker
   unsigned prefetch = 0;                      // tasks queued per worker; 0: automatic
   std::optional<Initializer> initializer{};
+  // Arguments and results that encode to more than this many bytes travel between the pool
+  // and its local workers as shared-memory objects (written once, mapped by the reader,
+  // unlinked once read or once the task is final), so the frame limit does not bound them.
+  // 0: never. Remote workers always get the bytes in frames (and the frame limit).
+  std::size_t object_threshold = kDefaultObjectThreshold;
   std::chrono::milliseconds shutdown_grace{1000};    // SIGTERM -> SIGKILL
   std::chrono::milliseconds startup_timeout{30000};  // spawn -> hello
   // Worker output lines; default: written to stderr as "[w<id> pid <pid>] <line>".

@@ -40,6 +40,7 @@ enum class Errc : std::uint8_t {
   unsupported,
   no_space,             // no room to back a resource (a full /dev/shm); detail names it
   too_many_open_files,  // the process (EMFILE) or system (ENFILE) file-descriptor limit
+  bad_handle,           // a shared-memory object handle names no object its sender may pass
 };
 
 constexpr std::string_view errc_name(Errc e) noexcept {
@@ -92,6 +93,8 @@ constexpr std::string_view errc_name(Errc e) noexcept {
       return "NoSpace";
     case Errc::too_many_open_files:
       return "TooManyOpenFiles";
+    case Errc::bad_handle:
+      return "BadHandle";
   }
   return "Unknown";
 }

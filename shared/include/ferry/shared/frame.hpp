@@ -62,6 +62,11 @@ constexpr bool crosses_versions(std::uint8_t kind) noexcept {
          kind == static_cast<std::uint8_t>(MessageKind::reject);
 }
 
+// FrameHeader::flags bits. kFrameObject: the body of a task or result frame (after its
+// TaskHeader or ResultHeader) is an msg::ObjectHandle naming a shared-memory object that
+// holds the argument or value bytes, instead of the bytes themselves.
+inline constexpr std::uint8_t kFrameObject = 0x01;
+
 struct FrameHeader {
   std::uint16_t version = kProtocolVersion;
   MessageKind kind = MessageKind::data;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -63,10 +64,17 @@ struct Welcome {
   Bytes init_args;
   // The pool's task numbers mapped to this worker's (kNoFunction: it does not serve that one).
   std::vector<std::uint32_t> task_map;
+  // v4. A result whose value encodes to more than object_threshold bytes goes back as a
+  // shared-memory object named object_prefix + a number (0: never; remote workers get 0). The
+  // coordinator accepts no other names from this worker and removes what is left under the
+  // prefix when the worker is gone.
+  std::uint64_t object_threshold = 0;
+  std::string object_prefix;
   static constexpr std::uint32_t kNoFunction = 0xffffffffu;
   template <class A>
   void serialize(A& ar) {
-    ar(worker_id, session, heartbeat_ms, heartbeat_timeout_ms, init_function, init_args, task_map);
+    ar(worker_id, session, heartbeat_ms, heartbeat_timeout_ms, init_function, init_args, task_map,
+       object_threshold, object_prefix);
   }
 };
 
@@ -108,25 +116,45 @@ struct ResultHeader {
   }
 };
 
+// The body of a task or result frame flagged kFrameObject: the argument or value bytes are
+// in the shared-memory object /dev/shm/<name>, `size` bytes long (ipc::SharedObject). The
+// receiver checks the name is one the sender may pass before opening anything.
+struct ObjectHandle {
+  std::string name;
+  std::uint64_t size = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(name, size);
+  }
+};
+
 // A decoded task: its header, and a view of the argument bytes inside the frame's payload
-// (valid while the frame's buffer is).
+// (valid while the frame's buffer is), or (frame flag kFrameObject) the handle of the
+// object holding them, with args empty.
 struct TaskView {
   TaskHeader header;
   ByteView args;
+  std::optional<ObjectHandle> object;
 };
 
-// A decoded result: its header, and a view of the value bytes inside the frame's payload.
+// A decoded result: its header, and a view of the value bytes inside the frame's payload, or
+// the handle of the object holding them (as TaskView).
 struct ResultView {
   ResultHeader header;
   ByteView value;
+  std::optional<ObjectHandle> object;
 };
 
 Frame make_task_frame(const TaskHeader& h, ByteView args, std::uint64_t request_id);
+// A task frame whose arguments are in a shared-memory object (flag kFrameObject).
+Frame make_task_frame(const TaskHeader& h, const ObjectHandle& args, std::uint64_t request_id);
 // BadKind unless a task frame; a header that does not decode is LengthExceedsRemaining or
 // MalformedPayload. The arguments are not looked at (the task's own decoder bounds them).
 Result<TaskView> decode_task(const FrameView& f);
 
 Frame make_result_frame(const ResultHeader& h, ByteView value, std::uint64_t request_id);
+// A result frame whose value is in a shared-memory object (flag kFrameObject).
+Frame make_result_frame(const ResultHeader& h, const ObjectHandle& value, std::uint64_t request_id);
 // A result frame holding only its header: append the value's bytes to payload, then call
 // finish_frame (for a sender that encodes the value straight into the frame).
 Frame start_result_frame(const ResultHeader& h, std::uint64_t request_id);
