@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "ferry/shared/codec.hpp"
+#include "ferry/shared/log.hpp"
 #include "ferry/worker/runtime.hpp"
 #include "membership.hpp"
 #include "supervisor.hpp"
@@ -162,8 +163,10 @@ void PoolCore::event(EventLevel level, const std::string& line) const {
     opt_.on_event(line);
     return;
   }
-  std::string s = "ferry: " + line + "\n";
-  [[maybe_unused]] auto n = ::write(2, s.data(), s.size());
+  log::write(level == EventLevel::error  ? log::Level::error
+             : level == EventLevel::warn ? log::Level::warn
+                                         : log::Level::info,
+             "ferry", line);
 }
 
 unsigned PoolCore::capacity() const {
