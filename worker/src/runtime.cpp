@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <boost/stacktrace.hpp>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
@@ -21,8 +20,10 @@
 
 #include "ferry/ipc/factory.hpp"
 #include "ferry/shared/codec.hpp"
+#include "ferry/shared/log.hpp"
 #include "ferry/shared/messages.hpp"
 #include "ferry/shared/task.hpp"
+#include "throw_site.hpp"
 
 namespace ferry::worker {
 namespace {
@@ -33,14 +34,6 @@ std::string host_name() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
   return buf;
-}
-
-// Best effort: the worker's stack where the task's exception was caught (the throw site's
-// frames are gone by then; the task function's own frames show when it crashed instead).
-std::string stack_here() {
-  std::ostringstream os;
-  os << boost::stacktrace::stacktrace(2, 16);
-  return os.str();
 }
 
 FrameView view_of(const Frame& f) {
@@ -69,10 +62,16 @@ Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::s
     return error(h.attempt, "ferry::DecodeError",
                  "task number " + std::to_string(h.function) + " is not one this worker serves");
   }
+  if (log::enabled(log::Level::trace)) {
+    log::write(log::Level::trace, "ferry-worker[" + std::to_string(pid) + "]",
+               "task " + std::to_string(id) + ": " + e->name + (h.batch ? " (chunk)" : "") +
+                   ", attempt " + std::to_string(h.attempt));
+  }
   // The value is encoded straight into the reply's payload, behind its header: no copy.
   Frame out = msg::start_result_frame(msg::ResultHeader{h.attempt}, id);
   const std::size_t head = out.payload.size();
   try {
+    const detail::ArmThrowSite arm;  // record where the task throws, for its stack trace
     if (h.batch) {
       e->invoke_batch(e->fn, task->args, out.payload, max_frame);
     } else {
@@ -80,7 +79,7 @@ Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::s
     }
   } catch (...) {
     return error(h.attempt, task_detail::current_exception_type(),
-                 task_detail::current_exception_what(), stack_here());
+                 task_detail::current_exception_what(), detail::current_exception_stack());
   }
   if (out.payload.size() > max_frame) {
     const std::size_t value = out.payload.size() - head;
@@ -104,9 +103,8 @@ std::vector<std::string>& saved_argv() {
 }
 
 [[noreturn]] void restart_self(std::int32_t pid) {
-  std::cerr << "ferry-worker[" << pid
-            << "]: the coordinator asked for a restart (a task ran "
-               "past its timeout); restarting\n";
+  log::write(log::Level::warn, "ferry-worker[" + std::to_string(pid) + "]",
+             "the coordinator asked for a restart (a task ran past its timeout); restarting");
   std::vector<char*> argv;
   for (auto& a : saved_argv())
     argv.push_back(a.data());
@@ -117,7 +115,11 @@ std::vector<std::string>& saved_argv() {
 
 class Worker {
  public:
-  explicit Worker(const Options& opt) : opt_(opt), host_(host_name()), pid_(::getpid()) {}
+  explicit Worker(const Options& opt)
+      : opt_(opt),
+        host_(host_name()),
+        pid_(::getpid()),
+        source_("ferry-worker[" + std::to_string(pid_) + "]") {}
 
   int run() {
     const bool remote = opt_.parent == 0;
@@ -172,12 +174,10 @@ class Worker {
   static constexpr int kStopQuietly = -1;
 
   int fail(int code, const std::string& why) {
-    std::cerr << "ferry-worker[" << pid_ << "]: " << why << "\n";
+    log::write(log::Level::error, source_, why);
     return code;
   }
-  void note(const std::string& what) {
-    std::cerr << "ferry-worker[" << pid_ << "]: " << what << "\n";
-  }
+  void note(const std::string& what) { log::write(log::Level::warn, source_, what); }
 
   int handshake() {
     auto& reg = TaskRegistry::instance();
@@ -239,6 +239,9 @@ class Worker {
                                          task_detail::current_exception_what());
       }
     }
+    log::write(log::Level::debug, source_,
+               "registered with " + opt_.endpoint + ": " + std::to_string(task_map_.size()) +
+                   " task(s) mapped, " + std::to_string(opt_.slots) + " slot(s)");
     return kExitOk;
   }
 
@@ -356,6 +359,7 @@ class Worker {
   Options opt_;
   std::string host_;
   std::int32_t pid_;
+  std::string source_;  // "ferry-worker[pid]": how its log lines begin
   ipc::ChannelPtr ch_;
   std::size_t max_frame_ = kDefaultMaxFrame;  // the largest payload ch_ sends
   std::chrono::milliseconds heartbeat_timeout_{0};
@@ -375,6 +379,9 @@ int run(const Options& opt) {
     if (::getppid() != opt.parent) return kExitOk;
     std::signal(SIGINT, SIG_IGN);
   }
+  // A coordinator passes its --log-level to the workers it starts (FERRY_LOG_LEVEL); so does
+  // ferry-worker's own --log-level.
+  log::configure_from_env();
   // Lines of the task's output reach the coordinator's log promptly.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   register_builtin_tasks();
@@ -384,7 +391,8 @@ int run(const Options& opt) {
     if (loaded) loaded = reg.load_library(lib);
   }
   if (!loaded) {
-    std::cerr << "ferry-worker[" << ::getpid() << "]: " << loaded.error().detail << "\n";
+    log::write(log::Level::error, "ferry-worker[" + std::to_string(::getpid()) + "]",
+               loaded.error().detail);
     return kExitInitFailed;
   }
   reg.freeze();
