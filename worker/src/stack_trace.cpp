@@ -5,9 +5,12 @@
 #include <cxxabi.h>
 #include <algorithm>
 #include <boost/stacktrace.hpp>
+#include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "throw_site.hpp"
 
@@ -34,26 +37,50 @@ std::string module_of(const void* pc) {
   return std::string(slash == std::string_view::npos ? f : f.substr(slash + 1));
 }
 
+struct FrameText {
+  std::string text;  // "function at file:line" or "function in module"
+  bool boundary = false;
+};
+
+// Symbolizing costs about a millisecond a frame (DWARF lookups); a task that fails over and
+// over fails from the same few places, so each call site is looked up once per process.
+// Bounded: past kMaxCached sites the cache starts over.
+FrameText describe(void* pc) {
+  constexpr std::size_t kMaxCached = 4096;
+  static std::mutex mu;
+  static std::unordered_map<void*, FrameText> cache;
+  {
+    std::lock_guard lk(mu);
+    if (auto it = cache.find(pc); it != cache.end()) return it->second;
+  }
+  const boost::stacktrace::frame f(pc);
+  FrameText t;
+  t.text = f.name();
+  t.boundary = is_boundary(t.text);
+  if (t.text.empty()) {
+    char hex[32];
+    std::snprintf(hex, sizeof hex, "0x%zx", reinterpret_cast<std::size_t>(pc));
+    t.text = hex;
+  }
+  const std::string file = f.source_file();
+  if (!file.empty()) {
+    t.text += " at " + file + ":" + std::to_string(f.source_line());
+  } else {
+    t.text += " in " + module_of(pc);
+  }
+  std::lock_guard lk(mu);
+  if (cache.size() >= kMaxCached) cache.clear();
+  cache.emplace(pc, t);
+  return t;
+}
+
 std::string format(void* const* pcs, int n, bool cut) {
   std::string out;
   int shown = 0;
   for (int i = 0; i < n && shown < kShownFrames; ++i) {
-    const boost::stacktrace::frame f(pcs[i]);
-    std::string name = f.name();
-    if (cut && shown > 0 && is_boundary(name)) break;
-    if (name.empty()) {
-      char hex[32];
-      std::snprintf(hex, sizeof hex, "0x%zx", reinterpret_cast<std::size_t>(pcs[i]));
-      name = hex;
-    }
-    out += "#" + std::to_string(shown++) + " " + name;
-    const std::string file = f.source_file();
-    if (!file.empty()) {
-      out += " at " + file + ":" + std::to_string(f.source_line());
-    } else {
-      out += " in " + module_of(pcs[i]);
-    }
-    out += "\n";
+    const FrameText t = describe(pcs[i]);
+    if (cut && shown > 0 && t.boundary) break;
+    out += "#" + std::to_string(shown++) + " " + t.text + "\n";
   }
   return out;
 }
