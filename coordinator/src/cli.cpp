@@ -6,21 +6,34 @@
 #include <cstdio>
 #include <functional>
 #include <iostream>
+#include <sstream>
 
 #include "ferry/coordinator/http.hpp"
 #include "ferry/coordinator/map_command.hpp"
 #include "ferry/ipc/curve.hpp"
 #include "ferry/ipc/endpoint.hpp"
 #include "ferry/shared/cli_support.hpp"
+#include "ferry/shared/log.hpp"
 #include "ferry/shared/session.hpp"
 #include "ferry/shared/task.hpp"
 
 namespace ferry::coordinator {
 
 EventLevel event_level(const Options& opt) noexcept {
-  // warn shows what info shows for now: the coordinator's lines are news or failures, and
-  // only `error` asks for less (debug adds nothing yet).
-  return opt.log_level == "error" ? EventLevel::error : EventLevel::info;
+  if (opt.log_level == "error") return EventLevel::error;
+  if (opt.log_level == "warn") return EventLevel::warn;
+  return EventLevel::info;
+}
+
+void configure_logging(const Options& opt) {
+  log::Config c = log::config();
+  c.level = log::parse_level(opt.log_level).value_or(log::Level::info);
+  c.format = log::parse_format(opt.log_format).value_or(log::Format::text);
+  log::configure(c);
+  // Local workers inherit these; their lines come back through this process, which adds
+  // the JSON (a worker writing JSON would be wrapped twice).
+  ::setenv("FERRY_LOG_LEVEL", opt.log_level.c_str(), 1);
+  ::setenv("FERRY_LOG_FORMAT", "text", 1);
 }
 
 PoolOptions pool_options(const Options& opt) {
@@ -50,8 +63,10 @@ bool await_joined_workers(Pool& pool, const Options& opt,
   const unsigned want = workers_to_await(opt);
   if (want == 0) return true;
   if (event_level(opt) <= EventLevel::info) {
-    std::cerr << "ferry: listening on " << pool.listen_endpoint() << "; waiting for " << want
-              << " worker(s) to join (up to " << opt.wait_timeout_s << " s)\n";
+    std::ostringstream os;
+    os << "listening on " << pool.listen_endpoint() << "; waiting for " << want
+       << " worker(s) to join (up to " << opt.wait_timeout_s << " s)";
+    log::write(log::Level::info, "ferry", os.str());
   }
   const auto deadline =
       Clock::now() + std::chrono::milliseconds(std::llround(opt.wait_timeout_s * 1000));
@@ -67,8 +82,10 @@ bool await_joined_workers(Pool& pool, const Options& opt,
     if (Clock::now() < slice_end) break;
   }
   if (interrupted && interrupted()) return false;
-  std::cerr << "ferry: no job run: fewer than " << want << " worker(s) joined within "
-            << opt.wait_timeout_s << " s\n";
+  std::ostringstream os;
+  os << "no job run: fewer than " << want << " worker(s) joined within " << opt.wait_timeout_s
+     << " s";
+  log::write(log::Level::error, "ferry", os.str());
   return false;
 }
 
@@ -182,9 +199,16 @@ void add_global_options(CLI::App& app, Options& opt) {
       ->take_all()
       ->allow_extra_args(false);
   app.add_option("--log-level", opt.log_level,
-                 "error: failures only, without the news of workers joining, leaving and where "
-                 "the coordinator listens | warn | info (default) | debug: all of it")
-      ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+                 "error: failures only | warn: also what went wrong but was handled (a worker "
+                 "died, a peer was refused) | info (default): also the news of workers "
+                 "joining, leaving and where the coordinator listens | debug: also each failed "
+                 "item's whole stack trace, workers starting | trace: also every task a worker "
+                 "runs")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_option("--log-format", opt.log_format,
+                 "text (default) | json: one JSON object per line on stderr (time, level, pid, "
+                 "host, source, worker where the line is a worker's, message)")
+      ->check(CLI::IsMember({"text", "json"}));
   app.add_option("--http", opt.http,
                  "serve a status page, /api/status and /metrics at HOST:PORT (e.g. "
                  "127.0.0.1:8080; a non-loopback address needs --http-token)");
@@ -250,6 +274,7 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
   keygen->add_option("dir", key_dir, "directory for the keys (created, owner-only)")->required();
 
   if (auto code = cli::parse(app, argc, argv)) return *code;
+  configure_logging(opt);
 
   // cleanup sweeps itself, to report what it removes.
   if (cleanup->parsed()) return cleanup_command(cleanup_all);

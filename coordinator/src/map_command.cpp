@@ -25,6 +25,7 @@
 #include "ferry/coordinator/http.hpp"
 #include "ferry/coordinator/pool.hpp"
 #include "ferry/shared/cli_support.hpp"
+#include "ferry/shared/log.hpp"
 #include "ferry/shared/task.hpp"
 
 namespace ferry::coordinator {
@@ -82,6 +83,31 @@ std::string preview(std::string_view s) {
   while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80)
     --cut;
   return std::string(s.substr(0, cut)) + "...";
+}
+
+// A failed item's stack trace under its failure line: by default only where it threw (the
+// innermost frame: what a reader looks at first), with --log-level debug or trace all of it.
+std::string stack_text(const std::string& stack) {
+  if (stack.empty()) return {};
+  std::string out;
+  const bool all = log::enabled(log::Level::debug);
+  std::size_t at = 0;
+  while (at < stack.size()) {
+    std::size_t end = stack.find('\n', at);
+    if (end == std::string::npos) end = stack.size();
+    std::string_view frame(stack.data() + at, end - at);
+    at = end + 1;
+    if (frame.empty()) continue;
+    if (!all) {
+      // "#0 fn at file:line" -> "thrown in fn at file:line".
+      if (const auto sp = frame.find(' '); frame.substr(0, 1) == "#" && sp != frame.npos)
+        frame.remove_prefix(sp + 1);
+      return "\n    thrown in " + std::string(frame);
+    }
+    out += "\n    ";
+    out += frame;
+  }
+  return out;
 }
 
 // Lines of stdin, read with poll() and read(): a std::getline blocked in read() ignores a
@@ -467,7 +493,7 @@ class MapRun {
       }
       if (g_signal.load() != 0) return std::nullopt;  // run() cancels the job
       if (got == Got::failed) {
-        std::cerr << "ferry-coordinator: map: " << source_.error() << "\n";
+        log::write(log::Level::error, "ferry-coordinator", "map: " + source_.error());
         input_failed_ = true;
       }
       if (got == Got::end || got == Got::failed) more_ = false;
@@ -523,10 +549,12 @@ class MapRun {
     const bool json_values = opt_.json && task_.format_json_batch != nullptr;
     std::vector<ItemText> items;
     std::string chunk_error;
+    std::string chunk_stack;
     if (!c.result.valid()) {
       // Nothing of it ran: every item is in c.unread.
     } else if (auto failure = c.result.failure()) {
       chunk_error = describe(*failure);
+      chunk_stack = failure->stack;
     } else if (auto r = json_values ? task_.format_json_batch(c.result.encoded())
                                     : task_.format_batch(c.result.encoded())) {
       items = std::move(*r);
@@ -544,11 +572,14 @@ class MapRun {
       const std::string text = !chunk_error.empty() ? chunk_error
                                : k < items.size()   ? items[k].text
                                                     : "missing result";
+      const std::string& stack = !chunk_error.empty() ? chunk_stack
+                                 : k < items.size()   ? items[k].stack
+                                                      : chunk_stack;
       print_item(c.first + i, c.inputs[i],
                  !ok           ? Outcome::failed
                  : json_values ? Outcome::json_value
                                : Outcome::text_value,
-                 text);
+                 text, stack);
     }
     // Results stream to whatever reads stdout, chunk by chunk.
     out_.flush();
@@ -560,8 +591,8 @@ class MapRun {
   // A value (as text, or as JSON for --json), a task's failure, or an input that was never run.
   enum class Outcome { text_value, json_value, failed, unread };
 
-  void print_item(std::size_t index, const std::string& input, Outcome how,
-                  const std::string& text) {
+  void print_item(std::size_t index, const std::string& input, Outcome how, const std::string& text,
+                  const std::string& stack = {}) {
     const bool ok = how == Outcome::text_value || how == Outcome::json_value;
     failed_ += ok ? 0 : 1;
     if (!ok) {
@@ -573,6 +604,7 @@ class MapRun {
       nlohmann::json line = {{"index", index}, {"input", input}, {"ok", ok}};
       if (how == Outcome::text_value) line["value"] = text;
       if (!ok) line["error"] = text;
+      if (!ok && !stack.empty()) line["stack"] = stack;
       // An input line need not be UTF-8; JSON text must be.
       std::string out = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       if (how == Outcome::json_value) {
@@ -586,8 +618,10 @@ class MapRun {
       out_.put(text + "\n");
     } else {
       if (progress_) std::fputs("\r\033[K", stderr);
-      std::cerr << "ferry: " << task_.name << "(" << preview(input) << ") "
-                << (how == Outcome::unread ? "not run: " : "failed: ") << text << "\n";
+      log::write(log::Level::error, "ferry",
+                 task_.name + "(" + preview(input) + ") " +
+                     (how == Outcome::unread ? "not run: " : "failed: ") + text +
+                     stack_text(stack));
     }
   }
 
@@ -595,7 +629,7 @@ class MapRun {
   // and the status is 1 whatever the tasks did.
   int output_failed(Pool& pool) {
     if (progress_) std::fputs("\n", stderr);
-    std::cerr << "ferry-coordinator: writing results: " << out_.error() << "\n";
+    log::write(log::Level::error, "ferry-coordinator", "writing results: " + out_.error());
     pool.shutdown(ShutdownMode::cancel);
     return cli::kExitFailed;
   }
@@ -603,8 +637,9 @@ class MapRun {
   int interrupted(Pool& pool) {
     out_.flush();
     if (progress_) std::fputs("\n", stderr);
-    std::cerr << "ferry: interrupted: cancelling " << outstanding_.size()
-              << " chunk(s) in flight and stopping the workers\n";
+    log::write(log::Level::warn, "ferry",
+               "interrupted: cancelling " + std::to_string(outstanding_.size()) +
+                   " chunk(s) in flight and stopping the workers");
     pool.shutdown(ShutdownMode::cancel);
     return cli::kExitInterrupted;
   }
@@ -632,12 +667,14 @@ class MapRun {
       if (!per.empty()) per += ", ";
       per += "w" + std::to_string(w.id) + " " + std::to_string(w.tasks);
     }
-    std::fprintf(stderr,
-                 "ferry: map %s: %zu items in %llu chunks, %zu failed, %llu retries, %llu worker "
-                 "deaths; chunks per worker: %s; %.3f s\n",
-                 task_.name.c_str(), done_, static_cast<unsigned long long>(st.submitted), failed_,
-                 static_cast<unsigned long long>(st.retries),
-                 static_cast<unsigned long long>(st.worker_deaths), per.c_str(), wall);
+    char wall_s[32];
+    std::snprintf(wall_s, sizeof wall_s, "%.3f s", wall);
+    log::write_result("ferry", "map " + task_.name + ": " + std::to_string(done_) + " items in " +
+                                   std::to_string(st.submitted) + " chunks, " +
+                                   std::to_string(failed_) + " failed, " +
+                                   std::to_string(st.retries) + " retries, " +
+                                   std::to_string(st.worker_deaths) +
+                                   " worker deaths; chunks per worker: " + per + "; " + wall_s);
   }
 
   const MapArgs& args_;
@@ -696,7 +733,8 @@ std::variant<std::unique_ptr<Pool>, int> make_pool(const Options& opt) {
     std::cerr << "ferry-coordinator: " << e.what() << "\n";
     return e.error().code == Errc::invalid_argument ? cli::kExitUsage : cli::kExitFailed;
   } catch (const std::exception& e) {  // no thread, no memory
-    std::cerr << "ferry-coordinator: cannot start the pool: " << e.what() << "\n";
+    log::write(log::Level::error, "ferry-coordinator",
+               std::string("cannot start the pool: ") + e.what());
     return cli::kExitFailed;
   }
 }
@@ -737,7 +775,7 @@ int map_command(const MapArgs& args, const Options& opt) {
   if (!await_joined_workers(pool, opt, interrupted)) {
     pool.shutdown(ShutdownMode::cancel);
     if (!interrupted()) return cli::kExitFailed;
-    std::cerr << "ferry: interrupted while waiting for workers: no job run\n";
+    log::write(log::Level::warn, "ferry", "interrupted while waiting for workers: no job run");
     return cli::kExitInterrupted;
   }
   const int status = job.run(pool);

@@ -7,6 +7,7 @@
 
 #include "ferry/ipc/curve.hpp"
 #include "ferry/ipc/endpoint.hpp"
+#include "ferry/shared/log.hpp"
 #include "pool_core.hpp"
 
 namespace ferry::detail {
@@ -91,16 +92,7 @@ Status Membership::send(const ipc::PeerId& to, std::span<const Frame> frames, ip
 }
 
 void Membership::log_limited(const std::string& key, const std::string& line) {
-  const auto now = SchedClock::now();
-  {
-    std::lock_guard lk(mu_);
-    auto [it, fresh] = last_logged_.try_emplace(key, now);
-    if (!fresh) {
-      if (now - it->second < std::chrono::minutes(1)) return;
-      it->second = now;
-    }
-  }
-  core_.event(EventLevel::warn, line);
+  if (limiter_.allow(key)) core_.event(EventLevel::warn, line);
 }
 
 void Membership::drop(const ipc::PeerId& peer, EndCause cause, const std::string& detail) {

@@ -18,6 +18,7 @@
 
 #include "ferry/coordinator/pool.hpp"
 #include "ferry/ipc/zmq_router.hpp"
+#include "ferry/shared/log.hpp"
 #include "ferry/shared/messages.hpp"
 #include "worker_endpoint.hpp"
 
@@ -71,7 +72,7 @@ class Membership {
   std::mutex mu_;
   std::map<ipc::PeerId, Peer> peers_;
   std::set<ipc::PeerId> banned_;
-  std::map<std::string, TimePoint> last_logged_;
+  log::RateLimiter limiter_{std::chrono::minutes(1)};  // log_limited: once a minute per key
   // Hellos waiting for their Offer (membership thread only).
   struct Greeting {
     msg::Hello hello;

@@ -12,6 +12,7 @@
 
 #include "ferry/shared/codec.hpp"
 #include "ferry/shared/session.hpp"
+#include "ferry/shared/log.hpp"
 #include "ferry/worker/runtime.hpp"
 #include "membership.hpp"
 #include "supervisor.hpp"
@@ -108,8 +109,10 @@ void PoolCore::event(EventLevel level, const std::string& line) const {
     opt_.on_event(line);
     return;
   }
-  std::string s = "ferry: " + line + "\n";
-  [[maybe_unused]] auto n = ::write(2, s.data(), s.size());
+  log::write(level == EventLevel::error  ? log::Level::error
+             : level == EventLevel::warn ? log::Level::warn
+                                         : log::Level::info,
+             "ferry", line);
 }
 
 unsigned PoolCore::capacity() const {

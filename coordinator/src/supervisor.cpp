@@ -20,6 +20,7 @@
 #include "ferry/ipc/pipe_channel.hpp"
 #include "ferry/ipc/shm_channel.hpp"
 #include "ferry/ipc/zmq_channel.hpp"
+#include "ferry/shared/log.hpp"
 #include "ferry/shared/session.hpp"
 #include "pool_core.hpp"
 
@@ -300,6 +301,9 @@ void Supervisor::start(Launched& l) {
                        e.what() + ")");
     return;
   }
+  log::write(
+      log::Level::debug, "ferry",
+      "worker " + std::to_string(w->id()) + " started (pid " + std::to_string(w->who().pid) + ")");
   core_.worker_started(w);
   workers_.push_back(w);
   w->release_reader();
@@ -311,10 +315,7 @@ void Supervisor::emit_line(const LocalWorker& w, int stream, std::string_view li
     opt_.on_output(WorkerLine{w.id(), w.who().pid, stream, line});
     return;
   }
-  std::string s = "[w" + std::to_string(w.id()) + " pid " + std::to_string(w.who().pid) + "] ";
-  s.append(line);
-  s.push_back('\n');
-  [[maybe_unused]] auto n = ::write(2, s.data(), s.size());
+  log::worker_line(w.id(), w.who().pid, stream, line);
 }
 
 void Supervisor::read_output(LocalWorker& w, int stream, bool eof) {

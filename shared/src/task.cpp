@@ -242,6 +242,29 @@ std::string current_exception_type() {
   return t ? type_name_of(*t) : std::string("unknown");
 }
 
+}  // namespace task_detail
+}  // namespace ferry
+
+// Defined by the worker runtime (worker/src/stack_trace.cpp) and exported by programs that
+// link it; weak, so code without a worker (or a task library loaded by one) still links.
+extern "C" std::size_t ferry_exception_stack_v1(char* out, std::size_t cap) noexcept
+    __attribute__((weak));
+
+namespace ferry {
+namespace task_detail {
+
+std::string current_exception_stack() {
+  if (ferry_exception_stack_v1 == nullptr) return {};
+  std::string s(4096, '\0');
+  std::size_t n = ferry_exception_stack_v1(s.data(), s.size());
+  if (n > s.size()) {  // longer than guessed: ask again with room for all of it
+    s.resize(n);
+    n = std::min(n, ferry_exception_stack_v1(s.data(), s.size()));
+  }
+  s.resize(n);
+  return s;
+}
+
 std::string current_exception_what() {
   try {
     throw;
@@ -270,7 +293,8 @@ void encode_mixed(Bytes& out, MixedItems& items, std::size_t max_out) {
       item = {false, encode_value(ItemError{std::string(kFrameTooLargeType),
                                             "this item's result encodes to " +
                                                 std::to_string(item.second.size()) +
-                                                " bytes, more than one frame can carry" + limit})};
+                                                " bytes, more than one frame can carry" + limit,
+                                            {}})};
     }
     total += kItemOverhead + item.second.size();
   }
@@ -296,7 +320,8 @@ void encode_mixed(Bytes& out, MixedItems& items, std::size_t max_out) {
     Bytes error =
         encode_value(ItemError{std::string(kFrameTooLargeType),
                                together + "; this item's result (" + std::to_string(size) +
-                                   " bytes) was left out so that the others fit"});
+                                   " bytes) was left out so that the others fit",
+                               {}});
     // The rest are smaller still: replacing them would not help (the worker then fails the
     // whole chunk, as it does any reply over the limit).
     if (error.size() >= size) break;

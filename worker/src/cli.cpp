@@ -32,7 +32,19 @@ int run_cli(int argc, char** argv) {
   app.add_option("--reconnect-timeout", reconnect_s,
                  "seconds to keep trying to reach a lost coordinator before exiting (default 60)")
       ->check(cli::seconds(0.001, 1e6));
+  std::string log_level;
+  std::string log_format;
+  app.add_option("--log-level", log_level,
+                 "trace | debug | info (default) | warn | error: the least severe line to write")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_option("--log-format", log_format,
+                 "text (default) | json: one JSON object per line (time, level, pid, host, "
+                 "message)")
+      ->check(CLI::IsMember({"text", "json"}));
   if (auto code = cli::parse(app, argc, argv)) return *code;
+  // Through the environment, which run() reads (as workers a coordinator starts do).
+  if (!log_level.empty()) ::setenv("FERRY_LOG_LEVEL", log_level.c_str(), 1);
+  if (!log_format.empty()) ::setenv("FERRY_LOG_FORMAT", log_format.c_str(), 1);
 
   if (connect.empty()) return cli::usage_error(app, "--connect ENDPOINT is required");
   auto ep = ipc::Endpoint::parse(connect);

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <boost/stacktrace.hpp>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
@@ -24,9 +23,11 @@
 #include "ferry/ipc/factory.hpp"
 #include "ferry/ipc/shm_object.hpp"
 #include "ferry/shared/codec.hpp"
+#include "ferry/shared/log.hpp"
 #include "ferry/shared/messages.hpp"
 #include "ferry/shared/proc_usage.hpp"
 #include "ferry/shared/task.hpp"
+#include "throw_site.hpp"
 
 namespace ferry::worker {
 namespace {
@@ -37,14 +38,6 @@ std::string host_name() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
   return buf;
-}
-
-// Best effort: the worker's stack where the task's exception was caught (the throw site's
-// frames are gone by then; the task function's own frames show when it crashed instead).
-std::string stack_here() {
-  std::ostringstream os;
-  os << boost::stacktrace::stacktrace(2, 16);
-  return os.str();
 }
 
 FrameView view_of(const Frame& f) {
@@ -86,6 +79,11 @@ Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::s
     return error(h.attempt, "ferry::DecodeError",
                  "task number " + std::to_string(h.function) + " is not one this worker serves");
   }
+  if (log::enabled(log::Level::trace)) {
+    log::write(log::Level::trace, "ferry-worker[" + std::to_string(pid) + "]",
+               "task " + std::to_string(id) + ": " + e->name + (h.batch ? " (chunk)" : "") +
+                   ", attempt " + std::to_string(h.attempt));
+  }
   ByteView args = task->args;
   std::optional<ipc::SharedObject> arg_object;  // mapped until the task has run
   if (task->object) {
@@ -114,6 +112,7 @@ Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::s
   Frame out = msg::start_result_frame(msg::ResultHeader{h.attempt}, id);
   const std::size_t head = out.payload.size();
   try {
+    const detail::ArmThrowSite arm;  // record where the task throws, for its stack trace
     if (h.batch) {
       e->invoke_batch(e->fn, args, out.payload, max_out);
     } else {
@@ -121,7 +120,7 @@ Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::s
     }
   } catch (...) {
     return error(h.attempt, task_detail::current_exception_type(),
-                 task_detail::current_exception_what(), stack_here());
+                 task_detail::current_exception_what(), detail::current_exception_stack());
   }
   arg_object.reset();
   if (objects.threshold > 0 && out.payload.size() - head > objects.threshold) {
@@ -158,9 +157,8 @@ std::vector<std::string>& saved_argv() {
 }
 
 [[noreturn]] void restart_self(std::int32_t pid) {
-  std::cerr << "ferry-worker[" << pid
-            << "]: the coordinator asked for a restart (a task ran "
-               "past its timeout); restarting\n";
+  log::write(log::Level::warn, "ferry-worker[" + std::to_string(pid) + "]",
+             "the coordinator asked for a restart (a task ran past its timeout); restarting");
   std::vector<char*> argv;
   for (auto& a : saved_argv())
     argv.push_back(a.data());
@@ -171,7 +169,11 @@ std::vector<std::string>& saved_argv() {
 
 class Worker {
  public:
-  explicit Worker(const Options& opt) : opt_(opt), host_(host_name()), pid_(::getpid()) {}
+  explicit Worker(const Options& opt)
+      : opt_(opt),
+        host_(host_name()),
+        pid_(::getpid()),
+        source_("ferry-worker[" + std::to_string(pid_) + "]") {}
 
   int run() {
     const bool remote = opt_.parent == 0;
@@ -226,12 +228,10 @@ class Worker {
   static constexpr int kStopQuietly = -1;
 
   int fail(int code, const std::string& why) {
-    std::cerr << "ferry-worker[" << pid_ << "]: " << why << "\n";
+    log::write(log::Level::error, source_, why);
     return code;
   }
-  void note(const std::string& what) {
-    std::cerr << "ferry-worker[" << pid_ << "]: " << what << "\n";
-  }
+  void note(const std::string& what) { log::write(log::Level::warn, source_, what); }
 
   int handshake() {
     auto& reg = TaskRegistry::instance();
@@ -303,6 +303,9 @@ class Worker {
                                          task_detail::current_exception_what());
       }
     }
+    log::write(log::Level::debug, source_,
+               "registered with " + opt_.endpoint + ": " + std::to_string(task_map_.size()) +
+                   " task(s) mapped, " + std::to_string(opt_.slots) + " slot(s)");
     return kExitOk;
   }
 
@@ -434,6 +437,7 @@ class Worker {
   Options opt_;
   std::string host_;
   std::int32_t pid_;
+  std::string source_;  // "ferry-worker[pid]": how its log lines begin
   ipc::ChannelPtr ch_;
   std::size_t max_frame_ = kDefaultMaxFrame;  // the largest payload ch_ sends
   std::chrono::milliseconds heartbeat_timeout_{0};
@@ -454,6 +458,9 @@ int run(const Options& opt) {
     if (::getppid() != opt.parent) return kExitOk;
     std::signal(SIGINT, SIG_IGN);
   }
+  // A coordinator passes its --log-level to the workers it starts (FERRY_LOG_LEVEL); so does
+  // ferry-worker's own --log-level.
+  log::configure_from_env();
   // Lines of the task's output reach the coordinator's log promptly.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   register_builtin_tasks();
@@ -463,7 +470,8 @@ int run(const Options& opt) {
     if (loaded) loaded = reg.load_library(lib);
   }
   if (!loaded) {
-    std::cerr << "ferry-worker[" << ::getpid() << "]: " << loaded.error().detail << "\n";
+    log::write(log::Level::error, "ferry-worker[" + std::to_string(::getpid()) + "]",
+               loaded.error().detail);
     return kExitInitFailed;
   }
   reg.freeze();

@@ -21,9 +21,10 @@ struct Options {
   double task_timeout_s = 0;     // 0 = none
   std::optional<bool> progress;  // unset: on when stderr is a terminal
   bool json = false;
-  std::string log_level = "info";  // error | warn | info | debug (see event_level)
-  unsigned wait_workers = 0;       // before starting: wait for this many workers (local+remote)
-  double wait_timeout_s = 60;      // ... at most this long
+  std::string log_level = "info";   // trace | debug | info | warn | error (ferry/shared/log.hpp)
+  std::string log_format = "text";  // text | json
+  unsigned wait_workers = 0;        // before starting: wait for this many workers (local+remote)
+  double wait_timeout_s = 60;       // ... at most this long
   unsigned heartbeat_interval_ms = 500;
   unsigned heartbeat_timeout_ms = 3000;
   std::vector<std::string> task_libraries;  // --tasks: loaded before the command runs
@@ -35,8 +36,12 @@ struct Options {
 // The pool options these command-line options ask for (workers, transport, retries, timeout,
 // which events are reported).
 PoolOptions pool_options(const Options& opt);
-// The least level of the "ferry: ..." event lines --log-level asks for: error, or info (all).
+// The least level of the pool's "ferry: ..." event lines --log-level asks for: error, warn, or
+// info (all of them, for info and below).
 EventLevel event_level(const Options& opt) noexcept;
+// Sets this process's log level and format from --log-level and --log-format, and passes the
+// level to the workers it starts (their lines are relayed, and formatted, by this process).
+void configure_logging(const Options& opt);
 
 // How many workers (local and remote) a command waits for before it starts: --wait-workers,
 // else 1 when --workers 0 leaves the work to remote workers alone, else none.

@@ -93,7 +93,8 @@ struct PoolOptions {
   std::size_t object_threshold = kDefaultObjectThreshold;
   std::chrono::milliseconds shutdown_grace{1000};    // SIGTERM -> SIGKILL
   std::chrono::milliseconds startup_timeout{30000};  // spawn -> hello
-  // Worker output lines; default: written to stderr as "[w<id> pid <pid>] <line>".
+  // Worker output lines; default: the log (ferry/shared/log.hpp), as "[w<id> pid <pid>] <line>"
+  // in text format.
   std::function<void(const WorkerLine&)> on_output{};
 
   // Remote workers (ferry-worker --connect) join here, e.g. "tcp://0.0.0.0:5555".
@@ -102,7 +103,7 @@ struct PoolOptions {
   bool insecure = false;  // allow plain TCP on a non-loopback address
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds heartbeat_timeout{3000};  // silence that declares a worker lost
-  // Membership news (joined, lost, rejected); default: stderr, prefixed "ferry: ".
+  // Membership news (joined, lost, rejected); default: the log, prefixed "ferry: " in text.
   std::function<void(std::string_view)> on_event{};
   // Events below this level are not reported (neither written nor given to on_event).
   EventLevel event_level = EventLevel::info;
@@ -429,6 +430,7 @@ void for_each_batch_item(TaskState& s, OnValue&& on_value, OnFailure&& on_failur
     if (e) {
       f.type = std::move(e->type);
       f.message = std::move(e->what);
+      f.stack = std::move(e->stack);
     }
     on_failure(first + i, std::move(f));
   }

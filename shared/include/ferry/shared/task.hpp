@@ -45,9 +45,10 @@ namespace ferry {
 struct ItemError {
   std::string type;
   std::string what;
+  std::string stack{};  // where it threw, symbolized (protocol v4); empty when unknown
   template <class A>
   void serialize(A& ar) {
-    ar(type, what);
+    ar(type, what, stack);
   }
 };
 
@@ -62,6 +63,7 @@ using AnyFn = void (*)();
 struct ItemText {
   bool ok = true;
   std::string text;
+  std::string stack{};  // a failed item's stack trace, if the worker had one
 };
 
 struct TaskEntry {
@@ -210,6 +212,9 @@ std::string readable_signature(R (*)(Args...)) {
 }
 std::string current_exception_type();
 std::string current_exception_what();
+// The stack of the exception being handled (inside a catch), as the worker recorded it where
+// it was thrown; empty outside a ferry worker.
+std::string current_exception_stack();
 
 // Appends BatchMode::mixed and items to out, first turning values into kFrameTooLargeType
 // item errors as invoke_batch describes, so that out stays within max_out where it can.
@@ -253,8 +258,9 @@ void invoke_batch(AnyFn fn, ByteView in, Bytes& out, std::size_t max_out) {
       if (first_failure) std::rethrow_exception(std::exchange(first_failure, nullptr));
       mixed.emplace_back(true, encode_value(call(f, (*items)[i])));
     } catch (...) {
-      mixed.emplace_back(
-          false, encode_value(ItemError{current_exception_type(), current_exception_what()}));
+      mixed.emplace_back(false,
+                         encode_value(ItemError{current_exception_type(), current_exception_what(),
+                                                current_exception_stack()}));
     }
   }
   encode_mixed(out, mixed, max_out);
@@ -374,7 +380,7 @@ Result<std::vector<ItemText>> format_batch_items(ByteView in, Item item) {
     } else {
       auto e = decode_value<ItemError>(bytes);
       if (!e) return std::move(e).error();
-      out.push_back({false, e->type + ": " + e->what});
+      out.push_back({false, e->type + ": " + e->what, std::move(e->stack)});
     }
   }
   return out;

@@ -1,0 +1,22 @@
+#include "tasks_throw.hpp"
+
+#include <stdexcept>
+#include <string>
+
+#include "ferry/shared/task.hpp"
+
+namespace tasklib_throw {
+
+[[gnu::noinline]] void lib_throw_here(std::int64_t x) {
+  if (x % 2 != 0) throw std::domain_error("odd input " + std::to_string(x));  // kThrowLine
+}
+const int kThrowLine = __LINE__ - 2;
+
+std::int64_t lib_odd_fails(std::int64_t x) {
+  lib_throw_here(x);
+  return x;
+}
+
+FERRY_TASK(lib_odd_fails);
+
+}  // namespace tasklib_throw
