@@ -328,7 +328,7 @@ std::optional<MonitorEvent> Socket::next_event() {
   if (!monitor_.recv(head, zmq::recv_flags::dontwait)) {
     // Drained (the EAGAIN processed its commands, so its descriptor signals anything new).
     monitor_dirty_ = false;
-    next_monitor_ = Clock::now() + kMonitorInterval;
+    next_monitor_ms_ = coarse_ms() + kMonitorIntervalMs;
     return std::nullopt;
   }
   // The event's second part (the endpoint) arrives with the first: multipart is atomic.
