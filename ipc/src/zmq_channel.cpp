@@ -406,12 +406,12 @@ Status check_size(const Frame& f, std::size_t max_frame) {
   return {};
 }
 
-WireFrame::WireFrame(const Frame& f) {
+WireFrame::WireFrame(const Frame& f)
+    : head_(kHeaderSize + (f.payload.size() <= kChunkBytes ? f.payload.size() : 0)) {
   const std::size_t n = f.payload.size();
   FrameHeader h = f.header;
   h.length = static_cast<std::uint32_t>(n);
   const bool whole = n <= kChunkBytes;
-  head_.rebuild(kHeaderSize + (whole ? n : 0));
   encode_header(h, head_.data<std::uint8_t>());
   if (whole) {
     if (n != 0) std::memcpy(head_.data<std::uint8_t>() + kHeaderSize, f.payload.data(), n);
@@ -657,6 +657,8 @@ class RouterChannel final : public ZmqChannel::Impl {
   Status send_until(const Frame& f, Deadline d) override {
     if (auto st = check_size(f, core_.socket().max_frame()); !st) return st;
     WireFrame w(f);
+    // A chunked frame's peer, once its first message went: the rest goes there, whoever
+    // connects meanwhile. (No copy per frame otherwise: a one-message frame goes whole or not.)
     std::optional<PeerId> to;
     auto sent = core_.socket().run(kSend, d, [&]() -> Status {
       if (broken_) return closed_error("the peer sent a malformed frame earlier");
@@ -672,8 +674,9 @@ class RouterChannel final : public ZmqChannel::Impl {
       }
       if (closed_) return closed_error("peer closed the connection or died");
       if (!current_) return Error{Errc::queue_full, "no peer has connected yet"};
-      if (!w.started()) to = current_;
-      auto st = core_.attempt_send(*to, w);
+      const bool first = !w.started();
+      auto st = core_.attempt_send(first ? *current_ : *to, w);
+      if (first && w.started() && !w.done()) to = current_;
       if (st.code() == Errc::channel_closed) closed_ = true;
       return st;
     });
