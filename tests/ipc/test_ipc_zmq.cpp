@@ -857,10 +857,12 @@ TEST_SUITE("ipc.zmq") {
       in.close_r();
       Frame f;
       f.payload = pattern(256 * 1024, 5);
-      // The first sends wait for the peer to connect; then queues and socket buffers fill
-      // until a timed send finds no room for its whole duration.
+      // The first send waits for the peer to connect (its start may take a while: a sanitized
+      // build on a busy machine); then queues and socket buffers fill until a timed send finds
+      // no room for its whole duration.
+      REQUIRE((*c)->send_for(f, 20s));
       Status st;
-      int sent = 0;
+      int sent = 1;
       while ((st = (*c)->send_for(f, 500ms)) && sent < 100000)
         ++sent;
       CAPTURE(sent);
