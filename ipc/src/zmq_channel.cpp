@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
@@ -217,6 +218,7 @@ Result<std::unique_ptr<Socket>> Socket::open(zmq::socket_type type, const std::s
   }
   std::unique_ptr<Socket> s(new Socket());
   const bool router = type == zmq::socket_type::router;
+  s->router_ = router;
   try {
     s->ctx_ = shared_context();
     s->max_frame_ = options.max_frame;
@@ -323,7 +325,12 @@ Socket::~Socket() {
 
 std::optional<MonitorEvent> Socket::next_event() {
   zmq::message_t head;
-  if (!monitor_.recv(head, zmq::recv_flags::dontwait)) return std::nullopt;
+  if (!monitor_.recv(head, zmq::recv_flags::dontwait)) {
+    // Drained (the EAGAIN processed its commands, so its descriptor signals anything new).
+    monitor_dirty_ = false;
+    next_monitor_ms_ = coarse_ms() + kMonitorIntervalMs;
+    return std::nullopt;
+  }
   // The event's second part (the endpoint) arrives with the first: multipart is atomic.
   while (head.more()) {
     zmq::message_t rest;
@@ -356,11 +363,14 @@ bool Socket::pending(Side side) {
   // Reading ZMQ_EVENTS processes zmq's pending commands, which re-arms ZMQ_FD for the poll.
   const int ev = data_.get(zmq::sockopt::events);
   const int mev = monitor_.get(zmq::sockopt::events);
-  if ((mev & ZMQ_POLLIN) != 0) return true;
+  if ((mev & ZMQ_POLLIN) != 0) {
+    monitor_dirty_ = true;  // its descriptor will not signal what was just processed
+    return true;
+  }
   return (ev & (side == kRecv ? ZMQ_POLLIN : ZMQ_POLLOUT)) != 0;
 }
 
-void Socket::wait(Side side, Deadline d, Clock::time_point wake) {
+bool Socket::wait(Side side, Deadline d, Clock::time_point wake) {
   long timeout = d.poll_ms();
   if (wake != Clock::time_point::max()) {
     auto ms = std::chrono::ceil<std::chrono::milliseconds>(wake - Clock::now()).count();
@@ -369,10 +379,10 @@ void Socket::wait(Side side, Deadline d, Clock::time_point wake) {
   }
   // Descriptors only (no zmq sockets): polling a zmq socket would touch its state, which the
   // other thread may be using; ZMQ_FD is a plain descriptor.
-  zmq_pollitem_t items[3] = {{nullptr, data_fd_, ZMQ_POLLIN, 0},
-                             {nullptr, monitor_fd_, ZMQ_POLLIN, 0},
-                             {nullptr, kick_[side], ZMQ_POLLIN, 0}};
-  zmq_poll(items, 3, timeout);  // EINTR and errors: the caller's loop retries and rechecks d
+  pollfd items[3] = {{data_fd_, POLLIN, 0}, {monitor_fd_, POLLIN, 0}, {kick_[side], POLLIN, 0}};
+  // EINTR and errors: the caller's loop retries and rechecks d.
+  const int n = ::poll(items, 3, static_cast<int>(std::min<long>(timeout, INT_MAX)));
+  return n > 0 && items[1].revents != 0;
 }
 
 void Socket::arm_timer(Clock::time_point when) noexcept {
@@ -396,12 +406,12 @@ Status check_size(const Frame& f, std::size_t max_frame) {
   return {};
 }
 
-WireFrame::WireFrame(const Frame& f) {
+WireFrame::WireFrame(const Frame& f)
+    : head_(kHeaderSize + (f.payload.size() <= kChunkBytes ? f.payload.size() : 0)) {
   const std::size_t n = f.payload.size();
   FrameHeader h = f.header;
   h.length = static_cast<std::uint32_t>(n);
   const bool whole = n <= kChunkBytes;
-  head_.rebuild(kHeaderSize + (whole ? n : 0));
   encode_header(h, head_.data<std::uint8_t>());
   if (whole) {
     if (n != 0) std::memcpy(head_.data<std::uint8_t>() + kHeaderSize, f.payload.data(), n);
@@ -554,13 +564,18 @@ class DealerChannel final : public ZmqChannel::Impl {
     WireFrame w(f);
     auto st = s_->run(kSend, d, [&]() -> Status {
       if (broken_) return closed_error("the peer sent a malformed frame earlier");
-      pump();
+      if (s_->monitor_due(false)) pump();
       if (closed_) return closed_error("peer closed the connection or died");
-      if (!flush(s_->data(), backlog_)) return Errc::queue_full;
-      for (; !w.done(); w.advance()) {
-        if (!s_->data().send(w.next(), zmq::send_flags::dontwait)) return Errc::queue_full;
+      if (flush(s_->data(), backlog_)) {
+        for (; !w.done(); w.advance()) {
+          if (!s_->data().send(w.next(), zmq::send_flags::dontwait)) break;
+        }
+        if (w.done()) return {};
       }
-      return {};
+      // No room: a wait may follow, so the monitor now (a departed peer is not waited for).
+      if (s_->monitor_due(true)) pump();
+      if (closed_) return closed_error("peer closed the connection or died");
+      return Errc::queue_full;
     });
     return committed(std::move(st), w, s_->mutex(), [&] { w.move_rest(backlog_); });
   }
@@ -568,9 +583,7 @@ class DealerChannel final : public ZmqChannel::Impl {
   Status recv_until(Frame& out, Deadline d) override {
     return s_->run(kRecv, d, [&]() -> Status {
       if (broken_) return closed_error("the peer sent a malformed frame earlier");
-      // Events first, then data: frames the peer sent before it went away are delivered
-      // before the drop is reported.
-      pump();
+      if (s_->monitor_due(false)) pump();
       // A committed frame's rest must not wait for the next send (there may be none).
       if (!closed_ && !backlog_.empty()) {
         if (flush(s_->data(), backlog_)) {
@@ -579,24 +592,16 @@ class DealerChannel final : public ZmqChannel::Impl {
           s_->wake_at = Clock::now() + retry_.next();
         }
       }
-      for (;;) {
-        zmq::message_t m;
-        if (!s_->data().recv(m, zmq::recv_flags::dontwait)) break;
-        if (m.more()) {
-          while (m.more() && s_->data().recv(m, zmq::recv_flags::dontwait)) {
-          }
-          broken_ = true;
-          return multipart_error();
-        }
-        if (m.size() == 0) continue;  // the bind side's liveness probe
-        bool complete = false;
-        auto st = in_.take(m, s_->max_frame(), out, complete);
-        if (!st) {
-          broken_ = true;  // the stream can no longer be trusted
-          return st;
-        }
-        if (complete) return {};
+      auto st = read(out);
+      if (!not_ready(st)) return st;
+      // Nothing queued: the monitor now, and if it says the peer is gone, the data once more,
+      // so that frames the peer sent before it went away are delivered before the drop is
+      // reported (they are queued before the event that reports it).
+      if (!closed_ && s_->monitor_due(true)) {
+        pump();
+        if (closed_) st = read(out);
       }
+      if (!not_ready(st)) return st;
       if (closed_) return closed_error("peer closed the connection or died");
       return Errc::would_block;
     });
@@ -608,6 +613,29 @@ class DealerChannel final : public ZmqChannel::Impl {
   void pump() {
     while (auto e = s_->next_event()) {
       if (e->event == ZMQ_EVENT_DISCONNECTED) closed_ = true;
+    }
+  }
+
+  // Reads until a whole frame (ok), an error (the stream is broken), or nothing is left
+  // (WouldBlock, after a recv that said EAGAIN).
+  Status read(Frame& out) {
+    for (;;) {
+      zmq::message_t m;
+      if (!s_->data().recv(m, zmq::recv_flags::dontwait)) return Errc::would_block;
+      if (m.more()) {
+        while (m.more() && s_->data().recv(m, zmq::recv_flags::dontwait)) {
+        }
+        broken_ = true;
+        return multipart_error();
+      }
+      if (m.size() == 0) continue;  // the bind side's liveness probe
+      bool complete = false;
+      auto st = in_.take(m, s_->max_frame(), out, complete);
+      if (!st) {
+        broken_ = true;  // the stream can no longer be trusted
+        return st;
+      }
+      if (complete) return {};
     }
   }
 
@@ -629,6 +657,8 @@ class RouterChannel final : public ZmqChannel::Impl {
   Status send_until(const Frame& f, Deadline d) override {
     if (auto st = check_size(f, core_.socket().max_frame()); !st) return st;
     WireFrame w(f);
+    // A chunked frame's peer, once its first message went: the rest goes there, whoever
+    // connects meanwhile. (No copy per frame otherwise: a one-message frame goes whole or not.)
     std::optional<PeerId> to;
     auto sent = core_.socket().run(kSend, d, [&]() -> Status {
       if (broken_) return closed_error("the peer sent a malformed frame earlier");
@@ -644,8 +674,9 @@ class RouterChannel final : public ZmqChannel::Impl {
       }
       if (closed_) return closed_error("peer closed the connection or died");
       if (!current_) return Error{Errc::queue_full, "no peer has connected yet"};
-      if (!w.started()) to = current_;
-      auto st = core_.attempt_send(*to, w);
+      const bool first = !w.started();
+      auto st = core_.attempt_send(first ? *current_ : *to, w);
+      if (first && w.started() && !w.done()) to = current_;
       if (st.code() == Errc::channel_closed) closed_ = true;
       return st;
     });

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include <sys/stat.h>
+#include <time.h>
 
 #include <atomic>
 #include <cstdint>
@@ -120,8 +121,17 @@ class Socket {
   // Calls attempt() under the mutex until it returns something other than WouldBlock /
   // QueueFull, waiting between tries up to d. attempt may lower wake_at to be retried by then
   // even without socket activity. Returns Timeout when a timed d expires.
+  //
+  // The cost per frame on a busy stream is the data socket's own calls: attempt reads the
+  // monitor only when monitor_due() says so (see there). What keeps waits correct: an attempt
+  // that says not-ready has read the data socket to EAGAIN (receiving; that processes zmq's
+  // commands, which re-arms ZMQ_FD) and has drained the monitor if it was due; a send side
+  // still reads ZMQ_EVENTS (a send's EAGAIN does not process commands).
   template <class F>
   Status run(Side side, Deadline d, F&& attempt) {
+    // A try form may be driven by an outside poller of wait_fd(), whose wake-ups we do not
+    // see: it reads the monitor whenever it finds nothing to do.
+    const bool outside = d.is_now();
     for (;;) {
       Status st;
       Clock::time_point wake;
@@ -133,12 +143,17 @@ class Socket {
           kicked_[side] = false;
           drain(kick_[side]);
         }
-        waiting_[side].store(false);
+        if (outside) monitor_dirty_ = true;
+        if (waiting_[side].load(std::memory_order_relaxed)) waiting_[side].store(false);
         wake_at = Clock::time_point::max();
         st = attempt();
-        // Processes zmq's pending commands (a try form retries once if they made room or
-        // brought a message), which also re-arms the ZMQ_FDs before we poll them.
-        if (not_ready(st)) ready_now = pending(side) && wake_at == Clock::time_point::max();
+        // A send retries once (try form) if zmq's pending commands made room or brought an
+        // event; reading ZMQ_EVENTS also re-arms the ZMQ_FDs before we poll them.
+        // Not for a ROUTER: its POLLOUT means some peer has room, and its attempts read
+        // ZMQ_EVENTS themselves (see RouterCore::attempt_send).
+        if (not_ready(st) && side == kSend && !router_) {
+          ready_now = pending(side) && wake_at == Clock::time_point::max();
+        }
         if (ready_now && d.is_now()) {
           wake_at = Clock::time_point::max();
           st = attempt();
@@ -161,11 +176,37 @@ class Socket {
         waiting_[side].store(false);
         return Error{Errc::timeout};
       }
-      wait(side, d, wake);
+      if (wait(side, d, wake)) {
+        std::lock_guard lk(mu_);
+        monitor_dirty_ = true;
+      }
     }
   }
 
-  std::optional<MonitorEvent> next_event();  // under the mutex
+  // Under the mutex: whether attempt() should read the monitor now. An empty read of it costs
+  // a system call, so a busy stream looks only every kMonitorIntervalMs (a peer's death is still
+  // seen within that while frames flow without pause); `idle` (the data socket is not ready, a
+  // wait may follow) looks whenever the monitor may hold something: it signalled in our last
+  // wait, ZMQ_EVENTS said so, a try form ran (an outside poller may have seen it signal), or it
+  // was not drained since. A wait on its descriptor catches anything that comes later.
+  bool monitor_due(bool idle) noexcept {
+    if (idle && monitor_dirty_) return true;
+    const std::int64_t now = coarse_ms();
+    if (now < next_monitor_ms_) return false;
+    next_monitor_ms_ = now + kMonitorIntervalMs;
+    return true;
+  }
+  static constexpr std::int64_t kMonitorIntervalMs = 1;
+  // CLOCK_MONOTONIC_COARSE in ms: a few instructions (no TSC read) per frame, at the cost of
+  // the tick's resolution (1-4 ms), which is all a look every millisecond needs.
+  static std::int64_t coarse_ms() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+  }
+
+  // Under the mutex: the monitor's next event; nullopt once it is drained.
+  std::optional<MonitorEvent> next_event();
   std::mutex& mutex() const noexcept { return mu_; }
   zmq::socket_t& data() noexcept { return data_; }
   std::size_t max_frame() const noexcept { return max_frame_; }
@@ -181,7 +222,8 @@ class Socket {
   static void drain(int fd) noexcept;
   void kick_other(Side side) noexcept;
   bool pending(Side side);
-  void wait(Side side, Deadline d, Clock::time_point wake);
+  // Waits for activity on the side's descriptors; true if the monitor's signalled.
+  bool wait(Side side, Deadline d, Clock::time_point wake);
   void arm_timer(Clock::time_point when) noexcept;
 
   // Declared first so it is destroyed last: the context may only end after the sockets.
@@ -193,11 +235,14 @@ class Socket {
   zmq::socket_t data_;
   zmq::socket_t monitor_;
   bool monitoring_ = false;
+  bool router_ = false;
   int data_fd_ = -1;
   int monitor_fd_ = -1;
   int kick_[2] = {-1, -1};
   std::atomic<bool> waiting_[2] = {false, false};
-  bool kicked_[2] = {false, false};  // under mu_: kick_[side] was written since its last drain
+  bool kicked_[2] = {false, false};   // under mu_: kick_[side] was written since its last drain
+  bool monitor_dirty_ = true;         // under mu_: see monitor_due
+  std::int64_t next_monitor_ms_ = 0;  // under mu_: a busy stream's next look (coarse_ms)
   Clock::time_point armed_ = Clock::time_point::max();  // under mu_: the timer's setting
   int epoll_fd_ = -1;
   int timer_fd_ = -1;  // routers only: wakes wait_fd() users for due probes
@@ -299,10 +344,12 @@ class RouterCore {
   Status admit(const PeerId& peer, bool admitted);
 
  private:
-  void pump_monitor();
+  bool pump_monitor();  // true if it read any event
   void probe_if_due();
+  Status read(Event& ev, Frame& out);  // data only: a frame, an error, or WouldBlock at EAGAIN
   void mark_departed(const PeerId& peer);
   bool pop_departed(Event& ev, bool nothing_to_read);
+  Status send_some(const PeerId& peer, WireFrame& w);  // one try, as attempt_send
   enum class SendOutcome { sent, full, unreachable };
   SendOutcome send_to(const PeerId& peer, zmq::message_t& body);
   bool flush_backlog();  // true when nothing is left queued
@@ -330,7 +377,6 @@ class RouterCore {
   Clock::time_point next_probe_{};
   Clock::duration probe_step_{};
   Clock::time_point last_drop_{};
-  std::chrono::milliseconds send_backoff_{0};
   Backoff backlog_backoff_;
 };
 

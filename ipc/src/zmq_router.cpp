@@ -15,11 +15,12 @@ namespace {
 constexpr auto kFirstProbeStep = std::chrono::milliseconds(1);
 constexpr auto kMaxProbeStep = std::chrono::milliseconds(200);
 constexpr auto kProbeGiveUp = std::chrono::seconds(30);
-constexpr auto kMaxSendBackoff = std::chrono::milliseconds(16);
 }  // namespace
 
-void RouterCore::pump_monitor() {
+bool RouterCore::pump_monitor() {
+  bool any = false;
   while (auto e = s_->next_event()) {
+    any = true;
     if (e->event == ZMQ_EVENT_ACCEPTED) {
       live_fds_.insert(e->value);
     } else if (e->event == ZMQ_EVENT_DISCONNECTED && live_fds_.erase(e->value) == 1) {
@@ -29,6 +30,7 @@ void RouterCore::pump_monitor() {
       probe_step_ = kFirstProbeStep;
     }
   }
+  return any;
 }
 
 void RouterCore::probe_if_due() {
@@ -56,6 +58,9 @@ RouterCore::~RouterCore() {
   try {
     (void)s_->run(kSend, Deadline::after(s_->linger()), [&]() -> Status {
       pump_monitor();
+      if (flush_backlog()) return {};
+      // As in attempt_send: zmq's commands processed (ZMQ_FD re-armed), then one more try.
+      (void)s_->data().get(zmq::sockopt::events);
       return flush_backlog() ? Status{} : Status{Errc::queue_full};
     });
   } catch (const zmq::error_t&) {
@@ -166,13 +171,28 @@ std::string peer_address(const zmq::message_t& m) {
 Status RouterCore::attempt_recv(Event& ev, Frame& out) {
   // Events and probes before data: frames a departed peer sent are read before its departure
   // (a probe only fails once the drop is known, and the peer's frames were queued before it).
-  pump_monitor();
+  // On a busy socket the monitor is read only now and then (Socket::monitor_due); when the
+  // data runs dry it is read, and the data once more if it brought news.
+  if (s_->monitor_due(false)) pump_monitor();
   probe_if_due();
-  if (!flush_backlog()) retry_soon();
+  if (!backlog_.empty() && !flush_backlog()) retry_soon();
   if (pop_departed(ev, false)) return {};
+  auto st = read(ev, out);
+  if (!not_ready(st)) return st;
+  if (s_->monitor_due(true) && pump_monitor()) {
+    probe_if_due();
+    if (pop_departed(ev, false)) return {};
+    st = read(ev, out);
+    if (!not_ready(st)) return st;
+  }
+  if (pop_departed(ev, true)) return {};
+  return Errc::would_block;
+}
+
+Status RouterCore::read(Event& ev, Frame& out) {
   for (;;) {
     zmq::message_t id;
-    if (!s_->data().recv(id, zmq::recv_flags::dontwait)) break;
+    if (!s_->data().recv(id, zmq::recv_flags::dontwait)) return Errc::would_block;
     if (!id.more()) continue;
     zmq::message_t body;
     (void)s_->data().recv(body, zmq::recv_flags::dontwait);  // arrives with the routing part
@@ -225,39 +245,45 @@ Status RouterCore::attempt_recv(Event& ev, Frame& out) {
     ev.got = Got::joined;
     return {};
   }
-  if (pop_departed(ev, true)) return {};
-  return Errc::would_block;
 }
 
 Status RouterCore::attempt_send(const PeerId& peer, WireFrame& w) {
-  pump_monitor();
+  if (s_->monitor_due(false)) pump_monitor();
   probe_if_due();
+  for (int pass = 0;; ++pass) {
+    auto st = send_some(peer, w);
+    if (st.code() != Errc::queue_full) return st;
+    // Full. A send processes zmq's commands only now and then, so one that gave this peer
+    // room may be waiting: reading ZMQ_EVENTS processes them (and re-arms ZMQ_FD, so the wait
+    // that follows wakes at the next command, room for this peer among them). POLLOUT on a
+    // ROUTER means some peer has room, maybe not this one: one more try, then the wait.
+    // Socket::run does not read ZMQ_EVENTS again for a ROUTER's send (see there).
+    if (pass == 1 || (s_->data().get(zmq::sockopt::events) & ZMQ_POLLOUT) == 0) {
+      // A wait may follow, so the monitor now (its drops start the probes).
+      if (s_->monitor_due(true) && pump_monitor()) probe_if_due();
+      return st;
+    }
+  }
+}
+
+Status RouterCore::send_some(const PeerId& peer, WireFrame& w) {
   // Earlier frames' rests first (they go before anything else to their peer).
-  if (!flush_backlog() && backlog_.count(peer) != 0) {
+  if (!backlog_.empty() && !flush_backlog() && backlog_.count(peer) != 0) {
     retry_soon();
     return Error{Errc::queue_full, "the peer's queue is at its high-water mark"};
   }
   for (; !w.done(); w.advance()) {
     switch (send_to(peer, w.next())) {
       case SendOutcome::sent:
-        send_backoff_ = std::chrono::milliseconds(0);
         continue;
       case SendOutcome::unreachable:
         mark_departed(peer);
         return Error{Errc::channel_closed, "peer went away (or never connected)"};
       case SendOutcome::full:
-        break;
+        return Error{Errc::queue_full, "the peer's queue is at its high-water mark"};
     }
-    break;
   }
-  if (w.done()) return {};
-  // POLLOUT on a ROUTER means "some peer has room", not necessarily this one, so waiting on
-  // the socket could spin: retry on a short backoff instead.
-  if ((s_->data().get(zmq::sockopt::events) & ZMQ_POLLOUT) != 0) {
-    send_backoff_ = std::clamp(send_backoff_ * 2, std::chrono::milliseconds(1), kMaxSendBackoff);
-    s_->wake_at = std::min(s_->wake_at, Clock::now() + send_backoff_);
-  }
-  return Error{Errc::queue_full, "the peer's queue is at its high-water mark"};
+  return {};
 }
 
 std::vector<PeerId> RouterCore::peers() const {

@@ -4,8 +4,11 @@
 // so once a test's channels are destroyed no zmq thread or descriptor is left and the
 // LeakCheck snapshot can be taken before anything zmq exists.
 #include <doctest/doctest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -146,6 +149,43 @@ std::uint64_t checksum(ByteView b) {
   for (const std::uint8_t c : b)
     h = (h ^ c) * 1099511628211ULL;
   return h;
+}
+
+// CPU time the calling thread has used.
+std::chrono::microseconds thread_cpu() {
+  rusage ru{};
+  ::getrusage(RUSAGE_THREAD, &ru);
+  return std::chrono::seconds(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         std::chrono::microseconds(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+// Opens a plain socket connection to a bound zmq endpoint (ipc:// or tcp://127.0.0.1:PORT)
+// and closes it at once: the bound side's monitor sees a connection come and go, with no
+// ZMTP handshake and no message.
+void connect_and_drop(const std::string& endpoint) {
+  int fd = -1;
+  if (endpoint.rfind("ipc://", 0) == 0) {
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    const std::string path = endpoint.substr(6);
+    REQUIRE(path.size() < sizeof sa.sun_path);
+    std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+  } else {
+    auto tcp = parse_tcp_address(endpoint);
+    REQUIRE(tcp);
+    REQUIRE(tcp->port);
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(*tcp->port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+  }
+  ::close(fd);
 }
 
 // This process's resident set (VmRSS), in bytes.
@@ -675,6 +715,77 @@ TEST_SUITE("ipc.zmq") {
     leaks.verify();
   }
 
+  // The monitor is read only now and then while frames flow (see Socket::monitor_due): a
+  // sender that never has to wait must still learn of its peer's death. With no high-water
+  // mark, only the monitor (connect side) or the routing table (bind side) can tell it.
+  TEST_CASE("a sender that never waits sees its SIGKILLed peer as ChannelClosed within 1 s") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      for (auto role : kRoles) {
+        CAPTURE(name(scheme));
+        CAPTURE(name(role));
+        ZmqOptions unbounded;
+        unbounded.send_hwm = 0;  // zmq: no limit, so a send never finds the queue full
+        auto l = start("zmq_echo", scheme, role, kDefaultMaxFrame, {}, unbounded);
+        // Connected both ways first: a connection zmq never made is never reported lost
+        // (zmq keeps retrying to connect), so a kill before it is no test of this.
+        Frame got;
+        REQUIRE(l.chan->send(frame(1, "hello")));
+        REQUIRE(l.chan->recv_for(got, 20s));
+        const Frame f = frame(7, "x");
+        for (int i = 0; i < 1000; ++i)
+          REQUIRE(l.chan->try_send(f));  // echoed until the peer's queues fill; no matter
+        l.child.kill(SIGKILL);
+        const auto t0 = Clock::now();
+        Status st;
+        std::size_t sent = 0;
+        while ((st = l.chan->try_send(f)) && since(t0) < 10s)
+          ++sent;
+        const auto elapsed = since(t0);
+        CAPTURE(sent);
+        CHECK(st.code() == Errc::channel_closed);  // not QueueFull: it never had to wait
+        CHECK(elapsed < 1000ms);
+        auto ex = l.child.wait_for(20s);
+        REQUIRE(ex);
+        CHECK(ex->signal == SIGKILL);
+      }
+    }
+    leaks.verify();
+  }
+
+  // Connections that come and go fill the bound side's monitor while a timed recv waits: the
+  // wait reads them (no spinning on a signalling descriptor), probes its peer, keeps it, and
+  // still ends at its deadline.
+  TEST_CASE("a timed recv keeps its deadline, without spinning, while the monitor has events") {
+    testing::LeakCheck leaks;
+    for (auto scheme : kSchemes) {
+      CAPTURE(name(scheme));
+      auto l = start("zmq_echo", scheme, Role::bind, kDefaultMaxFrame);
+      Frame got;
+      REQUIRE(l.chan->send(frame(1, "warm")));
+      REQUIRE(l.chan->recv_for(got, 20s));
+      const std::string at = l.chan->endpoint();
+      for (int i = 0; i < 20; ++i)
+        connect_and_drop(at);
+      const auto cpu0 = thread_cpu();
+      const auto t0 = Clock::now();
+      CHECK(l.chan->recv_for(got, 300ms).code() == Errc::timeout);
+      const auto elapsed = since(t0);
+      const auto cpu = thread_cpu() - cpu0;
+      CHECK(elapsed >= 300ms);
+      CHECK(elapsed < 3000ms);
+      CAPTURE(cpu.count());
+      CHECK(cpu < 150ms);  // a spin on the monitor's descriptor would use the whole wait
+      // The dropped connections were not taken for the peer: it still answers.
+      REQUIRE(l.chan->send(frame(2, "still here")));
+      REQUIRE(l.chan->recv_for(got, 20s));
+      CHECK(text(got) == "still here");
+      REQUIRE(l.chan->send(frame(0, "", MessageKind::shutdown)));
+      expect_exit(l.child, 0);
+    }
+    leaks.verify();
+  }
+
   TEST_CASE("one thread sends while another receives on the same channel") {
     testing::LeakCheck leaks;
     constexpr std::uint64_t kN = 5000;  // more than the queues hold: both threads must run
@@ -746,10 +857,12 @@ TEST_SUITE("ipc.zmq") {
       in.close_r();
       Frame f;
       f.payload = pattern(256 * 1024, 5);
-      // The first sends wait for the peer to connect; then queues and socket buffers fill
-      // until a timed send finds no room for its whole duration.
+      // The first send waits for the peer to connect (its start may take a while: a sanitized
+      // build on a busy machine); then queues and socket buffers fill until a timed send finds
+      // no room for its whole duration.
+      REQUIRE((*c)->send_for(f, 20s));
       Status st;
-      int sent = 0;
+      int sent = 1;
       while ((st = (*c)->send_for(f, 500ms)) && sent < 100000)
         ++sent;
       CAPTURE(sent);

@@ -14,8 +14,8 @@
 //
 // Peer death: a peer that closes or dies (SIGKILL included) is reported as ChannelClosed, after
 // every frame it sent before has been delivered; the kernel closes a dead process's sockets, so
-// this takes milliseconds. A peer that goes silent without closing (host down, partition) is
-// cut off by ZMTP heartbeats after ZmqOptions::heartbeat_timeout.
+// this takes milliseconds, even for a sender that never waits (the monitor is read at least
+// once a millisecond while frames flow). A silent peer (host down): heartbeat_timeout below.
 // Closing: a frame sent before the channel is destroyed is still delivered to a live peer (the
 // destructor waits up to ZmqOptions::linger for the queue to drain), so destroy the channel
 // before the process exits; never _exit() with frames queued.
