@@ -708,10 +708,10 @@ void PoolCore::collect_locked(Work& w, const std::optional<EndInfo>& end,
   notify_locked(a);
   if (!too_large.empty()) {
     // Never sent: failed as Rejected (failure_info), then the scheduler's follow-up taken.
-    const auto now = SchedClock::now();
+    const auto at = SchedClock::now();
     for (TaskId id : too_large) {
       too_large_for_remote_.insert(id);
-      sched_.cancel(id, now);
+      sched_.cancel(id, at);
     }
     collect_locked(w, end, gone);
   }
