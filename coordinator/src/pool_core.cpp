@@ -36,6 +36,10 @@ SchedulerConfig scheduler_config(const PoolOptions& o, unsigned local) {
   c.startup_timeout = o.startup_timeout;
   c.max_tasks_per_worker = o.max_tasks_per_worker;
   c.max_task_bytes = kDefaultMaxFrame - 64;  // room for the task header (9 bytes today)
+  // A broken worker program fails every start; workers killed from outside while starting
+  // (a busy machine, an operator) fail a few. Two per worker tells them apart without a long
+  // wait for the broken program.
+  c.startup_failure_limit = std::max(3u, 2 * local);
   return c;
 }
 

@@ -534,6 +534,10 @@ void Scheduler::startup_failure(TimePoint now) {
   ++startup_failures_;
   if (startup_failures_ >= cfg_.startup_failure_limit && !broken_) {
     broken_ = true;
+    if (broken_reason_.empty()) {
+      broken_reason_ = std::to_string(startup_failures_) +
+                       " local workers in a row ended before they registered";
+    }
     out_.notices.push_back(
         {Notice::Kind::broken, static_cast<unsigned>(workers_.size()), cfg_.local_workers});
     out_.room_freed = true;

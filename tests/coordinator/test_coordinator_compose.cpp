@@ -110,7 +110,7 @@ TEST_SUITE("coordinator.compose") {
   }
 
   TEST_CASE(
-      "a failed task fails its continuation the same way; a throwing one is ContinuationError") {
+      "a failed task fails its continuation the same way, a throwing one is ContinuationError") {
     ft::LeakCheck leaks;
     {
       ferry::Pool pool({.workers = 1, .transport = ferry::Transport::pipe});
@@ -184,7 +184,7 @@ TEST_SUITE("coordinator.compose") {
   }
 
   TEST_CASE(
-      "wait_any returns the finished one and times out while none has; wait_all waits for all") {
+      "wait_any returns the finished one and times out while none has, wait_all waits for all") {
     ft::LeakCheck leaks;
     {
       const std::string gate = "compose-gate-" + std::to_string(::getpid());
@@ -239,7 +239,7 @@ TEST_SUITE("coordinator.compose") {
     leaks.verify();
   }
 
-  TEST_CASE("with() sets one task's retries and timeout; the others keep the pool's") {
+  TEST_CASE("with() sets one task's retries and timeout, the others keep the pool's") {
     ft::LeakCheck leaks;
     {
       char tmpl[] = "/tmp/ferry-compose-XXXXXX";
@@ -312,7 +312,7 @@ TEST_SUITE("coordinator.compose") {
     leaks.verify();
   }
 
-  TEST_CASE("task graphs: a Future argument makes the task wait in the pool; failures propagate") {
+  TEST_CASE("task graphs: a Future argument makes the task wait in the pool, failures propagate") {
     ft::LeakCheck leaks;
     {
       const std::string gate = "compose-graph-" + std::to_string(::getpid());
@@ -363,7 +363,7 @@ TEST_SUITE("coordinator.compose") {
     leaks.verify();
   }
 
-  TEST_CASE("task graphs: the pool's drain runs waiting tasks; their futures outlive the pool") {
+  TEST_CASE("task graphs: the pool's drain runs waiting tasks, their futures outlive the pool") {
     ft::LeakCheck leaks;
     ferry::Future<std::int64_t> tail;
     {
