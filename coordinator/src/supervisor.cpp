@@ -374,13 +374,17 @@ void Supervisor::run() {
 
     std::vector<pollfd> fds{{wake_fd_, POLLIN, 0}};
     std::vector<std::pair<std::shared_ptr<LocalWorker>, int>> who{{nullptr, 0}};
+    // Only open descriptors: poll() refuses (EINVAL) more entries than RLIMIT_NOFILE, closed
+    // ones included, and a refused poll would leave the workers unwatched and unreaped.
+    auto watch = [&](int fd, const std::shared_ptr<LocalWorker>& w, int what) {
+      if (fd < 0) return;
+      fds.push_back({fd, POLLIN, 0});
+      who.emplace_back(w, what);
+    };
     for (auto& w : workers_) {
-      fds.push_back({w->process().pidfd(), POLLIN, 0});
-      who.emplace_back(w, 0);
-      fds.push_back({w->out_fd, POLLIN, 0});
-      who.emplace_back(w, 1);
-      fds.push_back({w->err_fd, POLLIN, 0});
-      who.emplace_back(w, 2);
+      watch(w->process().pidfd(), w, 0);
+      watch(w->out_fd, w, 1);
+      watch(w->err_fd, w, 2);
     }
     int timeout_ms = 1000;
     if (auto due = core_.next_deadline()) {
