@@ -11,8 +11,8 @@
 #include "ferry/coordinator/errors.hpp"
 
 #include "ferry/shared/codec.hpp"
-#include "ferry/shared/session.hpp"
 #include "ferry/shared/log.hpp"
+#include "ferry/shared/session.hpp"
 #include "ferry/worker/runtime.hpp"
 #include "membership.hpp"
 #include "supervisor.hpp"

@@ -6,26 +6,26 @@
 
 namespace ferry::demos {
 
-int countdown(const Options& opt);     // demo_basics.cpp
-int local_data(const Options& opt);    // demo_basics.cpp
-int race(const Options& opt);          // demo_race.cpp
-int lock(const Options& opt);          // demo_race.cpp
-int rlock(const Options& opt);         // demo_locks.cpp
-int deadlock(const Options& opt);      // demo_locks.cpp
-int semaphore(const Options& opt);     // demo_semaphore.cpp
-int event(const Options& opt);         // demo_event.cpp
-int condition(const Options& opt);     // demo_condition.cpp
-int barrier(const Options& opt);       // demo_barrier.cpp
-int pipe(const Options& opt);          // demo_channels.cpp
-int channel(const Options& opt);       // demo_channels.cpp
-int queue(const Options& opt);         // demo_queues.cpp
-int ghostbusters(const Options& opt);  // demo_queues.cpp
-int pool(const Options& opt);          // demo_pools.cpp
-int supervisor(const Options& opt);    // demo_pools.cpp
-int distributed(const Options& opt);   // demo_pools.cpp
-int cpu_bound(const Options& opt);     // demo_perf.cpp
-int io_bound(const Options& opt);      // demo_perf.cpp
-int cooperative(const Options& opt);   // demo_cooperative.cpp
+int countdown(const Options& opt);       // demo_basics.cpp
+int local_data(const Options& opt);      // demo_basics.cpp
+int race(const Options& opt);            // demo_race.cpp
+int lock(const Options& opt);            // demo_race.cpp
+int rlock(const Options& opt);           // demo_locks.cpp
+int deadlock(const Options& opt);        // demo_locks.cpp
+int semaphore(const Options& opt);       // demo_semaphore.cpp
+int event(const Options& opt);           // demo_event.cpp
+int condition(const Options& opt);       // demo_condition.cpp
+int barrier(const Options& opt);         // demo_barrier.cpp
+int pipe(const Options& opt);            // demo_channels.cpp
+int channel(const Options& opt);         // demo_channels.cpp
+int queue(const Options& opt);           // demo_queues.cpp
+int ghostbusters(const Options& opt);    // demo_queues.cpp
+int pool(const Options& opt);            // demo_pools.cpp
+int supervisor(const Options& opt);      // demo_pools.cpp
+int distributed(const Options& opt);     // demo_pools.cpp
+int cpu_bound(const Options& opt);       // demo_perf.cpp
+int io_bound(const Options& opt);        // demo_perf.cpp
+int cooperative(const Options& opt);     // demo_cooperative.cpp
 int pipeline_graph(const Options& opt);  // demo_graph.cpp
 
 }  // namespace ferry::demos
