@@ -103,6 +103,20 @@ ByteView SharedObject::bytes() const noexcept {
   return ByteView(static_cast<const std::uint8_t*>(map_), size_);
 }
 
+Result<SharedObject> SharedObject::map_into(SharedObject s, int fd, int flags) {
+  if (s.size_ > 0) {
+    void* p = ::mmap(nullptr, s.size_, PROT_READ, MAP_SHARED | flags, fd, 0);
+    if (p == map_failed()) {
+      const int err = errno;
+      ::close(fd);
+      return system_error("mapping /dev/shm/" + s.name_, err);
+    }
+    s.map_ = p;
+  }
+  ::close(fd);
+  return s;
+}
+
 Result<SharedObject> SharedObject::create(const std::string& name, ByteView bytes) {
   if (auto st = os::check_object_name(name); !st) return std::move(st).error();
   const int fd = ::shm_open(path_of(name).c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
@@ -133,18 +147,8 @@ Result<SharedObject> SharedObject::create(const std::string& name, ByteView byte
     }
     done += static_cast<std::size_t>(w);
   }
-  if (s.size_ > 0) {
-    // Read-only: the bytes are final. Not populated: the creator rarely reads them back.
-    void* p = ::mmap(nullptr, s.size_, PROT_READ, MAP_SHARED, fd, 0);
-    if (p == map_failed()) {
-      const int err = errno;
-      ::close(fd);
-      return system_error("mapping /dev/shm/" + name, err);
-    }
-    s.map_ = p;
-  }
-  ::close(fd);
-  return s;
+  // Read-only: the bytes are final. Not populated: the creator rarely reads them back.
+  return map_into(std::move(s), fd, 0);
 }
 
 Result<SharedObject> SharedObject::open(const std::string& name, std::size_t size) {
@@ -171,17 +175,7 @@ Result<SharedObject> SharedObject::open(const std::string& name, std::size_t siz
   SharedObject s;
   s.name_ = name;
   s.size_ = size;
-  if (size > 0) {
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
-    if (p == map_failed()) {
-      const int err = errno;
-      ::close(fd);
-      return system_error("mapping /dev/shm/" + name, err);
-    }
-    s.map_ = p;
-  }
-  ::close(fd);
-  return s;
+  return map_into(std::move(s), fd, MAP_POPULATE);
 }
 
 std::string new_object_name(std::string_view tag) {

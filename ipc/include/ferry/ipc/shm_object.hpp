@@ -52,6 +52,8 @@ class SharedObject {
 
  private:
   void unmap() noexcept;
+  // Maps s's bytes of fd read-only into s (nothing for an empty object); closes fd.
+  static Result<SharedObject> map_into(SharedObject s, int fd, int flags);
 
   std::string name_;
   std::size_t size_ = 0;
