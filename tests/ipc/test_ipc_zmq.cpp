@@ -100,7 +100,23 @@ std::unique_ptr<ZmqChannel> peer_open(const std::vector<std::string>& args,
 }
 
 // Test side: a channel to a freshly started peer, the test binding or connecting.
+// A peer SIGKILLed while bound never removes its ipc socket file; the test removes it, after
+// the peer is gone (members are destroyed in reverse order: chan, child, then this).
+struct PeerSocketFile {
+  std::string path;
+  PeerSocketFile() = default;
+  PeerSocketFile(PeerSocketFile&& o) noexcept : path(std::exchange(o.path, {})) {}
+  PeerSocketFile& operator=(PeerSocketFile&& o) noexcept {
+    std::swap(path, o.path);
+    return *this;
+  }
+  ~PeerSocketFile() {
+    if (!path.empty()) ::unlink(path.c_str());
+  }
+};
+
 struct Link {
+  PeerSocketFile socket_file;
   testing::Child child;
   ChannelPtr chan;
 };
@@ -119,6 +135,7 @@ Link start(std::string_view peer, Scheme scheme, Role test_role, std::size_t max
     return l;
   }
   std::vector<std::string> args{bind_address(scheme), "bind", std::to_string(max_frame)};
+  if (args[0].rfind("ipc://", 0) == 0) l.socket_file.path = args[0].substr(6);
   args.insert(args.end(), extra.begin(), extra.end());
   auto p = testing::spawn_reporting_peer(peer, args);
   l.child = std::move(p.child);
