@@ -5,6 +5,10 @@
 //   submit_tasks_per_s   one future per task (square), all submitted, then all got
 //   map_items_per_s      map(square) over 1 million ints, automatic chunking
 //   apply_rtt_p50_us     synchronous apply(square) round trip, median
+//   cpu_us_per_task      CPU time (user + system) of the coordinator process and its workers
+//                        over the submit run, per task; coordinator_cpu_us_per_task: its share.
+//                        CPU, unlike rates, barely moves with other load on the machine (shm
+//                        workers' brief spin before sleeping is counted)
 //   startup_ms.4         Pool of 4 workers: construction (spawn) -> wait_ready (all registered)
 //   shm.large_arg_gb_per_s  a 256 MiB argument to a task on a local shm worker that touches
 //                        every page of it: bytes / (submit -> result), median (the bytes go
@@ -22,6 +26,7 @@
 #include <vector>
 
 #include "ferry/ferry.hpp"
+#include "ferry/shared/proc_usage.hpp"
 #include "harness.hpp"
 #include "pool_workload.hpp"
 
@@ -84,6 +89,21 @@ void require_ready(Pool& pool, Transport t) {
   if (!pool.wait_ready(30s)) {
     throw std::runtime_error("pool on " + std::string(transport_name(t)) + " did not become ready");
   }
+}
+
+double self_cpu_s() {
+  const auto u = read_proc_usage();
+  return u ? u->cpu_s : 0.0;
+}
+
+// CPU seconds of this process (the coordinator) and the pool's live local workers.
+double pool_cpu_s(const Pool& pool) {
+  double s = self_cpu_s();
+  for (const auto& w : pool.stats().workers) {
+    if (!w.alive || w.remote || w.pid <= 0) continue;
+    if (const auto u = read_proc_usage(w.pid)) s += u->cpu_s;
+  }
+  return s;
 }
 
 double map_rate(Pool& pool, std::int64_t n) {
@@ -155,9 +175,17 @@ void bench_transport(Report& report, Transport t, const Sizes& s) {
     require_ready(pool, t);
     (void)pool.map(builtin::square, std::views::iota(std::int64_t{0}, std::int64_t{10'000}));
     std::vector<double> submit, map, apply;
-    for (int rep = 0; rep < s.reps; ++rep)
+    std::vector<double> cpu, coordinator_cpu;
+    for (int rep = 0; rep < s.reps; ++rep) {
+      const double all0 = pool_cpu_s(pool), self0 = self_cpu_s();
       submit.push_back(submit_rate(pool, s.submit_tasks, "submit"));
+      const double per_task = 1e6 / static_cast<double>(s.submit_tasks);
+      coordinator_cpu.push_back((self_cpu_s() - self0) * per_task);
+      cpu.push_back((pool_cpu_s(pool) - all0) * per_task);
+    }
     report.add(p + "submit_tasks_per_s", median(submit), "tasks/s");
+    report.add(p + "cpu_us_per_task", median(cpu), "us");
+    report.add(p + "coordinator_cpu_us_per_task", median(coordinator_cpu), "us");
     for (int rep = 0; rep < s.map_reps; ++rep)
       map.push_back(map_rate(pool, s.map_items));
     report.add(p + "map_items_per_s", median(map), "items/s");

@@ -341,7 +341,9 @@ PoolStats PoolCore::stats() const {
   const auto now = SchedClock::now();
   for (auto& ws : s.workers) {
     ws.alive = endpoints_.count(ws.id) != 0;
-    ws.state = !ws.alive ? "gone" : sched_.is_ready(ws.id) ? "ready" : "starting";
+    ws.state = !ws.alive                ? WorkerState::gone
+               : sched_.is_ready(ws.id) ? WorkerState::ready
+                                        : WorkerState::starting;
     if (auto l = live_.find(ws.id); l != live_.end()) {
       ws.cpu_s = l->second.cpu_s;
       ws.rss_bytes = l->second.rss_bytes;
@@ -980,6 +982,18 @@ std::uint32_t Pool::index_of(std::string_view name) const {
 
 std::uint32_t Pool::index_of(AnyFn fn) const {
   return TaskRegistry::instance().index_of(fn).value();
+}
+
+std::string_view worker_state_name(WorkerState s) noexcept {
+  switch (s) {
+    case WorkerState::starting:
+      return "starting";
+    case WorkerState::ready:
+      return "ready";
+    case WorkerState::gone:
+      return "gone";
+  }
+  return "?";
 }
 
 std::size_t Pool::auto_chunksize(std::size_t items) const noexcept {

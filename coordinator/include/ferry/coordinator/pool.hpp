@@ -111,6 +111,10 @@ struct PoolOptions {
   std::shared_ptr<coordinator::Launcher> launcher{};
 };
 
+enum class WorkerState : std::uint8_t { starting, ready, gone };
+// "starting", "ready", "gone": the status page's and /api/status's words.
+std::string_view worker_state_name(WorkerState s) noexcept;
+
 struct WorkerStats {
   std::uint32_t id = 0;
   std::int32_t pid = 0;
@@ -119,12 +123,12 @@ struct WorkerStats {
   bool remote = false;  // joined over --listen (PoolOptions::listen) rather than spawned here
   std::string host;     // remote: the host name it reported; empty for local workers
   std::string name;     // remote: its --name, if it gave one
-  // What an operator watches (the --http status page): tasks of its that failed, its state
-  // ("starting", "ready", "gone"), its CPU seconds and resident bytes (remote: from its last
+  // What an operator watches (the --http status page): tasks of its that failed, its state,
+  // its CPU seconds and resident bytes (remote: from its last
   // heartbeat; local: read from /proc by the status page; < 0 unknown), and how long ago it
   // was last heard from (seconds, < 0 never).
   std::uint64_t failures = 0;
-  std::string state;
+  WorkerState state = WorkerState::starting;
   double cpu_s = -1;
   std::int64_t rss_bytes = -1;
   double heard_s_ago = -1;
