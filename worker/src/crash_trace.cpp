@@ -37,6 +37,11 @@ namespace {
 constexpr int kSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
 constexpr int kMaxFrames = 64;
 constexpr int kSymbolizeWaitMs = 5000;  // a loaded machine takes about a second
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
 
 std::atomic<bool> g_handling{false};
 alignas(16) char g_alt_stack[64 * 1024];
@@ -176,10 +181,7 @@ void on_crash(int sig, siginfo_t* info, void* context) {
 }  // namespace
 
 void install_crash_trace() {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(__SANITIZE_UNDEFINED__)
-  // The sanitizers' own handlers report these signals, symbolized.
-  return;
-#else
+  if (kSanitized) return;  // the sanitizers' own handlers report these signals, symbolized
   // The first backtrace() loads libgcc's unwinder (dlopen, malloc): done here, not in the
   // handler.
   void* warm[2];
@@ -194,7 +196,6 @@ void install_crash_trace() {
   ::sigemptyset(&sa.sa_mask);
   for (const int sig : kSignals)
     ::sigaction(sig, &sa, nullptr);
-#endif
 }
 
 }  // namespace ferry::worker::detail
