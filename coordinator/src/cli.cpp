@@ -247,7 +247,10 @@ CLI::App* add_map_command(CLI::App& app, MapArgs& margs) {
 CLI::App* add_status_command(CLI::App& app, StatusArgs& sargs) {
   auto* status = app.add_subcommand(
       "status", "print a running coordinator's status (from its --http endpoint) as a table");
-  status->add_option("url", sargs.url, "the coordinator's --http address, e.g. 127.0.0.1:8080")
+  status
+      ->add_option("url", sargs.url,
+                   "the coordinator's --http address, e.g. 127.0.0.1:8080 (or its page's URL, "
+                   "?token=TOKEN included)")
       ->required();
   status->add_flag("--watch", sargs.watch, "refresh until interrupted");
   status->add_option("--interval", sargs.interval_s, "seconds between refreshes (default 1)")

@@ -524,6 +524,19 @@ void print_table(const nlohmann::json& s) {
 
 int status_command(const StatusArgs& args) {
   std::string base = args.url;
+  std::string token = args.token;
+  // The page's own URL works too (as deploy/local-cluster.sh --http prints it): its query is
+  // dropped, and a token=TOKEN in it is sent as --http-token would be (which, given, wins).
+  if (const auto q = base.find('?'); q != std::string::npos) {
+    std::string query = base.substr(q + 1);
+    base.erase(q);
+    for (std::size_t at = 0; at <= query.size();) {
+      const auto amp = std::min(query.find('&', at), query.size());
+      const std::string_view param(query.data() + at, amp - at);
+      if (param.starts_with("token=") && token.empty()) token = param.substr(6);
+      at = amp + 1;
+    }
+  }
   if (base.find("://") == std::string::npos) base = "http://" + base;
   while (base.size() > 1 && base.back() == '/')
     base.pop_back();
@@ -535,7 +548,7 @@ int status_command(const StatusArgs& args) {
   httplib::Client client(base);
   client.set_connection_timeout(5, 0);
   client.set_read_timeout(5, 0);
-  if (!args.token.empty()) client.set_bearer_token_auth(args.token);
+  if (!token.empty()) client.set_bearer_token_auth(token);
   const bool tty = ::isatty(1) == 1;
   for (unsigned n = 1;; ++n) {
     auto res = client.Get("/api/status");

@@ -461,6 +461,8 @@ int run(const Options& opt) {
   // A coordinator passes its --log-level to the workers it starts (FERRY_LOG_LEVEL); so does
   // ferry-worker's own --log-level.
   log::configure_from_env();
+  // A task that crashes the worker leaves its stack on stderr (crash_trace.cpp).
+  detail::install_crash_trace();
   // Lines of the task's output reach the coordinator's log promptly.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   register_builtin_tasks();
