@@ -181,6 +181,8 @@ std::shared_ptr<ObjectBlock> object_block(const std::string& name, std::uint64_t
   if (auto it = s.own.find(name); it != s.own.end()) {
     if (auto b = it->second.lock()) return b;
   }
+  // Freed objects go first (a task library's cache is not the one its worker sweeps).
+  drop_gone_locked(s);
   if (auto it = s.cached.find(name); it != s.cached.end()) {
     if (it->second.block->size() == size) {
       it->second.last_use = ++s.clock;
@@ -192,7 +194,6 @@ std::shared_ptr<ObjectBlock> object_block(const std::string& name, std::uint64_t
   }
   auto b = open_block(name, size);
   if (!b->ok()) return b;  // not cached: a later ref may find it (e.g. after a retry)
-  drop_gone_locked(s);
   s.cached.emplace(name, Cached{b, ++s.clock});
   s.cached_bytes += size;
   bound_locked(s, name);

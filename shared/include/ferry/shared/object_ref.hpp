@@ -9,9 +9,10 @@
 // the value. A worker on the pool's host maps the segment and decodes the value at most once
 // per process: every later task of that process that names the same object reuses the decoded
 // value (a per-process cache keyed by the segment name). The cache drops an object once its
-// segment is gone (the pool removes it when the object is freed; checked after each task) and
-// keeps the total size of what it holds under a bound (FERRY_OBJECT_CACHE_BYTES, default a
-// quarter of the machine's memory; objects in use are never dropped).
+// segment is gone (the pool removes it when the object is freed; checked before each task and
+// at each lookup) and keeps the total size of what it holds under a bound
+// (FERRY_OBJECT_CACHE_BYTES, default a quarter of the machine's memory; objects in use are
+// never dropped).
 //
 // Lifetime: the segment lives while an ObjectRef in the coordinator, or a task whose arguments
 // hold one, does (the pool keeps a task's refs until its outcome is final), and no longer than
