@@ -71,6 +71,10 @@ Report read_and_report(ferry::ObjectRef<Array> ref) {
 std::uint64_t cached_now(int) {
   return ferry::cached_objects();
 }
+std::uint64_t decodes_after_reading(ferry::ObjectRef<Array> ref) {
+  (void)ref.get();
+  return ferry::object_decodes();
+}
 std::uint64_t die_reading(ferry::ObjectRef<Array> ref) {
   (void)ref.get();
   ::raise(SIGKILL);
@@ -94,6 +98,7 @@ FERRY_TASK(sum_slice);
 FERRY_TASK(read_and_report);
 FERRY_TASK(cached_now);
 FERRY_TASK(die_reading);
+FERRY_TASK(decodes_after_reading);
 
 // A coordinator of its own session: puts an object, has both workers read it, says
 // "<session> <object> <worker pid>..." and waits to be killed.
@@ -203,6 +208,27 @@ TEST_SUITE("coordinator.store") {
     }
     CHECK(store_segments().empty());  // the pool removed the name on shutdown...
     CHECK(kept.get() == a);           // ...and the coordinator still reads its mapping
+    leaks.verify();
+  }
+
+  TEST_CASE("the cache size bound drops an idle object and a later read decodes it again") {
+    ft::LeakCheck leaks;
+    {
+      // The worker inherits a bound of one byte: any second object pushes the first out.
+      ::setenv("FERRY_OBJECT_CACHE_BYTES", "1", 1);
+      ferry::Pool pool({.workers = 1, .transport = ferry::Transport::shm});
+      const bool ready = pool.wait_ready(30s);
+      ::unsetenv("FERRY_OBJECT_CACHE_BYTES");
+      REQUIRE(ready);
+      auto a = pool.put(make_array(1000));
+      auto b = pool.put(make_array(2000));
+      CHECK(pool.apply(decodes_after_reading, a) == 1);
+      CHECK(pool.apply(decodes_after_reading, a) == 1);  // cached: no second decode
+      CHECK(pool.apply(decodes_after_reading, b) == 2);
+      CHECK(pool.apply(cached_now, 0) == 1);  // a went to make room for b
+      CHECK(pool.apply(decodes_after_reading, a) == 3);
+    }
+    CHECK(store_segments().empty());
     leaks.verify();
   }
 
