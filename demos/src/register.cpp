@@ -63,6 +63,10 @@ constexpr Entry kTour[] = {
      "a task graph: futures as arguments, parse -> count -> merge; a failed branch's dependants "
      "are DependencyFailed",
      pipeline_graph},
+    {"object-store",
+     "one large array put once into the object store, many tasks reading it by handle: the "
+     "copies counted",
+     object_store},
 };
 
 }  // namespace
