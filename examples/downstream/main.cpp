@@ -9,6 +9,9 @@
 //                                        the command line over this program's tasks
 //   wordcount count N                    counts the words of N texts with map_reduce, folding
 //                                        on the coordinator, then inside the workers
+//   wordcount compose                    futures that compose: a task graph, then, wait_any,
+//                                        wait_all, per-call limits, and a stop-word list put
+//                                        once in the object store
 //
 // The library's task is called by name with its types (wordstats.hpp); shout is this
 // program's own task, so only workers that are copies of this program serve it.
@@ -54,6 +57,19 @@ Counts merge_counts(Counts a, Counts b) {
 }
 FERRY_TASK(count_words);
 FERRY_COMBINE(count_words, merge_counts);
+FERRY_TASK(merge_counts);
+
+// Counts the words of a text that are not in the stop list, which the pool put once in shared
+// memory: each worker decodes it at most once, however many texts it counts.
+using Words = std::vector<std::string>;
+Counts count_content_words(ferry::ObjectRef<Words> stop, std::string text) {
+  const Words& s = stop.get();
+  Counts c = count_words(std::move(text));
+  for (const auto& w : s)
+    c.erase(w);
+  return c;
+}
+FERRY_TASK(count_content_words);
 
 namespace {
 
@@ -120,6 +136,35 @@ bool count_job(int n) {
   return on_coordinator == in_workers && words == 200LL * n;
 }
 
+// The futures of issue "past Python's pools", used as the README shows; true if all agree.
+bool compose_job() {
+  using namespace std::chrono_literals;
+  ferry::Pool pool({.workers = 2});
+  pool.wait_ready(30s);
+  const std::string a = "the fox and the dog", b = "the cat and the fox";
+  // A graph: merge waits in the pool for both counts, without this thread waiting.
+  auto merged = pool.submit(merge_counts, pool.submit(count_words, a), pool.submit(count_words, b));
+  auto distinct = merged.then([](const Counts& c) { return c.size(); });
+  // Per-call limits, and waiting for any or all of futures of different types.
+  auto loud = pool.submit(ferry::with({.timeout = 5s, .max_retries = 0}), shout, std::string("ok"));
+  const auto first = ferry::wait_any({merged, loud}, 30s);
+  const bool all = ferry::wait_all({merged, distinct, loud}, 30s);
+  // The object store: the stop list put once, read by every task from shared memory.
+  auto stop = pool.put(Words{"the", "and"});
+  std::vector<ferry::Future<Counts>> parts;
+  for (const auto& text : {a, b})
+    parts.push_back(pool.submit(count_content_words, stop, text));
+  Counts content;
+  for (auto& f : parts)
+    content = merge_counts(std::move(content), f.get());
+  const Counts m = merged.get();
+  std::printf("graph: %zu distinct words (then), 'the' x%lld; content words: %zu; first done: %s\n",
+              distinct.get(), static_cast<long long>(m.at("the")), content.size(),
+              first ? (*first == 0 ? "merge" : "shout") : "none");
+  return first.has_value() && all && distinct.get() == 5 && m.at("the") == 4 &&
+         loud.get() == "OK" && content == Counts{{"cat", 1}, {"dog", 1}, {"fox", 2}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -138,6 +183,11 @@ int main(int argc, char** argv) {
     if (args.size() == 2 && args[0] == "count") {
       const bool ok = count_job(std::stoi(args[1]));
       std::cout << (ok ? "count ok\n" : "count: the two folds differ\n");
+      return ok ? 0 : 1;
+    }
+    if (args.size() == 1 && args[0] == "compose") {
+      const bool ok = compose_job();
+      std::cout << (ok ? "compose ok\n" : "compose: wrong answers\n");
       return ok ? 0 : 1;
     }
     if (args.size() == 3 && args[0] == "coordinate") {
@@ -163,6 +213,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cerr << "usage: wordcount local LIB | wordcount coordinate LIB KEYS | wordcount count N | "
+               "wordcount compose | "
                "wordcount --ferry-worker ... | wordcount cli ...\n";
   return 2;
 }

@@ -3,6 +3,7 @@
 # find_package(ferry) and runs what its README promises:
 #   a) wordcount local LIB: a pool whose local workers load the task library;
 #   a2) wordcount count N: map_reduce folding on the coordinator and in the workers agree;
+#   a3) wordcount compose: a task graph, then, wait_any/wait_all, ferry::with and pool.put;
 #   b) wordcount coordinate LIB KEYS with two remote workers over loopback TCP with CURVE
 #      keys: stock ferry-worker --tasks LIB, and wordcount --ferry-worker --tasks LIB;
 #   c) wordcount cli ...: the command line embedded in the program (run_cli);
@@ -48,6 +49,9 @@ out=$(timeout 120 "$prog" count 2000) || fail "wordcount count: $out"
 [[ $out == *"folded in the workers:"*" 32 results shipped back"* ]] ||
   fail "wordcount count did not fold in the workers: $out"
 echo "a2) map_reduce folding in the workers (FERRY_COMBINE) agrees with the coordinator's: ok"
+out=$(timeout 120 "$prog" compose) || fail "wordcount compose: $out"
+[[ $out == *"compose ok"* ]] || fail "wordcount compose said: $out"
+echo "a3) futures that compose, a task graph and the object store: ok"
 
 # b) remote workers with CURVE keys
 keys=$work/keys
