@@ -1,9 +1,8 @@
 // ferry::ObjectRef<T>: a handle to a value put once into a pool's object store.
 //
-//   auto ref = pool.put(big_vector);              // encoded once into /dev/shm
-//   auto f = pool.submit(sum_slice, ref, 0, 1000);  // the task takes
-//   ObjectRef<std::vector<double>> const auto& v = ref.get();                     // in the
-//   coordinator too (decoded lazily)
+//   auto ref = pool.put(big_vector);                // encoded once into /dev/shm
+//   auto f = pool.submit(sum_slice, ref, 0, 1000);  // sum_slice takes an ObjectRef<...>
+//   const auto& v = ref.get();                      // in the coordinator too (decoded lazily)
 //
 // A ref travels in a task's arguments as the name and size of its shared-memory segment, not
 // the value. A worker on the pool's host maps the segment and decodes the value at most once
