@@ -289,8 +289,13 @@ EndCause Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) 
         if (running > 1) t.isolate = true;
       }
     }
-    if (!charged) {
+    if (!charged && !(death && cfg_.fail_sent_on_death)) {
       requeue.push_back(id);
+      continue;
+    }
+    if (!charged) {
+      fail(id, t, FailCause::worker_died, wid, cause);
+      forget_if_idle(id);
       continue;
     }
     ++t.charges;

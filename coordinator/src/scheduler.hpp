@@ -94,6 +94,9 @@ struct SchedulerConfig {
   unsigned local_workers = 0;         // how many the pool keeps running
   std::size_t max_task_bytes = SIZE_MAX;
   unsigned startup_failure_limit = 3;
+  // A death fails every task sent to the worker, not only the one it ran (actors: their
+  // calls must never run again, nor after a later call).
+  bool fail_sent_on_death = false;
 };
 
 // One task's own limits, where they differ from the pool's (Pool::submit(ferry::with(...), ...)).
