@@ -111,7 +111,7 @@ FailureInfo actor_died(FailureInfo f, ActorCore::Watch& w) {
   if (!w.init_error.empty()) {
     // The pool stops a worker whose initializer failed: its exit status says less.
     cause = "its constructor " + w.init_error;
-  } else if (had_process) {
+  } else if (had_process && (f.signal != 0 || f.exit_code >= 0)) {
     cause = coordinator::ExitInfo{f.exit_code, f.signal}.describe();
   } else {
     cause = w.cause_locked();
@@ -122,8 +122,10 @@ FailureInfo actor_died(FailureInfo f, ActorCore::Watch& w) {
   }
   std::string m = "actor " + w.class_name;
   if (had_process) {
+    // A call that was still waiting for the process has no pid of its own: the cause is the
+    // death just recorded.
     m += "'s process" + (f.pid ? " (pid " + std::to_string(f.pid) + ")" : std::string()) +
-         " died with this call in it: " + cause;
+         " died with this call " + (f.pid ? "in it" : "waiting for it") + ": " + cause;
   } else {
     m += " is gone: its process died (" + cause + ")";
   }

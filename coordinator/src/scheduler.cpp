@@ -309,6 +309,8 @@ EndCause Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) 
     forget_if_idle(id);
   }
   requeue_front(requeue);
+  // Nothing submitted before the death may run after it, on the next worker.
+  if (death && cfg_.fail_sent_on_death) fail_pending(FailCause::worker_died);
 
   if (w.local && !stopping_) {
     if (w.state == WState::starting) startup_failure(now);

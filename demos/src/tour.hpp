@@ -27,5 +27,6 @@ int cpu_bound(const Options& opt);       // demo_perf.cpp
 int io_bound(const Options& opt);        // demo_perf.cpp
 int cooperative(const Options& opt);     // demo_cooperative.cpp
 int pipeline_graph(const Options& opt);  // demo_graph.cpp
+int actors(const Options& opt);          // demo_actors.cpp
 
 }  // namespace ferry::demos

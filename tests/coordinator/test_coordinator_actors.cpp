@@ -223,7 +223,7 @@ TEST_SUITE("coordinator.actors") {
     leaks.verify();
   }
 
-  TEST_CASE("pool shutdown stops live actors; their later calls fail, the handle stays usable") {
+  TEST_CASE("pool shutdown stops live actors, whose later calls fail, the handle staying usable") {
     ft::LeakCheck leaks;
     {
       const auto started_name = unique("started"), gate_name = unique("gate");

@@ -68,6 +68,6 @@ inline const std::vector<std::string> kTour{
     "countdown",    "race",        "lock",          "rlock",      "deadlock", "semaphore",
     "event",        "condition",   "barrier",       "local-data", "pipe",     "queue",
     "ghostbusters", "channel",     "pool",          "cpu-bound",  "io-bound", "cooperative",
-    "supervisor",   "distributed", "pipeline-graph"};
+    "supervisor",   "distributed", "pipeline-graph", "actors"};
 
 }  // namespace demo_test

@@ -12,10 +12,11 @@
 // Order: calls run one at a time, in the order call() was entered (across threads: the order
 // in which their calls took the actor's queue), never reordered and never retried.
 //
-// Death: when the process dies, the calls it had (running or sent to it) fail with
-// ferry::ActorDied naming the cause (signal or exit status); the actor is then restarted with
-// its constructor arguments (fresh state) up to ActorOptions::max_restarts times, and calls made
-// after that run on the new instance. Once the restarts are used up, every call fails with
+// Death: when the process dies, the calls not yet finished (running, sent to it, or waiting)
+// fail with ferry::ActorDied naming the cause (signal, exit status, or what its constructor
+// threw); none of them runs later. The actor is then restarted with its constructor
+// arguments (fresh state) up to ActorOptions::max_restarts times, and calls made after that run
+// on the new instance. Once the restarts are used up, every call fails with
 // ActorDied naming the last cause. cancel() on a call's future removes it if it has not been
 // sent to the process, and otherwise stops the process (which counts as a death).
 //

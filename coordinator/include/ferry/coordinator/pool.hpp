@@ -110,9 +110,10 @@ struct PoolOptions {
   EventLevel event_level = EventLevel::info;
   // How worker processes are started (tests substitute a fake); default: posix_spawn.
   std::shared_ptr<coordinator::Launcher> launcher{};
-  // A worker's death fails every task that was sent to it (WorkerDied), not only the one it
-  // was running: the others are otherwise sent again, uncounted. Actors set it (their calls
-  // are never re-run, nor run after a later call).
+  // A worker's death fails (WorkerDied) every task then in the pool: those sent to it, not
+  // only the one it was running (the others are otherwise sent again, uncounted), and those
+  // waiting for a worker. For a one-worker pool whose tasks must never run twice, nor run
+  // after a later one: actors set it.
   bool fail_sent_on_death = false;
 };
 
