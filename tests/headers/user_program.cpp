@@ -43,6 +43,7 @@ class Tally {
   std::int64_t total_ = 0;
 };
 FERRY_ACTOR(Tally, add, report);
+FERRY_ACTOR_NEW(Tally, std::string);  // as a task library for ferry-worker would
 
 std::int64_t count_below(std::int64_t n) {
   return n > 0 ? n - 1 : 0;
