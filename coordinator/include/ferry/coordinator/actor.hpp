@@ -23,6 +23,8 @@
 // Lifetime: the process is stopped and reaped when the handle is destroyed (after the calls
 // made so far have finished) or when its pool shuts down (with the pool's mode: drain lets the
 // calls finish, cancel fails them with Cancelled). Futures of its calls may outlive both.
+// then/on_done callbacks of its calls run on the actor's own callback thread, which its end
+// waits for: do not let the last handle go inside one of them.
 //
 // Threading: call(), pid(), restarts() and wait_ready() may be used from any thread at once;
 // the handle itself is move-only, and moving or destroying it is not concurrent with its use.
