@@ -5,23 +5,38 @@
 //   submit_tasks_per_s   one future per task (square), all submitted, then all got
 //   map_items_per_s      map(square) over 1 million ints, automatic chunking
 //   apply_rtt_p50_us     synchronous apply(square) round trip, median
+//   cpu_us_per_task      CPU time (user + system) of the coordinator process and its workers
+//                        over the submit run, per task; coordinator_cpu_us_per_task: its share.
+//                        CPU, unlike rates, barely moves with other load on the machine (shm
+//                        workers' brief spin before sleeping is counted)
 //   startup_ms.4         Pool of 4 workers: construction (spawn) -> wait_ready (all registered)
 //   shm.large_arg_gb_per_s  a 256 MiB argument to a task on a local shm worker that touches
 //                        every page of it: bytes / (submit -> result), median (the bytes go
 //                        as a shared-memory object: PoolOptions::object_threshold)
+//   shm.object_read_gb_per_s  one array put into the object store (1 GiB; 128 MiB with
+//                        --quick), then 100 tasks on 2 shm workers each summing its slice
+//                        of it: 100 x size / (put -> last result), median. Beside it, the
+//                        copies made: segments written (object_read_segments, 1) and
+//                        decodes in the workers (object_read_decodes, at most one each)
 //   count_primes_*       the same CPU-bound tasks on 1 and 2 workers; speedup = t(1) / t(2);
 //                        baseline.raw-procs.* is the same work in plain processes (the
 //                        machine's ceiling for that speedup at the time of the run)
 //
 // Workers are this executable (self-exec): main() calls ferry::init first.
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <ranges>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "ferry/ferry.hpp"
+#include "ferry/shared/proc_usage.hpp"
 #include "harness.hpp"
 #include "pool_workload.hpp"
 
@@ -36,9 +51,24 @@ std::uint64_t touch_pages(std::vector<std::uint8_t> v) {
   return (static_cast<std::uint64_t>(v.size()) << 16) + sum;
 }
 
+using Words = std::vector<std::uint64_t>;
+// Its slice of the array (which the process decodes once, on first use), with who read it and
+// how many objects that process has decoded so far.
+std::tuple<std::int32_t, std::uint64_t, std::uint64_t> sum_object_slice(ferry::ObjectRef<Words> ref,
+                                                                        std::int64_t slice,
+                                                                        std::int64_t slices) {
+  const Words& a = ref.get();
+  const auto n = static_cast<std::int64_t>(a.size());
+  std::uint64_t sum = 0;
+  for (auto i = n * slice / slices; i < n * (slice + 1) / slices; ++i)
+    sum += a[static_cast<std::size_t>(i)];
+  return {static_cast<std::int32_t>(::getpid()), ferry::object_decodes(), sum};
+}
+
 }  // namespace
 
 FERRY_TASK(touch_pages);
+FERRY_TASK(sum_object_slice);
 
 namespace ferry::bench {
 
@@ -84,6 +114,21 @@ void require_ready(Pool& pool, Transport t) {
   if (!pool.wait_ready(30s)) {
     throw std::runtime_error("pool on " + std::string(transport_name(t)) + " did not become ready");
   }
+}
+
+double self_cpu_s() {
+  const auto u = read_proc_usage();
+  return u ? u->cpu_s : 0.0;
+}
+
+// CPU seconds of this process (the coordinator) and the pool's live local workers.
+double pool_cpu_s(const Pool& pool) {
+  double s = self_cpu_s();
+  for (const auto& w : pool.stats().workers) {
+    if (!w.alive || w.remote || w.pid <= 0) continue;
+    if (const auto u = read_proc_usage(w.pid)) s += u->cpu_s;
+  }
+  return s;
 }
 
 double map_rate(Pool& pool, std::int64_t n) {
@@ -155,9 +200,17 @@ void bench_transport(Report& report, Transport t, const Sizes& s) {
     require_ready(pool, t);
     (void)pool.map(builtin::square, std::views::iota(std::int64_t{0}, std::int64_t{10'000}));
     std::vector<double> submit, map, apply;
-    for (int rep = 0; rep < s.reps; ++rep)
+    std::vector<double> cpu, coordinator_cpu;
+    for (int rep = 0; rep < s.reps; ++rep) {
+      const double all0 = pool_cpu_s(pool), self0 = self_cpu_s();
       submit.push_back(submit_rate(pool, s.submit_tasks, "submit"));
+      const double per_task = 1e6 / static_cast<double>(s.submit_tasks);
+      coordinator_cpu.push_back((self_cpu_s() - self0) * per_task);
+      cpu.push_back((pool_cpu_s(pool) - all0) * per_task);
+    }
     report.add(p + "submit_tasks_per_s", median(submit), "tasks/s");
+    report.add(p + "cpu_us_per_task", median(cpu), "us");
+    report.add(p + "coordinator_cpu_us_per_task", median(coordinator_cpu), "us");
     for (int rep = 0; rep < s.map_reps; ++rep)
       map.push_back(map_rate(pool, s.map_items));
     report.add(p + "map_items_per_s", median(map), "items/s");
@@ -204,6 +257,52 @@ void bench_large_argument(Report& report, const Sizes& s) {
   report.add("pool.shm.large_arg_gb_per_s", median(rates), "GB/s");
 }
 
+// One array put into the object store, read by 100 tasks: what the store saves is the 100
+// copies (and decodes) a plain argument would cost. Timed from the put (encode + one write
+// into /dev/shm) to the last result; each rep has a fresh pool, started before the clock.
+void bench_object_read(Report& report, const Sizes& s, bool quick) {
+  const std::size_t bytes = quick ? std::size_t{128} << 20 : std::size_t{1} << 30;
+  constexpr int kTasks = 100;
+  Words data(bytes / sizeof(std::uint64_t));
+  for (std::size_t i = 0; i < data.size(); ++i)
+    data[i] = i * 2654435761u;
+  std::uint64_t expected = 0;
+  for (auto x : data)
+    expected += x;
+  std::vector<double> rates;
+  double segments = 0, decodes = 0, written = 0;
+  for (int rep = 0; rep < s.reps; ++rep) {
+    auto pool = make_pool(Transport::shm, kWorkers);
+    require_ready(pool, Transport::shm);
+    const auto t0 = Clock::now();
+    auto ref = pool.put(data);
+    std::vector<Future<std::tuple<std::int32_t, std::uint64_t, std::uint64_t>>> fs;
+    fs.reserve(kTasks);
+    for (int i = 0; i < kTasks; ++i)
+      fs.push_back(pool.submit(sum_object_slice, ref, std::int64_t{i}, std::int64_t{kTasks}));
+    std::uint64_t sum = 0;
+    std::map<std::int32_t, std::uint64_t> decodes_by_pid;
+    for (auto& f : fs) {
+      const auto [pid, n, part] = f.get();
+      sum += part;
+      decodes_by_pid[pid] = std::max(decodes_by_pid[pid], n);
+    }
+    const double secs = seconds_since(t0);
+    if (sum != expected) throw std::runtime_error("object read: wrong result");
+    rates.push_back(static_cast<double>(kTasks) * static_cast<double>(bytes) / secs / 1e9);
+    const auto st = pool.stats();
+    segments = static_cast<double>(st.objects_put + st.arg_objects);
+    written = static_cast<double>(st.object_bytes_put);
+    decodes = 0;
+    for (const auto& [pid, n] : decodes_by_pid)
+      decodes += static_cast<double>(n);
+  }
+  report.add("pool.shm.object_read_gb_per_s", median(rates), "GB/s");
+  report.add("pool.shm.object_read_segments", segments, "segments");
+  report.add("pool.shm.object_read_bytes_written_gib", written / (1u << 30), "GiB");
+  report.add("pool.shm.object_read_decodes", decodes, "decodes");
+}
+
 // ---- Python's pools (bench/python_pools.py) ------------------------------------------------
 
 void bench_python(const Config& cfg, Report& report, const Sizes& s) {
@@ -238,6 +337,7 @@ void run_pool(const Config& cfg, Report& report) {
   for (auto t : {Transport::pipe, Transport::shm, Transport::zmq})
     bench_transport(report, t, s);
   bench_large_argument(report, s);
+  bench_object_read(report, s, cfg.quick);
   bench_raw_processes(cfg, report, s);
   bench_python(cfg, report, s);
 }
@@ -267,6 +367,12 @@ void print_pool_targets(const Report& r) {
           {"shm apply p50 <= 5 us", r.get("pool.shm.apply_rtt_p50_us"), 5, false, "us"},
           {"4 workers ready <= 5.9 ms", r.get("pool.startup_ms.4"), 5.9, false, "ms"},
           {"shm 256 MiB argument >= 5 GB/s", r.get("pool.shm.large_arg_gb_per_s"), 5, true, "GB/s"},
+          // Issue 16: an object put once is not copied per task (one segment, a decode per
+          // worker at most).
+          {"object read by 100 tasks: segments <= 1", r.get("pool.shm.object_read_segments"), 1,
+           false, ""},
+          {"object read by 100 tasks: decodes <= 2", r.get("pool.shm.object_read_decodes"),
+           kWorkers, false, ""},
           {"count_primes 2w >= 1.9x 1w", r.get("pool.shm.count_primes_speedup_2w"), 1.9, true, "x"},
           {"  (plain processes, same work)", r.get("baseline.raw-procs.count_primes_speedup_2w"),
            1.9, true, "x"},

@@ -10,6 +10,8 @@
 #   sudo deploy/local-cluster.sh -n 5 -s 2 -- map count_primes --range 0:100000 --chunksize 100
 #   sudo deploy/local-cluster.sh --keys /etc/ferry/keys -- --json map square --items 1,2,3
 #   sudo deploy/local-cluster.sh --check                      # the network only (no ferry)
+#   sudo deploy/local-cluster.sh --http 9464 -- --http-linger 600 map sleep_ms --range 0:300
+#                                                             # open the printed URL to watch
 #
 # Options (the words after `--` are ferry-coordinator's options and command):
 #   -n N         worker hosts (default 3)
@@ -24,6 +26,13 @@
 #   --wait S     seconds the coordinator waits for all N workers to join (default 60)
 #   --check      no ferry: check that every worker host reaches the coordinator host over TCP
 #                (python3's http.server there, bash's /dev/tcp here), then tear down
+#   --http PORT  the coordinator serves its status page, /api/status and /metrics (its --http)
+#                on its own address with a random --http-token, and this machine's
+#                127.0.0.1:PORT is forwarded to it (deploy/netns-forward.py, python3): the
+#                printed URL, token included, opens the page in a browser here, and
+#                `ferry-coordinator status URL --watch` reads it. PORT 0: any free port. Add
+#                `--http-linger S` to the coordinator's options to read the final numbers
+#                after the job (Ctrl-C ends the wait)
 #   --hold       keep the cluster up after the command until Ctrl-C (for poking around with
 #                `ip netns exec NAME ...`)
 #
@@ -51,6 +60,7 @@ port=5555
 wait_s=60
 check=0
 hold=0
+http=""
 tasks=()
 worker_tasks=()
 while [ $# -gt 0 ]; do
@@ -65,6 +75,7 @@ while [ $# -gt 0 ]; do
     --wait) wait_s=${2:?}; shift 2 ;;
     --check) check=1; shift ;;
     --hold) hold=1; shift ;;
+    --http) http=${2:?}; shift 2 ;;
     --) shift; break ;;
     -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
@@ -77,6 +88,13 @@ fi
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, veth pairs, a bridge)"
 command -v ip >/dev/null || die "iproute2's ip not found (apt-get install iproute2)"
 command -v unshare >/dev/null || die "util-linux's unshare not found (apt-get install util-linux)"
+if [ -n "$http" ]; then
+  if ! [[ "$http" =~ ^[0-9]+$ ]] || [ "$http" -gt 65535 ]; then
+    die "--http: a port on this machine's loopback, 0 to 65535 (0: any free one)"
+  fi
+  [ $check -eq 0 ] || die "--http serves the coordinator's page: not with --check"
+  command -v python3 >/dev/null || die "--http needs python3 (deploy/netns-forward.py)"
+fi
 
 if [ $check -eq 0 ]; then
   if [ -n "$bin" ]; then
@@ -277,14 +295,34 @@ else
       "${worker_security[@]}" "${tasks[@]}" "${worker_tasks[@]}"
     worker_pids+=("${started[-1]}")
   done
+  http_opts=()
+  if [ -n "$http" ]; then
+    # The page is served on the coordinator host's address, which is not loopback, so it
+    # needs a token (the coordinator refuses to start otherwise); this machine reaches it
+    # through a forward from its own loopback, started first so that its port is known.
+    token=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+    mkfifo "$logs/forward.port"
+    python3 "$here/netns-forward.py" "$http" "${hosts[0]}" "$coordinator_addr" 0 \
+      >"$logs/forward.port" 2>"$logs/forward.log" &
+    started+=($!)
+    read -r -t 10 http_port <"$logs/forward.port" ||
+      die "--http: no forward to the coordinator host (see $logs/forward.log)"
+    [ "$http_port" != "$port" ] || die "--http $http_port is also the coordinator's --port"
+    http_opts=(--http "$coordinator_addr:$http_port" --http-token "$token")
+  fi
   # The coordinator, with no local workers so every task crosses the network; results on this
   # script's stdout, summary on its stderr, and this script's stdin for `map --stdin`. It runs
   # in the background so that a signal to this script is handled at once: the cleanup sends it
   # SIGTERM, which it treats as Ctrl-C.
   in_host "${hosts[0]}" coordinator "$coordinator_exe" "${tasks[@]}" --listen "tcp://$coordinator_addr:$port" \
-    "${security[@]}" --workers 0 --wait-workers "$workers" --wait-timeout "$wait_s" "$@" <&0 &
+    "${security[@]}" "${http_opts[@]}" --workers 0 --wait-workers "$workers" --wait-timeout "$wait_s" "$@" <&0 &
   coordinator_pid=$!
   started+=("$coordinator_pid")
+  if [ -n "$http" ]; then
+    url="http://127.0.0.1:$http_port/?token=$token"
+    echo "local-cluster: status page for this machine: $url" >&2
+    echo "local-cluster:   ferry-coordinator status '$url' --watch" >&2
+  fi
   wait "$coordinator_pid" || rc=$?
   [ $rc -eq 0 ] || failed=1
 fi

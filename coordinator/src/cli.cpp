@@ -221,6 +221,44 @@ void add_global_options(CLI::App& app, Options& opt) {
       ->check(cli::seconds(0.001, 1e6, /*zero_means_none=*/true));
 }
 
+// `map TASK ...`: its arguments land in margs.
+CLI::App* add_map_command(CLI::App& app, MapArgs& margs) {
+  auto* map = app.add_subcommand("map", "run TASK over items: one result per line on stdout");
+  map->add_option("task", margs.task, "a registered task (see `tasks`)")->required();
+  map->add_option("--range", margs.range, "integers A..B-1, as A:B");
+  // Split by map itself: CLI11's delimiter drops empty items ("1,,2" would map 1 and 2).
+  map->add_option("--items", margs.items, "the items, comma separated");
+  map->add_flag("--stdin", margs.from_stdin, "one item per line on stdin");
+  map->add_option("--chunksize", margs.chunksize, "items per task message (default: automatic)")
+      ->check(CLI::PositiveNumber);
+  map->add_flag("--unordered", margs.unordered, "print results as they finish");
+  map->add_option("--input", margs.input,
+                  "how --stdin lines are read: text (default; one number or string per line) | "
+                  "json (one JSON value per line: the argument, or an array of the arguments)")
+      ->check(CLI::IsMember({"text", "json"}));
+  map->add_option("--max-line", margs.max_line,
+                  "longest --stdin line in bytes (default 16 MiB); a longer line is a failed "
+                  "item, skipped")
+      ->check(CLI::Range(std::size_t{1}, kMaxMaxLine));
+  return map;
+}
+
+// `status URL ...`: its arguments land in sargs.
+CLI::App* add_status_command(CLI::App& app, StatusArgs& sargs) {
+  auto* status = app.add_subcommand(
+      "status", "print a running coordinator's status (from its --http endpoint) as a table");
+  status
+      ->add_option("url", sargs.url,
+                   "the coordinator's --http address, e.g. 127.0.0.1:8080 (or its page's URL, "
+                   "?token=TOKEN included)")
+      ->required();
+  status->add_flag("--watch", sargs.watch, "refresh until interrupted");
+  status->add_option("--interval", sargs.interval_s, "seconds between refreshes (default 1)")
+      ->check(cli::seconds(0.05, 3600));
+  status->add_option("--count", sargs.count, "--watch: stop after this many refreshes");
+  return status;
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv, const DemoRegistry& demos) {
@@ -242,32 +280,9 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
                     "also remove those of running sessions (except this process's own); "
                     "processes that have them mapped keep them, new opens fail");
   MapArgs margs;
-  auto* map = app.add_subcommand("map", "run TASK over items: one result per line on stdout");
-  map->add_option("task", margs.task, "a registered task (see `tasks`)")->required();
-  map->add_option("--range", margs.range, "integers A..B-1, as A:B");
-  // Split by map itself: CLI11's delimiter drops empty items ("1,,2" would map 1 and 2).
-  map->add_option("--items", margs.items, "the items, comma separated");
-  map->add_flag("--stdin", margs.from_stdin, "one item per line on stdin");
-  map->add_option("--chunksize", margs.chunksize, "items per task message (default: automatic)")
-      ->check(CLI::PositiveNumber);
-  map->add_flag("--unordered", margs.unordered, "print results as they finish");
-  map->add_option("--input", margs.input,
-                  "how --stdin lines are read: text (default; one number or string per line) | "
-                  "json (one JSON value per line: the argument, or an array of the arguments)")
-      ->check(CLI::IsMember({"text", "json"}));
-  map->add_option("--max-line", margs.max_line,
-                  "longest --stdin line in bytes (default 16 MiB); a longer line is a failed "
-                  "item, skipped")
-      ->check(CLI::Range(std::size_t{1}, kMaxMaxLine));
+  auto* map = add_map_command(app, margs);
   StatusArgs sargs;
-  auto* status = app.add_subcommand(
-      "status", "print a running coordinator's status (from its --http endpoint) as a table");
-  status->add_option("url", sargs.url, "the coordinator's --http address, e.g. 127.0.0.1:8080")
-      ->required();
-  status->add_flag("--watch", sargs.watch, "refresh until interrupted");
-  status->add_option("--interval", sargs.interval_s, "seconds between refreshes (default 1)")
-      ->check(cli::seconds(0.05, 3600));
-  status->add_option("--count", sargs.count, "--watch: stop after this many refreshes");
+  auto* status = add_status_command(app, sargs);
   auto* tasks = app.add_subcommand("tasks", "list the registered tasks");
   std::string key_dir;
   auto* keygen = app.add_subcommand("keygen", "write a coordinator and a worker CURVE key pair");

@@ -43,9 +43,11 @@ bool TaskState::complete_local(std::shared_ptr<const void> v) {
 bool TaskState::finish(Bytes v, std::shared_ptr<const void> loc, std::optional<FailureInfo> f,
                        std::atomic<std::uint64_t>* count) {
   std::vector<std::pair<std::uint64_t, Listener>> ls;
+  std::vector<std::shared_ptr<const void>> objects;  // released after the lock (may unlink)
   {
     std::lock_guard lk(m);
     if (done.load(std::memory_order_relaxed)) return false;
+    objects.swap(keep);
     if (count) count->fetch_add(1);
     value = std::move(v);
     local = std::move(loc);
@@ -53,6 +55,9 @@ bool TaskState::finish(Bytes v, std::shared_ptr<const void> loc, std::optional<F
     done.store(true, std::memory_order_release);
     ls.swap(listeners_);
   }
+  // Before anyone hears of the outcome: a caller that dropped its last ref finds the object
+  // freed once its tasks have finished.
+  objects.clear();
   cv.notify_all();
   if (!ls.empty()) {
     auto self = shared_from_this();

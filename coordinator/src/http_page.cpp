@@ -4,9 +4,10 @@
 
 namespace ferry::coordinator {
 
-std::string_view status_page() {
-  // The server replaces the FERRY_INITIAL marker with the first snapshot.
-  static constexpr std::string_view kPage = R"FERRYPAGE(<!doctype html>
+namespace {
+
+// The server replaces the FERRY_INITIAL marker with the first snapshot.
+constexpr std::string_view kPage = R"FERRYPAGE(<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>ferry coordinator</title>
@@ -97,6 +98,10 @@ if(initial)render(initial);
 setTimeout(poll,1000);
 </script></body></html>
 )FERRYPAGE";
+
+}  // namespace
+
+std::string_view status_page() {
   return kPage;
 }
 

@@ -5,6 +5,7 @@
 
 #include <httplib.h>
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <condition_variable>
@@ -187,7 +188,7 @@ std::string status_json(const Pool& pool, const JobProgress* job, const Coordina
                   {"name", w.name},
                   {"pid", w.pid},
                   {"remote", w.remote},
-                  {"state", w.state},
+                  {"state", worker_state_name(w.state)},
                   {"tasks_done", w.tasks},
                   {"failures", w.failures},
                   {"cpu_s", w.cpu_s >= 0 ? nlohmann::json(w.cpu_s) : nlohmann::json()},
@@ -220,71 +221,90 @@ std::string status_json(const Pool& pool, const JobProgress* job, const Coordina
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-std::string metrics_text(const Pool& pool, const JobProgress* job) {
-  const PoolStats st = pool.stats();
-  const std::string host = this_host();
-  std::string out;
-  const auto family = [&](const char* name, const char* type, const char* help) {
-    out += "# HELP ";
-    out += name;
-    out += ' ';
-    out += help;
-    out += "\n# TYPE ";
-    out += name;
-    out += ' ';
-    out += type;
-    out += '\n';
-  };
-  const auto sample = [&](const std::string& name, double v) {
-    out += name;
-    out += ' ';
-    out += number(v);
-    out += '\n';
-  };
-  family("ferry_tasks_submitted_total", "counter", "Tasks (map: chunks) submitted to the pool.");
-  sample("ferry_tasks_submitted_total", static_cast<double>(st.submitted));
-  family("ferry_tasks_completed_total", "counter", "Tasks that returned a value.");
-  sample("ferry_tasks_completed_total", static_cast<double>(st.succeeded));
-  family("ferry_tasks_failed_total", "counter",
-         "Tasks that ended with a failure (threw, worker died past the retries, timed out).");
-  sample("ferry_tasks_failed_total", static_cast<double>(st.failed));
-  family("ferry_tasks_cancelled_total", "counter", "Tasks cancelled by the caller.");
-  sample("ferry_tasks_cancelled_total", static_cast<double>(st.cancelled));
-  family("ferry_task_retries_total", "counter", "Re-runs of tasks whose worker died.");
-  sample("ferry_task_retries_total", static_cast<double>(st.retries));
-  family("ferry_worker_deaths_total", "counter", "Workers that died or were lost unexpectedly.");
-  sample("ferry_worker_deaths_total", static_cast<double>(st.worker_deaths));
-  family("ferry_workers", "gauge", "Workers by state.");
-  unsigned starting = 0, ready = 0, gone = 0;
+namespace {
+
+// Prometheus text exposition: "# HELP", "# TYPE", then the samples of each family.
+class MetricsWriter {
+ public:
+  void family(const char* name, const char* type, const char* help) {
+    out_ += "# HELP ";
+    out_ += name;
+    out_ += ' ';
+    out_ += help;
+    out_ += "\n# TYPE ";
+    out_ += name;
+    out_ += ' ';
+    out_ += type;
+    out_ += '\n';
+  }
+  void sample(const std::string& name, double v) {
+    out_ += name;
+    out_ += ' ';
+    out_ += number(v);
+    out_ += '\n';
+  }
+  // A family with one unlabelled sample.
+  void single(const char* name, const char* type, const char* help, double v) {
+    family(name, type, help);
+    sample(name, v);
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+void pool_metrics(MetricsWriter& m, const PoolStats& st) {
+  const auto n = [](std::uint64_t v) { return static_cast<double>(v); };
+  m.single("ferry_tasks_submitted_total", "counter", "Tasks (map: chunks) submitted to the pool.",
+           n(st.submitted));
+  m.single("ferry_tasks_completed_total", "counter", "Tasks that returned a value.",
+           n(st.succeeded));
+  m.single("ferry_tasks_failed_total", "counter",
+           "Tasks that ended with a failure (threw, worker died past the retries, timed out).",
+           n(st.failed));
+  m.single("ferry_tasks_cancelled_total", "counter", "Tasks cancelled by the caller.",
+           n(st.cancelled));
+  m.single("ferry_task_retries_total", "counter", "Re-runs of tasks whose worker died.",
+           n(st.retries));
+  m.single("ferry_worker_deaths_total", "counter", "Workers that died or were lost unexpectedly.",
+           n(st.worker_deaths));
+  m.family("ferry_workers", "gauge", "Workers by state.");
+  std::array<unsigned, 3> by_state{};
   for (const auto& w : st.workers)
-    (w.state == "ready" ? ready : w.state == "starting" ? starting : gone)++;
-  sample("ferry_workers{state=\"starting\"}", starting);
-  sample("ferry_workers{state=\"ready\"}", ready);
-  sample("ferry_workers{state=\"gone\"}", gone);
-  family("ferry_tasks_in_flight", "gauge", "Tasks at workers now.");
-  sample("ferry_tasks_in_flight", static_cast<double>(st.in_flight));
-  family("ferry_tasks_queued", "gauge", "Tasks waiting for a worker.");
-  sample("ferry_tasks_queued", static_cast<double>(st.queued));
-  family("ferry_task_duration_seconds", "histogram", "Time from a task's dispatch to its result.");
+    ++by_state[static_cast<std::size_t>(w.state)];
+  for (const auto s : {WorkerState::starting, WorkerState::ready, WorkerState::gone}) {
+    m.sample("ferry_workers{state=\"" + std::string(worker_state_name(s)) + "\"}",
+             by_state[static_cast<std::size_t>(s)]);
+  }
+  m.single("ferry_tasks_in_flight", "gauge", "Tasks at workers now.", n(st.in_flight));
+  m.single("ferry_tasks_queued", "gauge", "Tasks waiting for a worker.", n(st.queued));
+}
+
+void duration_histogram(MetricsWriter& m, const PoolStats& st) {
+  m.family("ferry_task_duration_seconds", "histogram",
+           "Time from a task's dispatch to its result.");
   std::uint64_t cumulative = 0;
   for (std::size_t i = 0; i < DurationHistogram::kBuckets; ++i) {
     cumulative += st.durations.counts[i];
     const std::string le =
         i + 1 < DurationHistogram::kBuckets ? number(DurationHistogram::kBounds[i]) : "+Inf";
-    sample("ferry_task_duration_seconds_bucket{le=\"" + le + "\"}",
-           static_cast<double>(cumulative));
+    m.sample("ferry_task_duration_seconds_bucket{le=\"" + le + "\"}",
+             static_cast<double>(cumulative));
   }
-  sample("ferry_task_duration_seconds_sum", st.durations.sum_s);
-  sample("ferry_task_duration_seconds_count", static_cast<double>(st.durations.count));
-  const auto workers = observed_workers(st, host);
+  m.sample("ferry_task_duration_seconds_sum", st.durations.sum_s);
+  m.sample("ferry_task_duration_seconds_count", static_cast<double>(st.durations.count));
+}
+
+void worker_metrics(MetricsWriter& m, const std::vector<WorkerStats>& workers) {
   const auto per_worker = [&](const char* name, const char* type, const char* help, auto value) {
-    family(name, type, help);
+    m.family(name, type, help);
     for (const auto& w : workers) {
       const double v = value(w);
       if (v < 0) continue;
-      sample(std::string(name) + "{worker=\"w" + std::to_string(w.id) + "\",host=\"" +
-                 label(w.host) + "\"}",
-             v);
+      m.sample(std::string(name) + "{worker=\"w" + std::to_string(w.id) + "\",host=\"" +
+                   label(w.host) + "\"}",
+               v);
     }
   };
   per_worker("ferry_worker_tasks_completed_total", "counter",
@@ -297,15 +317,27 @@ std::string metrics_text(const Pool& pool, const JobProgress* job) {
   per_worker(
       "ferry_worker_resident_bytes", "gauge", "Resident memory of each live worker process.",
       [](const WorkerStats& w) { return w.alive ? static_cast<double>(w.rss_bytes) : -1.0; });
-  if (job) {
-    family("ferry_job_items_total", "gauge", "Items of the running job (-1 while unknown).");
-    sample("ferry_job_items_total", static_cast<double>(job->total.load()));
-    family("ferry_job_items_done_total", "counter", "Items of the job with an outcome.");
-    sample("ferry_job_items_done_total", static_cast<double>(job->done.load()));
-    family("ferry_job_items_failed_total", "counter", "Items of the job that failed.");
-    sample("ferry_job_items_failed_total", static_cast<double>(job->failed.load()));
-  }
-  return out;
+}
+
+void job_metrics(MetricsWriter& m, const JobProgress& job) {
+  m.single("ferry_job_items_total", "gauge", "Items of the running job (-1 while unknown).",
+           static_cast<double>(job.total.load()));
+  m.single("ferry_job_items_done_total", "counter", "Items of the job with an outcome.",
+           static_cast<double>(job.done.load()));
+  m.single("ferry_job_items_failed_total", "counter", "Items of the job that failed.",
+           static_cast<double>(job.failed.load()));
+}
+
+}  // namespace
+
+std::string metrics_text(const Pool& pool, const JobProgress* job) {
+  const PoolStats st = pool.stats();
+  MetricsWriter m;
+  pool_metrics(m, st);
+  duration_histogram(m, st);
+  worker_metrics(m, observed_workers(st, this_host()));
+  if (job) job_metrics(m, *job);
+  return m.take();
 }
 
 // --- the server -----------------------------------------------------------------------------
@@ -492,6 +524,19 @@ void print_table(const nlohmann::json& s) {
 
 int status_command(const StatusArgs& args) {
   std::string base = args.url;
+  std::string token = args.token;
+  // The page's own URL works too (as deploy/local-cluster.sh --http prints it): its query is
+  // dropped, and a token=TOKEN in it is sent as --http-token would be (which, given, wins).
+  if (const auto q = base.find('?'); q != std::string::npos) {
+    std::string query = base.substr(q + 1);
+    base.erase(q);
+    for (std::size_t at = 0; at <= query.size();) {
+      const auto amp = std::min(query.find('&', at), query.size());
+      const std::string_view param(query.data() + at, amp - at);
+      if (param.starts_with("token=") && token.empty()) token = param.substr(6);
+      at = amp + 1;
+    }
+  }
   if (base.find("://") == std::string::npos) base = "http://" + base;
   while (base.size() > 1 && base.back() == '/')
     base.pop_back();
@@ -503,7 +548,7 @@ int status_command(const StatusArgs& args) {
   httplib::Client client(base);
   client.set_connection_timeout(5, 0);
   client.set_read_timeout(5, 0);
-  if (!args.token.empty()) client.set_bearer_token_auth(args.token);
+  if (!token.empty()) client.set_bearer_token_auth(token);
   const bool tty = ::isatty(1) == 1;
   for (unsigned n = 1;; ++n) {
     auto res = client.Get("/api/status");

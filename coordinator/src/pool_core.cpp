@@ -156,6 +156,7 @@ std::shared_ptr<TaskState> PoolCore::enqueue(std::shared_ptr<TaskState> t, bool 
   std::optional<Error> object_error;
   if (admission_.object_threshold > 0 && t->args.size() > admission_.object_threshold) {
     auto o = ipc::SharedObject::create(ipc::new_object_name("arg"), t->args);
+    arg_objects_.fetch_add(1);
     if (o) {
       object = std::make_shared<ipc::SharedObject>(std::move(*o));
       Bytes().swap(t->args);  // the object holds them now
@@ -323,6 +324,26 @@ void PoolCore::shutdown(ShutdownMode mode) {
                                "the pool shut down before its dependencies finished"),
                 &counters_.cancelled);
   }
+  // Objects outlive the pool only in the coordinator, which has them mapped: their names go
+  // now, so nothing of the pool is left in /dev/shm.
+  std::vector<std::weak_ptr<ipc::SharedObject>> objects;
+  {
+    std::lock_guard lk(put_mu_);
+    put_closed_ = true;
+    objects.swap(put_objects_);
+  }
+  for (auto& weak : objects)
+    if (auto o = weak.lock()) o->unlink();
+}
+
+bool PoolCore::track_object(const std::shared_ptr<ipc::SharedObject>& o) {
+  std::lock_guard lk(put_mu_);
+  if (put_closed_) return false;
+  std::erase_if(put_objects_, [](const auto& w) { return w.expired(); });
+  put_objects_.push_back(o);
+  objects_put_.fetch_add(1);
+  object_bytes_put_.fetch_add(o->size());
+  return true;
 }
 
 PoolStats PoolCore::stats() const {
@@ -336,13 +357,18 @@ PoolStats PoolCore::stats() const {
   s.succeeded = counters_.succeeded;
   s.failed = counters_.failed;
   s.cancelled = counters_.cancelled;
+  s.objects_put = objects_put_.load();
+  s.object_bytes_put = object_bytes_put_.load();
+  s.arg_objects = arg_objects_.load();
   s.in_flight = sched_.in_system() - sched_.pending();
   s.queued = sched_.pending();
   s.durations = durations_;
   const auto now = SchedClock::now();
   for (auto& ws : s.workers) {
     ws.alive = endpoints_.count(ws.id) != 0;
-    ws.state = !ws.alive ? "gone" : sched_.is_ready(ws.id) ? "ready" : "starting";
+    ws.state = !ws.alive                ? WorkerState::gone
+               : sched_.is_ready(ws.id) ? WorkerState::ready
+                                        : WorkerState::starting;
     if (auto l = live_.find(ws.id); l != live_.end()) {
       ws.cpu_s = l->second.cpu_s;
       ws.rss_bytes = l->second.rss_bytes;
@@ -962,6 +988,24 @@ std::shared_ptr<detail::TaskState> Pool::enqueue(std::shared_ptr<detail::TaskSta
   return core_->enqueue(std::move(t), block);
 }
 
+std::shared_ptr<detail::ObjectBlock> Pool::put_encoded(Bytes encoded) {
+  auto o = ipc::SharedObject::create(ipc::new_object_name("obj"), encoded);
+  if (!o) throw Exception(std::move(o).error());
+  Bytes().swap(encoded);  // the segment holds them now
+  auto segment = std::make_shared<ipc::SharedObject>(std::move(*o));
+  if (!core_->track_object(segment)) {
+    throw Exception(Error{Errc::invalid_argument, "put: the pool has shut down"});
+  }
+  const std::string name = segment->name();
+  const std::uint64_t size = segment->size();
+  auto b = std::make_shared<detail::ObjectBlock>(
+      name, size, std::shared_ptr<const void>(segment),
+      [](const void* s) { return static_cast<const ipc::SharedObject*>(s)->bytes(); },
+      /*drop_after_decode=*/false);
+  detail::register_object(b);
+  return b;
+}
+
 FutureBase Pool::submit_encoded(std::string_view task, Bytes args, std::uint32_t items,
                                 std::int64_t first_item) {
   auto index = TaskRegistry::instance().index_of(task);
@@ -983,6 +1027,18 @@ std::uint32_t Pool::index_of(std::string_view name) const {
 
 std::uint32_t Pool::index_of(AnyFn fn) const {
   return TaskRegistry::instance().index_of(fn).value();
+}
+
+std::string_view worker_state_name(WorkerState s) noexcept {
+  switch (s) {
+    case WorkerState::starting:
+      return "starting";
+    case WorkerState::ready:
+      return "ready";
+    case WorkerState::gone:
+      return "gone";
+  }
+  return "?";
 }
 
 std::size_t Pool::auto_chunksize(std::size_t items) const noexcept {

@@ -100,6 +100,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   // A line a worker wrote (kept for the status page; the last few only).
   void note_line(WorkerId w, std::string_view line);
   RecentNotes recent() const;
+  // Pool::put: the object's segment, removed at shutdown if a ref still holds it then. False
+  // (and not kept) once the pool has shut down.
+  bool track_object(const std::shared_ptr<ipc::SharedObject>& o);
 
  private:
   // A batch of frames for one endpoint, whose send_mu was taken under mu_.
@@ -203,6 +206,11 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     std::atomic<std::uint64_t> succeeded{0}, failed{0}, cancelled{0};
   } counters_;
   bool started_ = false, stopped_ = false;
+  // Segments of objects put into this pool (weak: their refs own them); its own lock.
+  std::mutex put_mu_;
+  std::vector<std::weak_ptr<ipc::SharedObject>> put_objects_;
+  bool put_closed_ = false;
+  std::atomic<std::uint64_t> objects_put_{0}, object_bytes_put_{0}, arg_objects_{0};
 
   std::unique_ptr<Supervisor> supervisor_;
   std::unique_ptr<Membership> membership_;

@@ -257,6 +257,8 @@ class Scheduler {
 
   void pump(TimePoint now);
   bool has_room_for(const Worker& w, const Task& t, WorkerId wid) const;
+  // Whether w could take some task now: true whenever has_room_for(w, t, ...) is for any t.
+  bool has_any_room(const Worker& w) const;
   std::size_t depth() const;
   bool anyone_starting() const;
   void fail(TaskId id, Task& t, FailCause c, WorkerId w = 0, EndCause e = EndCause::exited);

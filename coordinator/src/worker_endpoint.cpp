@@ -77,22 +77,61 @@ void LocalWorker::stop_reader() {
   if (reader_.joinable()) reader_.join();
 }
 
+void LocalWorker::refuse(PoolCore& core, const msg::Hello& hello, const std::string& reason) {
+  {
+    std::lock_guard lk(send_mu);
+    const Frame r = make_frame(MessageKind::reject, msg::Reject{reason});
+    (void)ch_->send_for(r, std::chrono::milliseconds(500));
+  }
+  core.event(EventLevel::warn,
+             "rejected worker (pid " + std::to_string(hello.pid) + "): " + reason);
+  core.worker_refused(id(), reason);
+}
+
+bool LocalWorker::on_handshake_frame(PoolCore& core, const Frame& f, Handshake& hs) {
+  if (!hs.hello) {
+    if (f.header.kind != MessageKind::hello) return true;
+    auto h = decode_value<msg::Hello>(f.payload);
+    if (!h) {
+      core.bad_stream(id(), "bad hello: " + h.error().message());
+      return false;
+    }
+    // Connected: the socket's name is no longer needed, and an unlinked name cannot be left
+    // behind if this process is killed.
+    if (!socket_path_.empty()) ::unlink(socket_path_.c_str());
+    hs.hello = std::move(*h);
+    if (auto why = version_mismatch(*hs.hello)) {
+      refuse(core, *hs.hello, *why);
+      hs.greeted = true;  // it exits by itself; the supervisor reports its end
+    }
+    return true;
+  }
+  if (f.header.kind != MessageKind::offer) return true;
+  hs.greeted = true;
+  auto offer = decode_value<msg::Offer>(f.payload);
+  if (!offer) {
+    core.bad_stream(id(), "bad offer: " + offer.error().message());
+    return false;
+  }
+  auto a = admit(core.admission(), *hs.hello, *offer, id(), false);
+  if (!a.welcome) {
+    refuse(core, *hs.hello, a.reason);
+    return true;
+  }
+  {
+    // Before it is joined (and can be given tasks), so the welcome comes first.
+    std::lock_guard lk(send_mu);
+    if (!ch_->send(make_frame(MessageKind::welcome, *a.welcome))) return true;
+  }
+  core.worker_joined(shared_from_this(), a);
+  return true;
+}
+
 void LocalWorker::reader_loop(PoolCore& core) {
   // Up to this many frames that have already arrived are handled together (on_frames).
   constexpr std::size_t kBatch = 64;
   std::vector<Frame> fs(kBatch);
-  std::optional<msg::Hello> hello;
-  bool greeted = false;  // its Offer was answered (or its Hello refused)
-  auto refuse = [&](const std::string& reason) {
-    {
-      std::lock_guard lk(send_mu);
-      const Frame r = make_frame(MessageKind::reject, msg::Reject{reason});
-      (void)ch_->send_for(r, std::chrono::milliseconds(500));
-    }
-    core.event(EventLevel::warn,
-               "rejected worker (pid " + std::to_string(hello->pid) + "): " + reason);
-    core.worker_refused(id(), reason);
-  };
+  Handshake hs;
   // After a failed receive: true to go on. Once the process exited (stop_), what it sent is
   // still read until a short quiet spell, so results sent just before dying are not lost.
   auto keep_going = [&](const Status& st) {
@@ -115,43 +154,8 @@ void LocalWorker::reader_loop(PoolCore& core) {
       if (keep_going(st)) continue;
       return;
     }
-    if (!hello) {
-      // The handshake: Hello, then (same version) Offer; then the worker may be given tasks.
-      if (fs[0].header.kind != MessageKind::hello) continue;
-      auto h = decode_value<msg::Hello>(fs[0].payload);
-      if (!h) {
-        core.bad_stream(id(), "bad hello: " + h.error().message());
-        return;
-      }
-      // Connected: the socket's name is no longer needed, and an unlinked name cannot be left
-      // behind if this process is killed.
-      if (!socket_path_.empty()) ::unlink(socket_path_.c_str());
-      hello = std::move(*h);
-      if (auto why = version_mismatch(*hello)) {
-        refuse(*why);
-        greeted = true;  // it exits by itself; the supervisor reports its end
-      }
-      continue;
-    }
-    if (!greeted) {
-      if (fs[0].header.kind != MessageKind::offer) continue;
-      greeted = true;
-      auto offer = decode_value<msg::Offer>(fs[0].payload);
-      if (!offer) {
-        core.bad_stream(id(), "bad offer: " + offer.error().message());
-        return;
-      }
-      auto a = admit(core.admission(), *hello, *offer, id(), false);
-      if (!a.welcome) {
-        refuse(a.reason);
-        continue;
-      }
-      {
-        // Before it is joined (and can be given tasks), so the welcome comes first.
-        std::lock_guard lk(send_mu);
-        if (!ch_->send(make_frame(MessageKind::welcome, *a.welcome))) continue;
-      }
-      core.worker_joined(shared_from_this(), a);
+    if (!hs.greeted) {
+      if (!on_handshake_frame(core, fs[0], hs)) return;
       continue;
     }
     std::size_t n = 1;

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -24,6 +25,7 @@
 #include "ferry/coordinator/process.hpp"
 #include "ferry/ipc/channel.hpp"
 #include "ferry/ipc/zmq_router.hpp"
+#include "ferry/shared/messages.hpp"
 #include "scheduler.hpp"
 
 namespace ferry::detail {
@@ -88,7 +90,15 @@ class LocalWorker final : public WorkerEndpoint {
   void set_pid(std::int32_t pid) noexcept { who_.pid = pid; }
 
  private:
+  // Where the handshake (Hello, then Offer) stands; tasks flow once it is done.
+  struct Handshake {
+    std::optional<msg::Hello> hello;
+    bool greeted = false;  // its Offer was answered (or its Hello refused)
+  };
   void reader_loop(PoolCore& core);
+  // One frame of the handshake; false when the stream is bad and reading ends.
+  bool on_handshake_frame(PoolCore& core, const Frame& f, Handshake& hs);
+  void refuse(PoolCore& core, const msg::Hello& hello, const std::string& reason);
 
   std::unique_ptr<coordinator::Process> proc_;
   ipc::ChannelPtr ch_;

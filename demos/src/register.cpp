@@ -63,6 +63,10 @@ constexpr Entry kTour[] = {
      "a task graph: futures as arguments, parse -> count -> merge; a failed branch's dependants "
      "are DependencyFailed",
      pipeline_graph},
+    {"object-store",
+     "one large array put once into the object store, many tasks reading it by handle: the "
+     "copies counted",
+     object_store},
     {"actors",
      "a bank-account actor: deposits from several threads applied once, in order; its process "
      "killed, calls in it fail with ActorDied, it restarts fresh",

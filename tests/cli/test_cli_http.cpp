@@ -228,6 +228,10 @@ TEST_SUITE("cli http") {
       auto st = ft::run(FERRY_COORDINATOR_EXE, {"--http-token", "s3cret", "status", base}, 30s);
       CHECK_MESSAGE(st.status.code == 0, st.err);
       CHECK_MESSAGE(st.out.find("failed as asked") != std::string::npos, st.out);
+      // The page's URL with its token works as the address (as local-cluster.sh prints it).
+      auto by_url = ft::run(FERRY_COORDINATOR_EXE, {"status", base + "/?token=s3cret"}, 30s);
+      CHECK_MESSAGE(by_url.status.code == 0, by_url.err);
+      CHECK_MESSAGE(by_url.out.find("failed as asked") != std::string::npos, by_url.out);
       auto denied = ft::run(FERRY_COORDINATOR_EXE, {"status", base}, 30s);
       CHECK(denied.status.code == 1);
       CHECK_MESSAGE(denied.err.find("401") != std::string::npos, denied.err);

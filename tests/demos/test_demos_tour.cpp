@@ -297,6 +297,21 @@ TEST_SUITE("demos.tour") {
     }
   }
 
+  TEST_CASE("object-store: one array put once is read by 100 tasks with a decode per worker") {
+    for (const char* t : {"shm", "zmq"}) {
+      CAPTURE(t);
+      ft::LeakCheck leaks;
+      const auto r = run_demo("object-store", {"-w", "2", "-t", t});
+      CHECK(count_of(r.out, "[ok] the slices add up to the array's sum") == 1);
+      CHECK(count_of(r.out, "[ok] the array was written once") == 1);
+      CHECK(count_of(r.out, "[ok] every worker decoded it at most once") == 1);
+      CHECK(count_of(r.out, "[ok] once the last ref") == 1);
+      CHECK(count_of(r.out, "decoded the array 1 time(s)") >= 1);
+      CHECK(count_of(r.out, "[FAIL]") == 0);
+      leaks.verify();
+    }
+  }
+
   TEST_CASE(
       "actors: deposits from threads applied once in order, a SIGKILL is ActorDied, then "
       "a fresh restart") {

@@ -19,4 +19,19 @@ std::int64_t lib_odd_fails(std::int64_t x) {
 
 FERRY_TASK(lib_odd_fails);
 
+// Opaque to the optimizer, so the write below is really made.
+std::int64_t* volatile g_nowhere = nullptr;
+
+[[gnu::noinline]] void lib_fault_here(std::int64_t x) {
+  *g_nowhere = x;  // kFaultLine
+}
+const int kFaultLine = __LINE__ - 2;
+
+std::int64_t lib_segfaults(std::int64_t x) {
+  lib_fault_here(x);
+  return x;
+}
+
+FERRY_TASK(lib_segfaults);
+
 }  // namespace tasklib_throw

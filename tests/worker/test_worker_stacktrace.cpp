@@ -121,4 +121,32 @@ TEST_SUITE("worker.stacktrace") {
     }
     leaks.verify();
   }
+
+  TEST_CASE("a task that crashes its worker leaves the crash's stack on the worker's stderr") {
+    ft::LeakCheck leaks;
+    // Through ferry-coordinator: a local worker's stderr lines reach the coordinator's.
+    auto r = ft::run(FERRY_COORDINATOR_EXE,
+                     {"-w", "1", "--max-retries", "0", "--tasks", FERRY_TASKS_THROW, "map",
+                      "lib_segfaults", "--items", "7"},
+                     60s);
+    INFO("stderr:\n" << r.err);
+    CHECK(r.status.code == 1);
+    CHECK(contains(r.err, ") died: "));  // reported as the worker's death, as before
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    MESSAGE("sanitizer build: the sanitizer's own report stands in for ferry's crash trace");
+#else
+    CHECK(contains(r.err, "died: signal 11 (SIGSEGV)"));  // still dies of its signal
+    CHECK(contains(r.err, "crashed: signal 11 (SIGSEGV) at address 0x0; stack:"));
+    const auto at = r.err.find("] #0 ");
+    REQUIRE(at != std::string::npos);
+    const std::string top = r.err.substr(at, r.err.find('\n', at) - at);
+    CHECK(contains(top, "tasklib_throw::lib_fault_here"));
+#ifdef FERRY_TEST_DEBUG_INFO
+    CHECK(contains(top, "tasks_throw.cpp:" + std::to_string(tasklib_throw::kFaultLine)));
+#endif
+    CHECK(contains(r.err, "] #1 tasklib_throw::lib_segfaults("));
+    CHECK_FALSE(contains(r.err, "raw addresses"));  // symbolized in time
+#endif
+    leaks.verify();
+  }
 }

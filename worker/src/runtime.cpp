@@ -25,6 +25,7 @@
 #include "ferry/shared/codec.hpp"
 #include "ferry/shared/log.hpp"
 #include "ferry/shared/messages.hpp"
+#include "ferry/shared/object_ref.hpp"
 #include "ferry/shared/proc_usage.hpp"
 #include "ferry/shared/task.hpp"
 #include "throw_site.hpp"
@@ -64,6 +65,8 @@ constexpr const char* kBadHandleType = "ferry::BadHandle";
 Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::size_t max_frame,
               const std::vector<std::uint32_t>& task_map, Objects& objects) {
   const std::uint64_t id = in.header.request_id;
+  // Decoded objects (ObjectRef) whose pool freed them go before the next task runs.
+  ferry::detail::sweep_object_cache();
   auto error = [&](std::uint32_t attempt, std::string type, std::string what,
                    std::string stack = {}) {
     msg::TaskError err{attempt, std::move(type), std::move(what), pid, host, std::move(stack)};
@@ -461,6 +464,8 @@ int run(const Options& opt) {
   // A coordinator passes its --log-level to the workers it starts (FERRY_LOG_LEVEL); so does
   // ferry-worker's own --log-level.
   log::configure_from_env();
+  // A task that crashes the worker leaves its stack on stderr (crash_trace.cpp).
+  detail::install_crash_trace();
   // Lines of the task's output reach the coordinator's log promptly.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   register_builtin_tasks();

@@ -109,6 +109,10 @@ std::string current_exception_stack() {
   }
 }
 
+std::string symbolized_stack(void* const* pcs, int n, bool cut) {
+  return format(pcs, n, cut);
+}
+
 }  // namespace ferry::worker::detail
 
 // How a task library's copy of ferry's task code (shared/task.cpp) reaches the stack of the

@@ -43,4 +43,14 @@ class ArmThrowSite {
 // task's own frames end; if its throw was not recorded, the stack where it is caught.
 std::string current_exception_stack();
 
+// pcs[0..n) symbolized as current_exception_stack() does (innermost first, one "#i ..." line
+// each), cut where the task's own frames end if `cut`. Allocates: not for a signal handler.
+std::string symbolized_stack(void* const* pcs, int n, bool cut);
+
+// Makes a worker that dies of SIGSEGV, SIGBUS, SIGFPE, SIGILL or SIGABRT write that signal
+// and the crashing thread's stack (symbolized when that can be done in time) to stderr first;
+// it then dies of the same signal as before (crash_trace.cpp). Not installed in sanitizer
+// builds, whose own reports do this. Call once, from the worker's main thread.
+void install_crash_trace();
+
 }  // namespace ferry::worker::detail

@@ -41,6 +41,7 @@
 #include "ferry/coordinator/actor.hpp"
 #include "ferry/coordinator/future.hpp"
 #include "ferry/coordinator/process.hpp"
+#include "ferry/shared/object_ref.hpp"
 #include "ferry/shared/task.hpp"
 
 namespace ferry {
@@ -117,6 +118,10 @@ struct PoolOptions {
   bool fail_sent_on_death = false;
 };
 
+enum class WorkerState : std::uint8_t { starting, ready, gone };
+// "starting", "ready", "gone": the status page's and /api/status's words.
+std::string_view worker_state_name(WorkerState s) noexcept;
+
 struct WorkerStats {
   std::uint32_t id = 0;
   std::int32_t pid = 0;
@@ -125,12 +130,12 @@ struct WorkerStats {
   bool remote = false;  // joined over --listen (PoolOptions::listen) rather than spawned here
   std::string host;     // remote: the host name it reported; empty for local workers
   std::string name;     // remote: its --name, if it gave one
-  // What an operator watches (the --http status page): tasks of its that failed, its state
-  // ("starting", "ready", "gone"), its CPU seconds and resident bytes (remote: from its last
+  // What an operator watches (the --http status page): tasks of its that failed, its state,
+  // its CPU seconds and resident bytes (remote: from its last
   // heartbeat; local: read from /proc by the status page; < 0 unknown), and how long ago it
   // was last heard from (seconds, < 0 never).
   std::uint64_t failures = 0;
-  std::string state;
+  WorkerState state = WorkerState::starting;
   double cpu_s = -1;
   std::int64_t rss_bytes = -1;
   double heard_s_ago = -1;
@@ -177,6 +182,9 @@ struct PoolStats {
   std::uint64_t workers_spawned = 0;
   std::uint64_t workers_recycled = 0;  // retired by max_tasks_per_worker (once its last task went)
   std::vector<WorkerStats> workers;    // every worker the pool had, in spawn order
+  std::uint64_t objects_put = 0;       // Pool::put calls (segments written for the store)
+  std::uint64_t object_bytes_put = 0;  // bytes they wrote
+  std::uint64_t arg_objects = 0;       // large arguments written to a segment (object_threshold)
   std::uint64_t in_flight = 0;         // tasks at workers now
   std::uint64_t queued = 0;            // tasks waiting for a worker
   DurationHistogram durations;         // of the results received
@@ -263,9 +271,22 @@ class Pool {
   Future<R> submit_named(std::string_view name, A&&... args) {
     auto t = std::make_shared<detail::TaskState>();
     t->function = index_of(name);
+    detail::RefCollector refs;
     t->args = encode_value(std::tuple<std::decay_t<A>...>(std::forward<A>(args)...));
+    t->keep = refs.take();
     return Future<R>(enqueue(std::move(t), true), core_);
   }
+
+  // Puts value into the pool's object store (object_ref.hpp): encoded once into a
+  // shared-memory segment that the pool's local workers map, passed to tasks taking an
+  // ObjectRef<T> as a handle. Freed with its last ref and the last task holding one, or when
+  // the pool shuts down. Throws ferry::Exception (no_space naming the size) if /dev/shm is full.
+  template <class T>
+  ObjectRef<std::decay_t<T>> put(const T& value) {
+    return ObjectRef<std::decay_t<T>>(put_encoded(encode_value(value)));
+  }
+  // As put, for a value already encoded (cereal, as T): the object store's untyped entry.
+  std::shared_ptr<detail::ObjectBlock> put_encoded(Bytes encoded);
   // Runs one task and waits for it.
   template <class R, class... P, class... A>
   R apply(R (*fn)(P...), A&&... args) {
@@ -353,7 +374,9 @@ class Pool {
   std::shared_ptr<detail::TaskState> make_task(R (*fn)(P...), A&&... args) {
     auto t = std::make_shared<detail::TaskState>();
     t->function = index_of(task_key(fn));
+    detail::RefCollector refs;  // the ObjectRefs among the arguments stay alive with the task
     t->args = encode_value(std::tuple<std::decay_t<P>...>(std::forward<A>(args)...));
+    t->keep = refs.take();
     return t;
   }
   template <class R, class Items, class ToTuple>
@@ -376,12 +399,18 @@ class Pool {
         },
         *held);
     // Run once every dependency has a value (and not otherwise): the arguments, encoded.
-    std::function<Bytes()> build = [held] {
-      return std::apply(
+    std::function<Bytes()> build = [held, weak = std::weak_ptr<detail::TaskState>(t)] {
+      detail::RefCollector refs;
+      Bytes encoded = std::apply(
           [](auto&... a) {
             return encode_value(std::tuple<std::decay_t<P>...>(detail::resolve_arg(a)...));
           },
           *held);
+      if (auto task = weak.lock()) {
+        std::lock_guard lk(task->m);
+        if (!task->done.load()) task->keep = refs.take();
+      }
+      return encoded;
     };
     detail::submit_after(core_, t, std::move(deps), std::move(build));
     return Future<R>(std::move(t), core_);
@@ -490,7 +519,9 @@ class Chunker {
     t.items = static_cast<std::uint32_t>(chunk.size());
     t.first_item = static_cast<std::int64_t>(next_index_);
     next_index_ += chunk.size();
+    RefCollector refs;
     t.args = encode_value(chunk);
+    t.keep = refs.take();
     return true;
   }
 
@@ -698,7 +729,11 @@ T Pool::map_reduce(R (*fn)(P), Items&& items, T init, Reduce reduce, MapReduceOp
   auto send = [&] {
     auto t = std::make_shared<detail::TaskState>();
     t->function = index;
-    t->args = encode_value(std::tuple<std::vector<Item>>(std::move(chunk)));
+    {
+      detail::RefCollector refs;
+      t->args = encode_value(std::tuple<std::vector<Item>>(std::move(chunk)));
+      t->keep = refs.take();
+    }
     chunk.clear();
     t = enqueue(std::move(t), true);
     ++pending;

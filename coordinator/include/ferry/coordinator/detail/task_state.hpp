@@ -53,6 +53,9 @@ struct TaskState : std::enable_shared_from_this<TaskState> {
   // When its last attempt was sent to a worker (the pool's lock guards it): for the duration
   // histogram of the status page.
   std::chrono::steady_clock::time_point dispatched{};
+  // Objects (Pool::put) its arguments refer to: kept alive until its outcome is final, so a
+  // retry still finds them. Set before it is submitted (or under m), released by complete.
+  std::vector<std::shared_ptr<const void>> keep;
 
   // Completion (guarded by m). done is also readable without the lock.
   std::mutex m;
