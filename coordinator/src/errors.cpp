@@ -47,6 +47,8 @@ std::string describe(const FailureInfo& f) {
       return "ContinuationError: the continuation of " + s + " raised " + f.type + ": " + f.message;
     case FailureKind::dependency_failed:
       return "DependencyFailed: " + s + " did not run: " + f.message;
+    case FailureKind::actor_died:
+      return "ActorDied: " + s + ": " + f.message;
   }
   return s;
 }
@@ -67,6 +69,8 @@ void throw_failure(const FailureInfo& info) {
       throw ContinuationError(info);
     case FailureKind::dependency_failed:
       throw DependencyFailed(info);
+    case FailureKind::actor_died:
+      throw ActorDied(info);
   }
   throw TaskFailure(info);
 }

@@ -40,6 +40,7 @@ SchedulerConfig scheduler_config(const PoolOptions& o, unsigned local) {
   // (a busy machine, an operator) fail a few. Two per worker tells them apart without a long
   // wait for the broken program.
   c.startup_failure_limit = std::max(3u, 2 * local);
+  c.fail_sent_on_death = o.fail_sent_on_death;
   return c;
 }
 
@@ -950,6 +951,7 @@ Pool::Pool(PoolOptions opt) : core_(std::make_shared<detail::PoolCore>(std::move
 }
 
 Pool::~Pool() {
+  actors_->shutdown(ShutdownMode::drain);
   core_->shutdown(ShutdownMode::drain);
 }
 
@@ -975,6 +977,7 @@ const PoolOptions& Pool::options() const noexcept {
   return core_->options();
 }
 void Pool::shutdown(ShutdownMode mode) {
+  actors_->shutdown(mode);
   core_->shutdown(mode);
 }
 std::size_t Pool::window() const noexcept {

@@ -289,8 +289,13 @@ EndCause Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) 
         if (running > 1) t.isolate = true;
       }
     }
-    if (!charged) {
+    if (!charged && !(death && cfg_.fail_sent_on_death)) {
       requeue.push_back(id);
+      continue;
+    }
+    if (!charged) {
+      fail(id, t, FailCause::worker_died, wid, cause);
+      forget_if_idle(id);
       continue;
     }
     ++t.charges;
@@ -304,6 +309,8 @@ EndCause Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) 
     forget_if_idle(id);
   }
   requeue_front(requeue);
+  // Nothing submitted before the death may run after it, on the next worker.
+  if (death && cfg_.fail_sent_on_death) fail_pending(FailCause::worker_died);
 
   if (w.local && !stopping_) {
     if (w.state == WState::starting) startup_failure(now);

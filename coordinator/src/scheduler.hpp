@@ -94,6 +94,10 @@ struct SchedulerConfig {
   unsigned local_workers = 0;         // how many the pool keeps running
   std::size_t max_task_bytes = SIZE_MAX;
   unsigned startup_failure_limit = 3;
+  // A death fails every task in the system: those sent to the worker, not only the one it
+  // ran, and those waiting for a worker (actors: a call made before a death must not run on
+  // the next instance, nor run twice).
+  bool fail_sent_on_death = false;
 };
 
 // One task's own limits, where they differ from the pool's (Pool::submit(ferry::with(...), ...)).

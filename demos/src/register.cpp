@@ -67,6 +67,10 @@ constexpr Entry kTour[] = {
      "one large array put once into the object store, many tasks reading it by handle: the "
      "copies counted",
      object_store},
+    {"actors",
+     "a bank-account actor: deposits from several threads applied once, in order; its process "
+     "killed, calls in it fail with ActorDied, it restarts fresh",
+     actors},
 };
 
 }  // namespace

@@ -28,5 +28,6 @@ int io_bound(const Options& opt);        // demo_perf.cpp
 int cooperative(const Options& opt);     // demo_cooperative.cpp
 int pipeline_graph(const Options& opt);  // demo_graph.cpp
 int object_store(const Options& opt);    // demo_objects.cpp
+int actors(const Options& opt);          // demo_actors.cpp
 
 }  // namespace ferry::demos

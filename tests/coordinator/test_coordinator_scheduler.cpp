@@ -226,6 +226,31 @@ TEST_SUITE("coordinator.scheduler") {
     CHECK(sends_of(x.take()) == Sends{{3, 3}});
   }
 
+  TEST_CASE("fail_sent_on_death (actors): a death fails every task sent or pending") {
+    SchedulerConfig c;
+    c.max_retries = 0;
+    c.prefetch = 2;
+    c.fail_sent_on_death = true;
+    Sched x(c);
+    x.join(1);
+    for (TaskId t = 1; t <= 3; ++t)
+      x.submit(t);
+    CHECK(sends_of(x.take()) == Sends{{1, 1}, {1, 2}});  // 1 runs, 2 is queued, 3 is pending
+    x.s.worker_gone(1, EndCause::exited, x.now);
+    Actions a = x.take();
+    for (TaskId t = 1; t <= 3; ++t) {
+      CAPTURE(t);
+      const Failure* f = failure_of(a, t);
+      REQUIRE(f != nullptr);
+      CHECK(f->cause == FailCause::worker_died);
+    }
+    CHECK(x.s.counters().retries == 0);
+    // A later task goes to the next worker; nothing of the dead one's is sent again.
+    x.submit(4);
+    x.join(2);
+    CHECK(sends_of(x.take()) == Sends{{2, 4}});
+  }
+
   TEST_CASE("a timeout kill charges only the task past it, and the others go back uncharged") {
     SchedulerConfig c;
     c.task_timeout = 100ms;

@@ -65,9 +65,9 @@ inline std::size_t count_of(const std::string& text, const std::string& needle) 
 
 // The tour, in order (as `demo list` and `demo all` show it).
 inline const std::vector<std::string> kTour{
-    "countdown",    "race",        "lock",           "rlock",       "deadlock", "semaphore",
-    "event",        "condition",   "barrier",        "local-data",  "pipe",     "queue",
-    "ghostbusters", "channel",     "pool",           "cpu-bound",   "io-bound", "cooperative",
-    "supervisor",   "distributed", "pipeline-graph", "object-store"};
+    "countdown",    "race",        "lock",           "rlock",        "deadlock", "semaphore",
+    "event",        "condition",   "barrier",        "local-data",   "pipe",     "queue",
+    "ghostbusters", "channel",     "pool",           "cpu-bound",    "io-bound", "cooperative",
+    "supervisor",   "distributed", "pipeline-graph", "object-store", "actors"};
 
 }  // namespace demo_test

@@ -25,7 +25,7 @@ void check_tour_over(const std::string& transport, const std::string& channel_en
     CHECK_MESSAGE(m[1] == "ok", m[0]);
   }
   CHECK(rows == kTour);
-  CHECK(r.out.find("\n22 demos, 0 failed\n") != std::string::npos);
+  CHECK(r.out.find("\n23 demos, 0 failed\n") != std::string::npos);
   for (const auto& name : kTour)
     CHECK_MESSAGE(r.out.find("=== demo " + name + " ") != std::string::npos, name);
   CHECK(r.out.find("the worker connects to " + channel_endpoint) != std::string::npos);

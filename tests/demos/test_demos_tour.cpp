@@ -312,6 +312,24 @@ TEST_SUITE("demos.tour") {
     }
   }
 
+  TEST_CASE(
+      "actors: deposits from threads applied once in order, a SIGKILL is ActorDied, then "
+      "a fresh restart") {
+    for (const char* t : {"shm", "zmq"}) {
+      CAPTURE(t);
+      ft::LeakCheck leaks;
+      const auto r = run_demo("actors", {"-w", "2", "-t", t});
+      CHECK(count_of(r.out, "[ok] every deposit was applied exactly once") == 1);
+      CHECK(count_of(r.out, "balance 1355.00 (expected 1355.00)") == 1);
+      CHECK(count_of(r.out, "[ok] each teller's receipts show its own deposits in the order") == 1);
+      CHECK(count_of(r.out, "[ok] the audit and both waiting deposits failed with ActorDied") == 1);
+      CHECK(count_of(r.out, "[ok] calls after the restart work") == 1);
+      CHECK(count_of(r.out, "ActorDied: ") == 1);
+      CHECK(r.out.find("[FAIL]") == std::string::npos);
+      leaks.verify();
+    }
+  }
+
   TEST_CASE("distributed --listen: remote ferry-workers join before it starts and take part") {
     ft::LeakCheck leaks;
     char dir_template[] = "/tmp/ferry-demo-XXXXXX";

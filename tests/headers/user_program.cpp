@@ -31,6 +31,20 @@ struct Point {
 
 }  // namespace
 
+// An actor: state in a process of its own.
+class Tally {
+ public:
+  explicit Tally(std::string name) : name_(std::move(name)) {}
+  std::int64_t add(std::int64_t k) { return total_ += k; }
+  std::string report() const { return name_ + ": " + std::to_string(total_); }
+
+ private:
+  std::string name_;
+  std::int64_t total_ = 0;
+};
+FERRY_ACTOR(Tally, add, report);
+FERRY_ACTOR_NEW(Tally, std::string);  // as a task library for ferry-worker would
+
 std::int64_t count_below(std::int64_t n) {
   return n > 0 ? n - 1 : 0;
 }
@@ -124,5 +138,8 @@ int main(int argc, char** argv) {
                    (back ? std::get<0>(*back) : 0) + (small ? *small : 0) + (point ? point->x : 0) +
                    static_cast<std::int64_t>(three.size())
             << "\n";
+  auto tallies = pool.actor<Tally>(ferry::ActorOptions{.max_restarts = 1}, "t");
+  std::cout << tallies.call(&Tally::add, std::int64_t{2}).get()
+            << tallies.call(&Tally::report).get() << '\n';
   return 0;
 }

@@ -2,6 +2,7 @@
 // cross-process synchronisation. Link ferry::ferry.
 #pragma once
 
+#include "ferry/coordinator/actor.hpp"
 #include "ferry/coordinator/errors.hpp"
 #include "ferry/coordinator/future.hpp"
 #include "ferry/coordinator/pool.hpp"

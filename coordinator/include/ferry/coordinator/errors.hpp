@@ -8,7 +8,9 @@
 //   ├─ Cancelled                cancelled by the caller or by pool shutdown
 //   ├─ Rejected                 it could not be sent (arguments too large, no workers, ...)
 //   ├─ ContinuationError        a Future::then continuation threw (in this process)
-//   └─ DependencyFailed         a Future it was given as an argument failed (task graphs)
+//   ├─ DependencyFailed         a Future it was given as an argument failed (task graphs)
+//   └─ ActorDied                an actor's process died with the call in it, or is gone for
+//                               good (its restarts used up); never retried: methods have effects
 //
 //   TimeoutError                not a task's failure: a wait (as_completed) ran out of time
 #pragma once
@@ -27,6 +29,7 @@ enum class FailureKind : std::uint8_t {
   rejected,
   continuation_error,
   dependency_failed,
+  actor_died,
 };
 
 struct FailureInfo {
@@ -38,8 +41,8 @@ struct FailureInfo {
   std::int32_t pid = 0;  // worker pid (0 if none ran it)
   std::string host;
   std::string stack;               // remote stack trace, best effort
-  int signal = 0;                  // WorkerDied: terminating signal, else 0
-  int exit_code = -1;              // WorkerDied: exit code if it exited
+  int signal = 0;                  // WorkerDied, ActorDied: terminating signal, else 0
+  int exit_code = -1;              // WorkerDied, ActorDied: exit code if it exited
   std::uint32_t attempt = 0;       // the attempt that failed (1-based)
   std::uint32_t max_attempts = 0;  // 1 + max_retries
   std::int64_t item = -1;          // map/starmap: the input's index, else -1
@@ -77,6 +80,9 @@ class ContinuationError : public TaskFailure {
   using TaskFailure::TaskFailure;
 };
 class DependencyFailed : public TaskFailure {
+  using TaskFailure::TaskFailure;
+};
+class ActorDied : public TaskFailure {
   using TaskFailure::TaskFailure;
 };
 

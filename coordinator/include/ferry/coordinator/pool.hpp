@@ -38,6 +38,7 @@
 #include <variant>
 #include <vector>
 
+#include "ferry/coordinator/actor.hpp"
 #include "ferry/coordinator/future.hpp"
 #include "ferry/coordinator/process.hpp"
 #include "ferry/shared/object_ref.hpp"
@@ -110,6 +111,11 @@ struct PoolOptions {
   EventLevel event_level = EventLevel::info;
   // How worker processes are started (tests substitute a fake); default: posix_spawn.
   std::shared_ptr<coordinator::Launcher> launcher{};
+  // A worker's death fails (WorkerDied) every task then in the pool: those sent to it, not
+  // only the one it was running (the others are otherwise sent again, uncounted), and those
+  // waiting for a worker. For a one-worker pool whose tasks must never run twice, nor run
+  // after a later one: actors set it.
+  bool fail_sent_on_death = false;
 };
 
 enum class WorkerState : std::uint8_t { starting, ready, gone };
@@ -317,7 +323,32 @@ class Pool {
   template <class R, class P, std::ranges::input_range Items, class T, class Reduce>
   T map_reduce(R (*fn)(P), Items&& items, T init, Reduce reduce, MapReduceOptions opt);
 
+  // Stops its actors too (with the same mode), before its workers.
   void shutdown(ShutdownMode mode = ShutdownMode::drain);
+
+  // An instance of C (registered with FERRY_ACTOR) built from args in a worker process of its
+  // own, beside the pool's workers (ferry/coordinator/actor.hpp: order, restarts, lifetime).
+  // Arguments travel as for a task (string literals as std::string). Throws ferry::Exception
+  // if no worker process can be started for it.
+  template <class C, class... A>
+    requires(sizeof...(A) == 0 ||
+             !std::is_same_v<std::remove_cvref_t<std::tuple_element_t<0, std::tuple<A...>>>,
+                             ActorOptions>)
+  Actor<C> actor(A&&... args) {
+    return actor<C>(ActorOptions{}, std::forward<A>(args)...);
+  }
+  template <class C, class... A>
+  Actor<C> actor(ActorOptions opt, A&&... args) {
+    // Names the constructor task, so that it is registered in this program (and in the
+    // copies of it that run as workers).
+    (void)actor_detail::Constructor<C, actor_detail::arg_t<A>...>::registered;
+    auto core = std::make_shared<detail::ActorCore>(
+        options(), actor_detail::class_name<C>(),
+        actor_detail::constructor_name<C, actor_detail::arg_t<A>...>(),
+        encode_value(std::tuple<actor_detail::arg_t<A>...>(std::forward<A>(args)...)), opt);
+    actors_->add(core);
+    return Actor<C>(std::move(core));
+  }
 
   // A task known only by name at run time, its arguments already encoded: the cereal
   // encoding of the std::tuple of its parameters, or with items > 0 of a std::vector of such
@@ -334,6 +365,7 @@ class Pool {
  private:
   template <class R>
   friend class ImapUnordered;
+  friend class detail::ActorCore;
   std::shared_ptr<detail::TaskState> enqueue(std::shared_ptr<detail::TaskState> t, bool block);
   std::uint32_t index_of(std::string_view name) const;
   std::uint32_t index_of(AnyFn fn) const;
@@ -385,6 +417,7 @@ class Pool {
   }
 
   std::shared_ptr<detail::PoolCore> core_;
+  std::shared_ptr<detail::ActorSet> actors_ = std::make_shared<detail::ActorSet>();
 };
 
 namespace detail {
