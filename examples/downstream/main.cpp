@@ -10,8 +10,8 @@
 //   wordcount count N                    counts the words of N texts with map_reduce, folding
 //                                        on the coordinator, then inside the workers
 //   wordcount compose                    futures that compose: a task graph, then, wait_any,
-//                                        wait_all, per-call limits, and a stop-word list put
-//                                        once in the object store
+//                                        wait_all, per-call limits, a stop-word list put once
+//                                        in the object store, and a tally actor
 //
 // The library's task is called by name with its types (wordstats.hpp); shout is this
 // program's own task, so only workers that are copies of this program serve it.
@@ -70,6 +70,15 @@ Counts count_content_words(ferry::ObjectRef<Words> stop, std::string text) {
   return c;
 }
 FERRY_TASK(count_content_words);
+
+// An actor: a running tally that lives in a process of its own; its calls run in order.
+struct Tally {
+  explicit Tally(std::int64_t start) : n(start) {}
+  std::int64_t add(std::int64_t k) { return n += k; }
+  std::int64_t get() const { return n; }
+  std::int64_t n;
+};
+FERRY_ACTOR(Tally, add, get);
 
 namespace {
 
@@ -157,11 +166,18 @@ bool compose_job() {
   Counts content;
   for (auto& f : parts)
     content = merge_counts(std::move(content), f.get());
+  // An actor: words counted by each text added to one tally, in order.
+  auto tally = pool.actor<Tally>(std::int64_t{0});
+  for (const auto& text : {a, b})
+    (void)tally.call(&Tally::add, static_cast<std::int64_t>(count_words(text).size()));
+  const std::int64_t tallied = tally.call(&Tally::get).get();
   const Counts m = merged.get();
-  std::printf("graph: %zu distinct words (then), 'the' x%lld; content words: %zu; first done: %s\n",
-              distinct.get(), static_cast<long long>(m.at("the")), content.size(),
-              first ? (*first == 0 ? "merge" : "shout") : "none");
-  return first.has_value() && all && distinct.get() == 5 && m.at("the") == 4 &&
+  std::printf(
+      "graph: %zu distinct words (then), 'the' x%lld; content words: %zu; tally %lld; first "
+      "done: %s\n",
+      distinct.get(), static_cast<long long>(m.at("the")), content.size(),
+      static_cast<long long>(tallied), first ? (*first == 0 ? "merge" : "shout") : "none");
+  return first.has_value() && all && distinct.get() == 5 && m.at("the") == 4 && tallied == 8 &&
          loud.get() == "OK" && content == Counts{{"cat", 1}, {"dog", 1}, {"fox", 2}};
 }
 

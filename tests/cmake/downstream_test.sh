@@ -3,7 +3,8 @@
 # find_package(ferry) and runs what its README promises:
 #   a) wordcount local LIB: a pool whose local workers load the task library;
 #   a2) wordcount count N: map_reduce folding on the coordinator and in the workers agree;
-#   a3) wordcount compose: a task graph, then, wait_any/wait_all, ferry::with and pool.put;
+#   a3) wordcount compose: a task graph, then, wait_any/wait_all, ferry::with, pool.put and
+#       an actor;
 #   b) wordcount coordinate LIB KEYS with two remote workers over loopback TCP with CURVE
 #      keys: stock ferry-worker --tasks LIB, and wordcount --ferry-worker --tasks LIB;
 #   c) wordcount cli ...: the command line embedded in the program (run_cli);
@@ -51,7 +52,7 @@ out=$(timeout 120 "$prog" count 2000) || fail "wordcount count: $out"
 echo "a2) map_reduce folding in the workers (FERRY_COMBINE) agrees with the coordinator's: ok"
 out=$(timeout 120 "$prog" compose) || fail "wordcount compose: $out"
 [[ $out == *"compose ok"* ]] || fail "wordcount compose said: $out"
-echo "a3) futures that compose, a task graph and the object store: ok"
+echo "a3) futures that compose, a task graph, the object store and an actor: ok"
 
 # b) remote workers with CURVE keys
 keys=$work/keys
