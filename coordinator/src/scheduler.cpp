@@ -155,6 +155,9 @@ void Scheduler::worker_ready(WorkerId w, bool local, unsigned slots, std::size_t
   if (x.state != WState::starting) return;
   x.state = WState::ready;
   x.local = local;
+  // A local worker that registered ends a row of start-up failures: the program can start
+  // (workers killed while starting, as by an operator or a chaos test, do not break the pool).
+  if (local) startup_failures_ = 0;
   x.slots = std::max(1u, slots);
   x.credit = credit;
   x.since = now;

@@ -476,6 +476,30 @@ TEST_SUITE("coordinator.scheduler") {
     CHECK(sends_of(x.take()) == Sends{{2, 3}});
   }
 
+  TEST_CASE("a local worker that registers ends the row of start-up failures") {
+    SchedulerConfig c;
+    c.local_workers = 1;
+    Sched x(c);
+    x.s.start();
+    x.take();
+    x.submit(1);
+    WorkerId w = 1;
+    for (int round = 0; round < 3; ++round) {
+      for (int i = 0; i < 2; ++i, ++w) {  // two of three allowed, then a registration
+        x.s.worker_started(w, x.now);
+        x.s.worker_gone(w, EndCause::exited, x.now);
+        x.take();
+        CHECK_FALSE(x.s.broken());
+      }
+      x.s.worker_started(w, x.now);
+      x.s.worker_ready(w, true, 1, kCredit, x.now);
+      x.take();
+      x.s.worker_gone(w++, EndCause::exited, x.now);  // ended after registering: no count
+      x.take();
+      CHECK_FALSE(x.s.broken());
+    }
+  }
+
   TEST_CASE("three local workers in a row ending before they register break the pool") {
     SchedulerConfig c;
     c.local_workers = 1;
@@ -1354,6 +1378,7 @@ class Harness {
     MWorker& w = workers_[*id];
     w.ready = true;
     w.credit = op.b % 4 == 0 ? 0 : std::size_t{op.b} * 8;
+    startup_failures_ = 0;  // a local worker registered: the row of start-up failures ends
     s_.worker_ready(*id, true, 1, w.credit, now_);
     after();
   }
@@ -1645,6 +1670,7 @@ class Harness {
       if (!w.ready) {
         w.ready = true;
         w.credit = kCredit;
+        startup_failures_ = 0;
         s_.worker_ready(id, true, 1, kCredit, now_);
         after();
         any = true;
