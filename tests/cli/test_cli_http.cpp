@@ -390,6 +390,7 @@ TEST_SUITE("cli http") {
       CHECK(st->code == 0);
       ft::expect_exit(w.child, 0, 30s);
     }
+    ft::reap_children_named("chrom", 20s);  // helpers Chromium left, re-parented to us
     leaks.verify();
   }
 }

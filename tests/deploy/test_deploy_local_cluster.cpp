@@ -400,6 +400,7 @@ TEST_SUITE("deploy.local_cluster") {
       CHECK(after_code == -1);  // the forward went with the cluster
     }
     CHECK(cluster_namespaces() == before);
+    ft::reap_children_named("chrom", 20s);  // helpers Chromium left, re-parented to us
     leaks.verify();
   }
 }

@@ -402,6 +402,23 @@ std::vector<pid_t> child_pids() {
   return kids;
 }
 
+void reap_children_named(const std::string& prefix, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    bool left = false;
+    const bool late = std::chrono::steady_clock::now() > until;
+    for (const pid_t k : child_pids()) {
+      const auto st = proc_stat(std::to_string(k));
+      if (!st || st->head.find("(" + prefix) == std::string::npos) continue;
+      if (late) ::kill(k, SIGKILL);
+      int ws = 0;
+      if (::waitpid(k, &ws, late ? 0 : WNOHANG) == 0) left = true;
+    }
+    if (!left || late) return;
+    ::poll(nullptr, 0, 20);  // not our children by birth: no pidfd to wait on
+  }
+}
+
 LeakCheck::LeakCheck() : fds_(open_fds()), shm_(shm_segments_of_session()) {}
 
 #if defined(__SANITIZE_ADDRESS__)

@@ -138,7 +138,12 @@ void expect_exit(Child& c, int code = 0,
 // Snapshot of what a test could leak; compare with LeakCheck at the end of a test.
 std::set<std::string> open_fds();
 std::set<std::string> shm_segments_of_session();  // /dev/shm/ferry.<this session>.*
-std::vector<pid_t> child_pids();                  // alive or zombie children
+std::vector<pid_t> child_pids();
+// Waits up to `timeout` for children of this process whose name starts with `prefix` (helpers
+// a program like Chromium leaves behind, re-parented to us as the subreaper) to end, reaps
+// them, and SIGKILLs and reaps any still running then.
+void reap_children_named(const std::string& prefix,
+                         std::chrono::milliseconds timeout);  // alive or zombie children
 
 // Records fds, shm segments and children at construction; verify() CHECKs they are back.
 class LeakCheck {
