@@ -138,7 +138,9 @@ struct Actions {
   unsigned spawns = 0;
   std::vector<Notice> notices;
   bool workers_changed = false;  // readiness waiters should look again
-  bool room_freed = false;       // submitters waiting for the window should look again
+  // Submitters waiting for the window should look again: a slice of it (window/16, at least
+  // one task) is free, or submits now fail at once (closed, broken).
+  bool room_freed = false;
   bool empty() const noexcept {
     return sends.empty() && failures.empty() && kills.empty() && stops.empty() && spawns == 0 &&
            notices.empty() && !workers_changed && !room_freed;
@@ -262,6 +264,7 @@ class Scheduler {
   std::size_t depth() const;
   bool anyone_starting() const;
   void fail(TaskId id, Task& t, FailCause c, WorkerId w = 0, EndCause e = EndCause::exited);
+  std::size_t room_slice() const noexcept;
   void finish(TaskId id, Task& t);  // the task's outcome is given: release its window slot
   void forget_if_idle(TaskId id);   // drops a done task no worker holds any more
   void remove_inflight(Worker& w, WorkerId wid, std::size_t at, TimePoint now);

@@ -90,6 +90,28 @@ TEST_SUITE("coordinator.scheduler") {
     CHECK(x.s.has_room());
   }
 
+  TEST_CASE("window: blocked submitters are woken once a sixteenth of the window is free") {
+    SchedulerConfig c;
+    c.window = 32;  // a slice of 2
+    Sched x(c);
+    x.join(1, 32, 0);
+    for (TaskId t = 1; t <= 32; ++t)
+      x.submit(t);
+    x.take();
+    CHECK_FALSE(x.s.has_room());
+    CHECK(x.s.result(1, 1, x.now));
+    // One free slot: a submitter could go on, but is not woken for one task.
+    CHECK(x.s.has_room());
+    CHECK_FALSE(x.take().room_freed);
+    CHECK(x.s.result(1, 2, x.now));
+    CHECK(x.take().room_freed);
+    // An empty system always wakes them (drain waits on it too).
+    for (TaskId t = 3; t <= 32; ++t)
+      CHECK(x.s.result(1, t, x.now));
+    CHECK(x.take().room_freed);
+    CHECK(x.s.in_system() == 0);
+  }
+
   TEST_CASE(
       "placement: the oldest pending task goes to the ready worker with the fewest in flight") {
     SchedulerConfig c;
@@ -1106,6 +1128,8 @@ class Harness {
     return w.local && cfg_.max_tasks_per_worker && w.sent >= cfg_.max_tasks_per_worker;
   }
 
+  bool submitter_blocked_ = false;  // has_room() was false and no room_freed came since
+
   [[noreturn]] void fail(const std::string& what) const {
     RC_FAIL(what + "  [at " + step_ + ", t=" + std::to_string((now_ - T0) / 1ms) + " ms]");
   }
@@ -1232,6 +1256,7 @@ class Harness {
       NEED(++seen == 1, n.kind == Notice::Kind::shrunk ? "a second 'shrunk' notice"
                                                        : "a second 'broken' notice");
     }
+    if (a.room_freed) submitter_blocked_ = false;
     check_state();
   }
 
@@ -1241,6 +1266,15 @@ class Harness {
                                      std::to_string(open) + " task(s) without an outcome");
     NEED(s_.in_system() <= cfg_.window, "in_system() over the window");
     NEED(s_.has_room() || s_.in_system() == cfg_.window, "no room, yet the window is not full");
+    // A submitter that found the window full is woken (room_freed) by the time a slice of it
+    // is free, the system is empty, or submits fail at once; not necessarily for one slot.
+    if (submitter_blocked_) {
+      const std::size_t slice = std::max<std::size_t>(1, cfg_.window / 16);
+      NEED(cfg_.window - s_.in_system() < slice && s_.in_system() > 0 && !s_.closed() &&
+               !s_.broken(),
+           "a submitter waiting for the window was not woken");
+    }
+    if (!s_.has_room()) submitter_blocked_ = true;
     if (stopped_) NEED(s_.pending() == 0, "pending tasks after stop()");
     NEED(s_.broken() == broken_, broken_ ? "not broken" : "broken too soon");
     std::map<TaskId, int> seen;
