@@ -14,6 +14,7 @@
 #include "ferry/ipc/endpoint.hpp"
 #include "ferry/shared/cli_support.hpp"
 #include "ferry/shared/log.hpp"
+#include "ferry/shared/memory.hpp"
 #include "ferry/shared/session.hpp"
 #include "ferry/shared/task.hpp"
 
@@ -262,6 +263,8 @@ CLI::App* add_status_command(CLI::App& app, StatusArgs& sargs) {
 }  // namespace
 
 int run_cli(int argc, char** argv, const DemoRegistry& demos) {
+  // ferry's own process: chunks of a megabyte or more must not fault fresh pages in each time.
+  (void)keep_freed_memory();
   Options opt;
   CLI::App app{"ferry-coordinator: run ferry tasks on a pool of worker processes",
                "ferry-coordinator"};

@@ -24,6 +24,7 @@
 #include "ferry/ipc/shm_object.hpp"
 #include "ferry/shared/codec.hpp"
 #include "ferry/shared/log.hpp"
+#include "ferry/shared/memory.hpp"
 #include "ferry/shared/messages.hpp"
 #include "ferry/shared/object_ref.hpp"
 #include "ferry/shared/proc_usage.hpp"
@@ -455,6 +456,8 @@ class Worker {
 }  // namespace
 
 int run(const Options& opt) {
+  // Chunks of a megabyte or more per task must not fault fresh pages in each time.
+  (void)keep_freed_memory();
   if (opt.parent > 0) {
     // Die with the coordinator; re-check after arming, in case it died before prctl.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);

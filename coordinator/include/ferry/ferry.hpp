@@ -8,6 +8,7 @@
 #include "ferry/coordinator/pool.hpp"
 #include "ferry/ipc/sync.hpp"
 #include "ferry/ipc/typed.hpp"
+#include "ferry/shared/memory.hpp"
 #include "ferry/shared/task.hpp"
 #include "ferry/worker/builtin_tasks.hpp"
 #include "ferry/worker/runtime.hpp"
