@@ -548,13 +548,13 @@ void PoolCore::worker_gone(WorkerId id, const EndInfo& end) {
 }
 
 std::optional<PoolCore::Reservation> PoolCore::reserve_remote(
-    std::chrono::milliseconds timeout, const std::atomic<bool>& abandon,
+    std::uint32_t function, std::chrono::milliseconds timeout, const std::atomic<bool>& abandon,
     std::function<void(WorkerId, const std::string&)> on_gone) {
   std::unique_lock lk(mu_);
   std::optional<WorkerId> id;
   state_cv_.wait_for(lk, timeout, [&] {
     if (stopped_ || sched_.closed() || abandon.load()) return true;
-    id = sched_.free_remote();
+    id = sched_.free_remote(function);
     return id.has_value();
   });
   if (!id || stopped_ || sched_.closed() || abandon.load()) return std::nullopt;

@@ -102,12 +102,13 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     std::int32_t pid = 0;
     std::string host;
   };
-  // Takes a joined remote worker out of the task slots (Scheduler::reserve), waiting up to
+  // Takes a joined remote worker that serves task number `function` (an actor's constructor)
+  // out of the task slots (Scheduler::reserve), waiting up to
   // timeout for one; nullopt at timeout, once the pool stops, or once `abandon` is set (then
   // wake_waiters()). on_gone runs once, with its cause, if the worker ends while reserved
   // (after the calls pinned to it failed), in the thread that reported the end.
   std::optional<Reservation> reserve_remote(
-      std::chrono::milliseconds timeout, const std::atomic<bool>& abandon,
+      std::uint32_t function, std::chrono::milliseconds timeout, const std::atomic<bool>& abandon,
       std::function<void(WorkerId, const std::string&)> on_gone);
   void release_reserved(WorkerId id);
   void wake_waiters();

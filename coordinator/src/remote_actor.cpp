@@ -35,10 +35,10 @@ void RemoteActor::start() {
   }
   std::weak_ptr<RemoteActor> self = weak_from_this();
   // The first worker is taken here, so that a pool with none fails the creation clearly.
-  auto r =
-      core_->reserve_remote(place_timeout_, abandon_, [self](WorkerId id, const std::string& why) {
-        if (auto a = self.lock()) a->on_gone(id, why);
-      });
+  auto r = core_->reserve_remote(constructor_fn_, place_timeout_, abandon_,
+                                 [self](WorkerId id, const std::string& why) {
+                                   if (auto a = self.lock()) a->on_gone(id, why);
+                                 });
   if (!r) {
     auto [joined, reserved] = core_->remote_workers();
     throw Exception(Error{
@@ -73,7 +73,7 @@ void RemoteActor::run_placer() {
     if (seat == 0) {
       // A restart: another remote worker, once one is free (joined, or given back).
       std::weak_ptr<RemoteActor> self = weak_from_this();
-      auto r = core_->reserve_remote(place_timeout_, abandon_,
+      auto r = core_->reserve_remote(constructor_fn_, place_timeout_, abandon_,
                                      [self](WorkerId id, const std::string& why) {
                                        if (auto a = self.lock()) a->on_gone(id, why);
                                      });
@@ -337,14 +337,11 @@ bool RemoteActor::wait_restarted(unsigned n, std::chrono::milliseconds timeout) 
 }
 
 void RemoteActor::shutdown(ShutdownMode mode) {
+  std::lock_guard stop_lk(stop_m_);
   Failed failed;
   {
     std::unique_lock lk(m_);
-    if (stopping_) {
-      lk.unlock();
-      if (placer_.joinable() && placer_.get_id() != std::this_thread::get_id()) placer_.join();
-      return;
-    }
+    if (stopping_) return;
     // Drain: the calls made so far finish first (those waiting for the instance are sent
     // once it is built, or fail if it cannot be).
     if (mode == ShutdownMode::drain) {

@@ -71,6 +71,7 @@ class RemoteActor : public std::enable_shared_from_this<RemoteActor> {
   ActorOptions opt_;
   std::chrono::milliseconds place_timeout_;
 
+  std::mutex stop_m_;  // shutdown() from the handle and the pool at once: one stops, one waits
   std::mutex send_m_;  // held while calls are submitted: keeps their order
   mutable std::mutex m_;
   std::condition_variable cv_;

@@ -604,11 +604,12 @@ void Scheduler::fail_pending(FailCause c) {
     fail(id, tasks_.at(id), c);
 }
 
-std::optional<WorkerId> Scheduler::free_remote() const {
+std::optional<WorkerId> Scheduler::free_remote(std::uint32_t function) const {
   std::optional<WorkerId> best;
   std::size_t load = SIZE_MAX;
   for (const auto& [wid, w] : workers_) {
     if (w.local || w.reserved || w.kill || w.state != WState::ready) continue;
+    if (!serves(w, function)) continue;
     if (w.inflight.size() < load) {
       best = wid;
       load = w.inflight.size();

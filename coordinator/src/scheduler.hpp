@@ -201,8 +201,9 @@ class Scheduler {
   // When tick() should next be called (nullopt: no deadline pending).
   std::optional<TimePoint> next_deadline() const;
 
-  // Remote actors: a ready remote worker that is not reserved (fewest tasks in flight first).
-  std::optional<WorkerId> free_remote() const;
+  // Remote actors: a ready remote worker that is not reserved and serves task number
+  // `function` (fewest tasks in flight first).
+  std::optional<WorkerId> free_remote(std::uint32_t function = kAnyFunction) const;
   // Takes w out of the task slots for pinned tasks only; false if it is not a free remote one.
   bool reserve(WorkerId w);
   // Gives w back to ordinary tasks; pinned tasks still waiting for it fail (worker_died).

@@ -98,7 +98,7 @@ FERRY_TASK(hold);
 
 TEST_SUITE("coordinator.remote_actors") {
   TEST_CASE(
-      "a remote actor keeps its state in call order; its worker takes no task until it ends") {
+      "a remote actor keeps its state in call order, and its worker takes no task until it ends") {
     ft::LeakCheck leaks;
     {
       ferry::Pool pool(remote_only());
