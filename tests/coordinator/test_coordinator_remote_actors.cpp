@@ -249,10 +249,12 @@ TEST_SUITE("coordinator.remote_actors") {
         CHECK(what.find("0 remote worker(s) joined") != std::string::npos);
         CHECK(what.find("ferry-worker --connect") != std::string::npos);
       }
-      // One joined, held by a first actor: the second one has none.
+      // A worker on its way: the actor waits for it to join (kRemote: the pool's 20 s). Then
+      // it is held by this first actor, and a second one has none.
       auto a = join(pool, "alpha");
-      REQUIRE(pool.wait_workers(1, 20s));
       auto first = pool.actor<Tally>(kRemote, 1);
+      REQUIRE(first.wait_ready(20s));
+      CHECK(first.pid() == a.pid());
       CHECK_THROWS_WITH_AS((void)pool.actor<Tally>(opt, 1), doctest::Contains("1 held by actors"),
                            ferry::Exception);
       CHECK(first.call(&Tally::add, 1).get() == 2);
