@@ -14,6 +14,7 @@
 #include "ferry/coordinator/pool.hpp"
 #include "ferry/coordinator/process.hpp"
 #include "ferry/shared/log.hpp"
+#include "remote_actor.hpp"
 
 namespace ferry::detail {
 
@@ -142,9 +143,18 @@ FailureInfo actor_died(FailureInfo f, ActorCore::Watch& w) {
 
 }  // namespace
 
-ActorCore::ActorCore(const PoolOptions& pool, std::string class_name, std::string constructor,
-                     Bytes args, ActorOptions opt)
-    : class_name_(std::move(class_name)), opt_(opt), watch_(std::make_shared<Watch>()) {
+ActorCore::ActorCore(const PoolOptions& pool, std::shared_ptr<PoolCore> owner,
+                     std::string class_name, std::string constructor, Bytes args, ActorOptions opt)
+    : class_name_(std::move(class_name)),
+      opt_(opt),
+      watch_(std::make_shared<Watch>()),
+      owner_(owner) {
+  if (opt.placement == ActorPlacement::remote) {
+    remote_ = std::make_shared<RemoteActor>(std::move(owner), class_name_, std::move(constructor),
+                                            std::move(args), opt);
+    remote_->start();
+    return;
+  }
   watch_->class_name = class_name_;
   watch_->max_restarts = opt.max_restarts;
   watch_->constructor = constructor;
@@ -188,6 +198,7 @@ ActorCore::~ActorCore() {
 }
 
 std::shared_ptr<TaskState> ActorCore::call(const std::string& task, Bytes args) {
+  if (remote_) return remote_->call(task, std::move(args));
   auto outer = std::make_shared<TaskState>();
   bool gone = false;
   {
@@ -227,15 +238,18 @@ std::shared_ptr<TaskState> ActorCore::call(const std::string& task, Bytes args) 
 }
 
 std::weak_ptr<PoolCore> ActorCore::core() const {
+  if (remote_) return owner_;
   return pool_->core_;
 }
 
 pid_t ActorCore::pid() const {
+  if (remote_) return remote_->pid();
   std::lock_guard lk(watch_->m);
   return watch_->pid;
 }
 
 unsigned ActorCore::restarts() const {
+  if (remote_) return remote_->restarts();
   std::lock_guard lk(watch_->m);
   return std::min(watch_->deaths, watch_->max_restarts);
 }
@@ -245,6 +259,7 @@ bool ActorCore::wait_ready(std::chrono::milliseconds timeout) {
 }
 
 bool ActorCore::wait_restarted(unsigned n, std::chrono::milliseconds timeout) {
+  if (remote_) return remote_->wait_restarted(n, timeout);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   {
     std::unique_lock lk(watch_->m);
@@ -263,6 +278,7 @@ bool ActorCore::wait_restarted(unsigned n, std::chrono::milliseconds timeout) {
 }
 
 void ActorCore::shutdown(ShutdownMode mode) {
+  if (remote_) return remote_->shutdown(mode);
   {
     std::lock_guard lk(watch_->m);
     watch_->stopping = true;

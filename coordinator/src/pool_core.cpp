@@ -175,7 +175,7 @@ std::shared_ptr<TaskState> PoolCore::enqueue(std::shared_ptr<TaskState> t, bool 
       if (object) objects_.emplace(t->id, object);
       // The scheduler counts what the frame carries: a handle for an object.
       sched_.submit(t->id, object ? 64 + object->name().size() : t->args.size(), SchedClock::now(),
-                    t->function, TaskLimits{t->max_retries, t->timeout});
+                    t->function, TaskLimits{t->max_retries, t->timeout, t->pin});
       collect_locked(w);
     }
   }
@@ -506,6 +506,8 @@ void PoolCore::channel_lost(WorkerId id) {
 void PoolCore::worker_gone(WorkerId id, const EndInfo& end) {
   Work w;
   EndpointPtr ep;
+  std::function<void(WorkerId, const std::string&)> on_gone;  // a remote actor's worker
+  std::string gone_why;
   {
     std::lock_guard lk(mu_);
     auto it = endpoints_.find(id);
@@ -521,6 +523,13 @@ void PoolCore::worker_gone(WorkerId id, const EndInfo& end) {
     // A worker killed while writing a result object leaves it; only it could make that name.
     if (admission_.object_threshold > 0) w.sweep_objects.push_back(id);
     collect_locked(w, eff, ep ? &ep->who() : nullptr);
+    if (auto r = reserved_.find(id); r != reserved_.end()) {
+      on_gone = std::move(r->second);
+      reserved_.erase(r);
+      gone_why = std::string(to_string(eff.cause));
+      if (end.exit) gone_why += ": " + end.exit->describe();
+      if (!end.detail.empty()) gone_why += ": " + end.detail;
+    }
     const bool quiet = eff.cause == EndCause::shutdown || eff.cause == EndCause::recycled ||
                        eff.cause == EndCause::rejected || sched_.closed();
     if (ep && !quiet && (was_ready || ep->who().remote)) {
@@ -534,6 +543,52 @@ void PoolCore::worker_gone(WorkerId id, const EndInfo& end) {
     }
   }
   carry_out(w);
+  // After its calls were failed: the actor then counts the death and places itself again.
+  if (on_gone) on_gone(id, gone_why);
+}
+
+std::optional<PoolCore::Reservation> PoolCore::reserve_remote(
+    std::uint32_t function, std::chrono::milliseconds timeout, const std::atomic<bool>& abandon,
+    std::function<void(WorkerId, const std::string&)> on_gone) {
+  std::unique_lock lk(mu_);
+  std::optional<WorkerId> id;
+  state_cv_.wait_for(lk, timeout, [&] {
+    if (stopped_ || sched_.closed() || abandon.load()) return true;
+    id = sched_.free_remote(function);
+    return id.has_value();
+  });
+  if (!id || stopped_ || sched_.closed() || abandon.load()) return std::nullopt;
+  auto ep = endpoints_.find(*id);
+  if (ep == endpoints_.end() || !sched_.reserve(*id)) return std::nullopt;
+  reserved_[*id] = std::move(on_gone);
+  const auto& who = ep->second->who();
+  return Reservation{*id, who.pid, who.host};
+}
+
+void PoolCore::release_reserved(WorkerId id) {
+  Work w;
+  {
+    std::lock_guard lk(mu_);
+    reserved_.erase(id);
+    sched_.release(id, SchedClock::now());
+    collect_locked(w);
+  }
+  carry_out(w);
+  state_cv_.notify_all();  // another actor may be waiting for a free remote worker
+}
+
+void PoolCore::wake_waiters() {
+  { std::lock_guard lk(mu_); }
+  state_cv_.notify_all();
+}
+
+std::pair<unsigned, unsigned> PoolCore::remote_workers() const {
+  std::lock_guard lk(mu_);
+  unsigned joined = 0;
+  for (const auto& [id, ep] : endpoints_) {
+    if (ep->who().remote && sched_.is_ready(id)) ++joined;
+  }
+  return {joined, static_cast<unsigned>(reserved_.size())};
 }
 
 void PoolCore::on_frames(WorkerId id, std::span<Frame> frames, bool remote) {

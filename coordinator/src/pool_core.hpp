@@ -19,12 +19,15 @@
 // calling into PoolCore.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -93,6 +96,25 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     if (callbacks_) return callbacks_->post(std::move(fn));
     fn();
   }
+  // --- remote actors (actor.cpp) -----------------------------------------------------------
+  struct Reservation {
+    WorkerId id = 0;
+    std::int32_t pid = 0;
+    std::string host;
+  };
+  // Takes a joined remote worker that serves task number `function` (an actor's constructor)
+  // out of the task slots (Scheduler::reserve), waiting up to
+  // timeout for one; nullopt at timeout, once the pool stops, or once `abandon` is set (then
+  // wake_waiters()). on_gone runs once, with its cause, if the worker ends while reserved
+  // (after the calls pinned to it failed), in the thread that reported the end.
+  std::optional<Reservation> reserve_remote(
+      std::uint32_t function, std::chrono::milliseconds timeout, const std::atomic<bool>& abandon,
+      std::function<void(WorkerId, const std::string&)> on_gone);
+  void release_reserved(WorkerId id);
+  void wake_waiters();
+  // Remote workers ready now, and how many of all workers are reserved by actors.
+  std::pair<unsigned, unsigned> remote_workers() const;
+
   // Per-worker statistics entry (supervisor: at spawn; membership: at join).
   void note_worker(const WorkerIdentity& who);
   // A remote worker's heartbeat answer: its resource use, and that it is alive.
@@ -176,7 +198,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   Scheduler sched_;
   std::unordered_map<TaskId, std::shared_ptr<TaskState>> tasks_;  // no outcome yet
   std::unordered_map<WorkerId, EndpointPtr> endpoints_;           // registered or starting
-  std::unordered_map<WorkerId, std::size_t> stats_index_;         // its entry in stats_.workers
+  // Remote workers reserved by actors, and what to tell each actor when its worker ends.
+  std::unordered_map<WorkerId, std::function<void(WorkerId, const std::string&)>> reserved_;
+  std::unordered_map<WorkerId, std::size_t> stats_index_;  // its entry in stats_.workers
   // Pool task number -> the last worker that offered it with another signature (messages).
   std::unordered_map<std::uint32_t, std::string> mismatches_;
   // Argument objects by task, until the task's outcome is final (retries reuse them).

@@ -73,11 +73,20 @@ void Scheduler::submit(TaskId id, std::size_t bytes, TimePoint now, std::uint32_
   t.function = function;
   t.max_retries = limits.max_retries.value_or(cfg_.max_retries);
   t.timeout = limits.timeout.value_or(cfg_.task_timeout);
+  t.pin = limits.pin;
+  if (t.pin) t.max_retries = 0;  // an actor's call: methods have effects
   ++counters_.submitted;
   ++in_system_;
   if (closed_ || stopping_) return fail(id, t, FailCause::shutdown);
   if (broken_) return fail(id, t, FailCause::no_workers);
   if (bytes > cfg_.max_task_bytes) return fail(id, t, FailCause::too_large);
+  if (t.pin) {
+    auto w = workers_.find(t.pin);
+    if (w == workers_.end() || !w->second.reserved || w->second.kill) {
+      return fail(id, t, FailCause::worker_died, t.pin);
+    }
+    if (!serves(w->second, function)) return fail(id, t, FailCause::unserved);
+  }
   if (!serving_undecided() && !served(function)) return fail(id, t, FailCause::unserved);
   pending_.push_back(id);
   pump(now);
@@ -235,7 +244,7 @@ void Scheduler::bad_result(WorkerId wid, TaskId id, TimePoint now) {
   remove_inflight(w, wid, static_cast<std::size_t>(pos - w.inflight.begin()), now);
   t.at = 0;
   if (!t.done) {
-    if (t.bad_result) {
+    if (t.bad_result || t.pin) {  // a pinned task has nowhere else to go
       fail(id, t, FailCause::bad_result, wid);
     } else {
       t.bad_result = true;
@@ -282,6 +291,11 @@ EndCause Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) 
       forget_if_idle(id);
       continue;
     }
+    if (t.pin == wid) {  // an actor's call: never re-run, on this worker or another
+      fail(id, t, FailCause::worker_died, wid, cause);
+      forget_if_idle(id);
+      continue;
+    }
     const bool was_running = i < w.slots;
     bool charged = false;
     if (was_running) {
@@ -312,6 +326,7 @@ EndCause Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) 
     forget_if_idle(id);
   }
   requeue_front(requeue);
+  if (w.reserved) fail_pinned_pending(wid);
   // Nothing submitted before the death may run after it, on the next worker.
   if (death && cfg_.fail_sent_on_death) fail_pending(FailCause::worker_died);
 
@@ -437,6 +452,8 @@ std::size_t Scheduler::depth() const {
 
 bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid) const {
   if (w.state != WState::ready || w.kill) return false;
+  // A reserved worker takes its pinned tasks only, one at a time (an actor's calls in order).
+  if (w.reserved || t.pin) return w.reserved && t.pin == wid && w.inflight.empty();
   if (!serves(w, t.function)) return false;
   if (w.local && cfg_.max_tasks_per_worker && w.sent >= cfg_.max_tasks_per_worker) return false;
   // A re-run after an undecodable result goes to another worker if there is one (an isolated
@@ -457,6 +474,7 @@ bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid) const
 
 bool Scheduler::has_any_room(const Worker& w) const {
   if (w.state != WState::ready || w.kill) return false;
+  if (w.reserved) return w.inflight.empty();
   if (w.local && cfg_.max_tasks_per_worker && w.sent >= cfg_.max_tasks_per_worker) return false;
   if (!w.inflight.empty() && tasks_.at(w.inflight.front()).isolate) return false;
   return w.inflight.size() < w.slots || w.inflight.size() < w.slots - 1 + depth();
@@ -591,6 +609,58 @@ void Scheduler::fail_pending(FailCause c) {
   pending_.clear();
   for (TaskId id : ids)
     fail(id, tasks_.at(id), c);
+}
+
+std::optional<WorkerId> Scheduler::free_remote(std::uint32_t function) const {
+  std::optional<WorkerId> best;
+  std::size_t load = SIZE_MAX;
+  for (const auto& [wid, w] : workers_) {
+    if (w.local || w.reserved || w.kill || w.state != WState::ready) continue;
+    if (!serves(w, function)) continue;
+    if (w.inflight.size() < load) {
+      best = wid;
+      load = w.inflight.size();
+    }
+  }
+  return best;
+}
+
+bool Scheduler::reserve(WorkerId wid) {
+  auto it = workers_.find(wid);
+  if (it == workers_.end()) return false;
+  Worker& w = it->second;
+  if (w.local || w.reserved || w.kill || w.state != WState::ready) return false;
+  w.reserved = true;
+  // Pending tasks no longer fit everywhere: the pump passes over the ones that wait.
+  ++restricted_;
+  return true;
+}
+
+void Scheduler::release(WorkerId wid, TimePoint now) {
+  auto it = workers_.find(wid);
+  if (it == workers_.end() || !it->second.reserved) return;
+  it->second.reserved = false;
+  fail_pinned_pending(wid);
+  out_.workers_changed = true;
+  pump(now);
+}
+
+bool Scheduler::reserved(WorkerId wid) const {
+  auto it = workers_.find(wid);
+  return it != workers_.end() && it->second.reserved;
+}
+
+void Scheduler::fail_pinned_pending(WorkerId wid) {
+  for (std::size_t i = 0; i < pending_.size();) {
+    const TaskId id = pending_[i];
+    Task& t = tasks_.at(id);
+    if (t.pin != wid) {
+      ++i;
+      continue;
+    }
+    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+    fail(id, t, FailCause::worker_died, wid);
+  }
 }
 
 }  // namespace ferry::detail

@@ -30,6 +30,10 @@
 //   only to workers that serve it. A task no registered worker serves fails (unserved) at
 //   submit, or when the last starting worker registers without it; while a worker is
 //   starting, or none is there yet (remote only), it waits.
+// - Reservation (remote actors): a ready remote worker reserve()d takes only tasks pinned to it
+//   (TaskLimits::pin), one at a time in submit order, until release(); a pinned task runs only
+//   there, is never retried or re-queued, and fails (worker_died) if that worker is gone or not
+//   reserved, at submit or when it ends.
 // - Replacements: a local worker that ends unexpectedly is replaced; one retired by
 //   max_tasks_per_worker is replaced when retired. Three local workers in a row that end before
 //   registering (or a spawn failure with no worker at all) break the pool: pending and new
@@ -104,6 +108,7 @@ struct SchedulerConfig {
 struct TaskLimits {
   std::optional<unsigned> max_retries;
   std::optional<std::chrono::milliseconds> timeout;  // 0: none
+  WorkerId pin = 0;  // runs only on this reserved worker (an actor's); 0: any worker
 };
 
 // Tasks to send, in order (the caller batches consecutive sends to one worker).
@@ -198,6 +203,15 @@ class Scheduler {
   // When tick() should next be called (nullopt: no deadline pending).
   std::optional<TimePoint> next_deadline() const;
 
+  // Remote actors: a ready remote worker that is not reserved and serves task number
+  // `function` (fewest tasks in flight first).
+  std::optional<WorkerId> free_remote(std::uint32_t function = kAnyFunction) const;
+  // Takes w out of the task slots for pinned tasks only; false if it is not a free remote one.
+  bool reserve(WorkerId w);
+  // Gives w back to ordinary tasks; pinned tasks still waiting for it fail (worker_died).
+  void release(WorkerId w, TimePoint now);
+  bool reserved(WorkerId w) const;
+
   // No new tasks: later submits fail with shutdown.
   void close();
   // Stops: pending tasks fail (shutdown); tasks still in flight fail as their workers end.
@@ -239,6 +253,7 @@ class Scheduler {
     std::uint32_t function = kAnyFunction;
     unsigned max_retries = 0;
     std::chrono::milliseconds timeout{0};  // 0: none
+    WorkerId pin = 0;
   };
   enum class WState : std::uint8_t { starting, ready, draining };
   struct Worker {
@@ -255,6 +270,7 @@ class Scheduler {
     TaskId culprit = 0;            // the task a timeout kill is for
     bool stop_sent = false;
     std::vector<bool> serves;  // by task number; empty: every task
+    bool reserved = false;     // an actor's: pinned tasks only, one at a time
   };
 
   void pump(TimePoint now);
@@ -272,7 +288,8 @@ class Scheduler {
   void startup_failure(TimePoint now);
   void maybe_stop_draining(WorkerId wid, Worker& w);
   void fail_pending(FailCause c);
-  void replenish();  // spawns to keep local_target_ local workers
+  void fail_pinned_pending(WorkerId w);  // its pinned tasks not sent yet: worker_died
+  void replenish();                      // spawns to keep local_target_ local workers
   static bool serves(const Worker& w, std::uint32_t function);
   bool served(std::uint32_t function) const;  // by a registered worker that is not going
   // True while a task's servers cannot be known yet: a worker is starting, or none is there.

@@ -833,6 +833,100 @@ TEST_SUITE("coordinator.scheduler") {
     CHECK(sends_of(x.take()) == Sends{{3, 1}});
   }
 
+  TEST_CASE(
+      "reserve (remote actors): a reserved worker takes only its pinned tasks, one at a time") {
+    SchedulerConfig c;
+    c.max_retries = 3;
+    Sched x(c);
+    x.join(1, 2);
+    x.join(2, 2);
+    x.start_local(3);
+    // Only a ready remote worker can be reserved, and only once.
+    CHECK_FALSE(x.s.reserve(3));
+    CHECK_FALSE(x.s.reserve(9));
+    REQUIRE(x.s.free_remote().has_value());
+    CHECK(x.s.reserve(1));
+    CHECK_FALSE(x.s.reserve(1));
+    CHECK(x.s.reserved(1));
+    CHECK(x.s.free_remote() == WorkerId{2});
+    x.take();
+    // The sends to worker 1 since the last look (ordinary tasks move on too, elsewhere).
+    auto to_one = [&] {
+      Sends v;
+      for (auto [w, t] : sends_of(x.take()))
+        if (w == 1) v.emplace_back(w, t);
+      return v;
+    };
+    // Ordinary tasks go to 2 and 3, never to 1.
+    for (TaskId t = 1; t <= 6; ++t)
+      x.submit(t);
+    for (auto [w, t] : sends_of(x.take()))
+      CHECK(w != 1);
+    // Pinned tasks go to 1 only, the next once the one before has its result (in order),
+    // although it has two slots; they pass the ordinary tasks that wait.
+    for (TaskId t = 10; t <= 12; ++t)
+      x.s.submit(t, 10, x.now, Scheduler::kAnyFunction,
+                 TaskLimits{.max_retries = {}, .timeout = {}, .pin = 1});
+    CHECK(to_one() == Sends{{1, 10}});
+    CHECK(x.s.result(1, 10, x.now));
+    CHECK(to_one() == Sends{{1, 11}});
+    CHECK(x.s.result(1, 11, x.now));
+    CHECK(to_one() == Sends{{1, 12}});
+    CHECK(x.s.result(1, 12, x.now));
+    x.take();
+    // Pinned to a worker that is not reserved (or gone): fails at once, never runs elsewhere.
+    x.s.submit(20, 10, x.now, Scheduler::kAnyFunction,
+               TaskLimits{.max_retries = {}, .timeout = {}, .pin = 2});
+    const Actions a = x.take();
+    REQUIRE(failure_of(a, 20) != nullptr);
+    CHECK(failure_of(a, 20)->cause == FailCause::worker_died);
+    CHECK(a.sends.empty());
+    // Released: it takes ordinary tasks again.
+    x.s.release(1, x.now);
+    CHECK_FALSE(x.s.reserved(1));
+    x.submit(30);
+    x.submit(31);
+    x.submit(32);
+    CHECK_FALSE(to_one().empty());
+  }
+
+  TEST_CASE("reserve: when the reserved worker dies, its pinned tasks fail and none is re-run") {
+    SchedulerConfig c;
+    c.max_retries = 3;
+    Sched x(c);
+    x.join(1);
+    x.join(2);
+    REQUIRE(x.s.reserve(1));
+    x.take();
+    x.s.submit(1, 10, x.now, Scheduler::kAnyFunction,
+               TaskLimits{.max_retries = {}, .timeout = {}, .pin = 1});
+    x.s.submit(2, 10, x.now, Scheduler::kAnyFunction,
+               TaskLimits{.max_retries = {}, .timeout = {}, .pin = 1});
+    x.submit(3);  // ordinary: on worker 2
+    CHECK(sends_of(x.take()) == Sends{{1, 1}, {2, 3}});
+    x.s.worker_gone(1, EndCause::exited, x.now);
+    const Actions a = x.take();
+    for (TaskId t : {TaskId{1}, TaskId{2}}) {
+      CAPTURE(t);
+      REQUIRE(failure_of(a, t) != nullptr);
+      CHECK(failure_of(a, t)->cause == FailCause::worker_died);
+    }
+    CHECK(failure_of(a, 3) == nullptr);
+    CHECK(a.sends.empty());  // not re-run on worker 2
+    CHECK(x.s.counters().retries == 0);
+    CHECK(x.s.result(2, 3, x.now));
+    // A pinned task's undecodable result is not re-run elsewhere either.
+    REQUIRE(x.s.reserve(2));
+    x.take();
+    x.s.submit(4, 10, x.now, Scheduler::kAnyFunction,
+               TaskLimits{.max_retries = {}, .timeout = {}, .pin = 2});
+    CHECK(sends_of(x.take()) == Sends{{2, 4}});
+    x.s.bad_result(2, 4, x.now);
+    const Actions b = x.take();
+    REQUIRE(failure_of(b, 4) != nullptr);
+    CHECK(failure_of(b, 4)->cause == FailCause::bad_result);
+  }
+
 }  // TEST_SUITE
 
 // --- model-based properties ----------------------------------------------------------------

@@ -327,14 +327,14 @@ class Pool {
   void shutdown(ShutdownMode mode = ShutdownMode::drain);
 
   // An instance of C (registered with FERRY_ACTOR) built from args in a worker process of its
-  // own, beside the pool's workers (ferry/coordinator/actor.hpp: order, restarts, lifetime).
+  // own, beside the pool's workers, or (ActorPlacement::remote) on one joined remote worker
+  // reserved for it (ferry/coordinator/actor.hpp: placement, order, restarts, lifetime).
   // Arguments travel as for a task (string literals as std::string). Throws ferry::Exception
-  // if no worker process can be started for it.
+  // if no worker process can be started for it (remote: none free within the start-up timeout).
   template <class C, class... A>
-    requires(sizeof...(A) == 0 ||
-             !std::is_same_v<std::remove_cvref_t<std::tuple_element_t<0, std::tuple<A...>>>,
-                             ActorOptions>)
-  Actor<C> actor(A&&... args) {
+  requires(sizeof...(A) == 0 ||
+           !std::is_same_v<std::remove_cvref_t<std::tuple_element_t<0, std::tuple<A...>>>,
+                           ActorOptions>) Actor<C> actor(A&&... args) {
     return actor<C>(ActorOptions{}, std::forward<A>(args)...);
   }
   template <class C, class... A>
@@ -343,7 +343,7 @@ class Pool {
     // copies of it that run as workers).
     (void)actor_detail::Constructor<C, actor_detail::arg_t<A>...>::registered;
     auto core = std::make_shared<detail::ActorCore>(
-        options(), actor_detail::class_name<C>(),
+        options(), core_, actor_detail::class_name<C>(),
         actor_detail::constructor_name<C, actor_detail::arg_t<A>...>(),
         encode_value(std::tuple<actor_detail::arg_t<A>...>(std::forward<A>(args)...)), opt);
     actors_->add(core);

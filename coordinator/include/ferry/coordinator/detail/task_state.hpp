@@ -50,6 +50,8 @@ struct TaskState : std::enable_shared_from_this<TaskState> {
   // Its own limits (ferry::with), where they differ from the pool's options.
   std::optional<unsigned> max_retries;
   std::optional<std::chrono::milliseconds> timeout;
+  // A remote actor's call: the (reserved) worker it runs on, never elsewhere; 0: any worker.
+  std::uint32_t pin = 0;
   // When its last attempt was sent to a worker (the pool's lock guards it): for the duration
   // histogram of the status page.
   std::chrono::steady_clock::time_point dispatched{};
