@@ -358,8 +358,9 @@ class Worker {
 
   // Results of tasks run back to back leave together (one Batch frame to a remote pool, one
   // send_batch on a local channel). A runner holds a result only while it goes straight on to
-  // a task already queued here whose function last ran in under kShortTask, and only up to
-  // kHoldCount results, kHoldBytes bytes and kHoldAge since the first (checked between tasks):
+  // a task already queued here whose function last ran in under kShortTask, while more tasks
+  // are queued than results held, and only up to kHoldCount results, kHoldBytes bytes and
+  // kHoldAge since the first (checked between tasks):
   // otherwise, and whenever the queue is empty, it sends what it holds at once. So a lone task
   // (apply) is never held, and no result waits for a timer or for a task not yet received.
   static constexpr auto kShortTask = std::chrono::microseconds(50);
@@ -417,7 +418,9 @@ class Worker {
           {
             std::unique_lock lk(sh.m);
             if (!held.empty()) {
-              const bool keep = !sh.tasks.empty() && held.size() < kHoldCount &&
+              // More queued than held: the pool, told of the held results now, could refill
+              // this worker's queue before it runs dry; holding longer would let it idle.
+              const bool keep = sh.tasks.size() > held.size() && held.size() < kHoldCount &&
                                 held_bytes < kHoldBytes && Clock::now() - held_since < kHoldAge &&
                                 is_short(sh.tasks.front());
               if (!keep) {
