@@ -7,6 +7,7 @@
 
 #include "ferry/ipc/curve.hpp"
 #include "ferry/ipc/endpoint.hpp"
+#include "ferry/shared/frame_batch.hpp"
 #include "ferry/shared/log.hpp"
 #include "pool_core.hpp"
 
@@ -84,9 +85,16 @@ std::string Membership::endpoint() const {
 }
 
 Status Membership::send(const ipc::PeerId& to, std::span<const Frame> frames, ipc::Deadline d) {
-  std::lock_guard lk(send_mu_);
-  for (const Frame& f : frames) {
-    if (auto st = router_->send_until(to, f, d); !st) return st;
+  // Several frames for one worker go as one Batch frame (one zmq message, one wake-up of the
+  // I/O threads on both sides), up to 1 MiB: a larger frame goes alone, uncopied.
+  constexpr std::size_t kBatchBytes = std::size_t{1} << 20;
+  while (!frames.empty()) {
+    const std::size_t n = batch_span(frames, kBatchBytes);
+    Frame batch;
+    if (n > 1) batch = make_batch(frames.first(n));  // encoded before the lock
+    std::lock_guard lk(send_mu_);
+    if (auto st = router_->send_until(to, n > 1 ? batch : frames.front(), d); !st) return st;
+    frames = frames.subspan(n);
   }
   return {};
 }
@@ -221,7 +229,32 @@ void Membership::on_frame(const ipc::PeerInfo& peer, Frame& f) {
       core_.note_heartbeat(id, *hb);
     return;
   }
+  if (f.header.kind == MessageKind::batch) return on_batch(peer, id, f);
   core_.on_frames(id, std::span<Frame>(&f, 1), true);
+}
+
+void Membership::on_batch(const ipc::PeerInfo& peer, WorkerId id, const Frame& f) {
+  unpacked_.clear();
+  if (auto st = unpack_batch(f, unpacked_); !st) {
+    return ban(peer, "sent a malformed batch: " + st.error().message());
+  }
+  // Heartbeat answers are noted here; the results go to the pool in one call (one lock, and
+  // their follow-up tasks to this worker as one batch).
+  std::size_t keep = 0;
+  for (Frame& in : unpacked_) {
+    if (in.header.kind == MessageKind::heartbeat) {
+      if (auto hb =
+              msg::decode<msg::Heartbeat>(FrameView{in.header, in.payload}, MessageKind::heartbeat))
+        core_.note_heartbeat(id, *hb);
+      continue;
+    }
+    if (in.header.kind == MessageKind::offer) {
+      return ban(peer, "sent an offer inside a batch");
+    }
+    if (&unpacked_[keep] != &in) unpacked_[keep] = std::move(in);
+    ++keep;
+  }
+  if (keep > 0) core_.on_frames(id, std::span<Frame>(unpacked_.data(), keep), true);
 }
 
 void Membership::housekeeping() {

@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "ferry/coordinator/pool.hpp"
 #include "ferry/ipc/zmq_router.hpp"
@@ -53,6 +54,8 @@ class Membership {
   void run();
   void on_frame(const ipc::PeerInfo& from, Frame& f);
   void on_hello(const ipc::PeerInfo& from, const Frame& f);
+  // A registered worker's Batch: its frames handled as if each had come alone.
+  void on_batch(const ipc::PeerInfo& from, WorkerId id, const Frame& f);
   void on_offer(const ipc::PeerInfo& from, const Frame& f);
   void refuse(const ipc::PeerInfo& peer, const msg::Hello& hello, const std::string& reason);
   void housekeeping();
@@ -68,6 +71,7 @@ class Membership {
   std::mutex send_mu_;  // the router has one sending thread at a time
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  std::vector<Frame> unpacked_;  // a Batch's frames (membership thread only)
 
   std::mutex mu_;
   std::map<ipc::PeerId, Peer> peers_;

@@ -31,6 +31,8 @@ std::string_view kind_name(MessageKind k) noexcept {
       return "Data";
     case MessageKind::offer:
       return "Offer";
+    case MessageKind::batch:
+      return "Batch";
   }
   return "Unknown";
 }

@@ -195,6 +195,20 @@ Status validate_payload(const FrameView& f) {
       return {};  // user payloads are typed by their channel
     case MessageKind::offer:
       return check<Offer>(f);
+    case MessageKind::batch: {
+      // The frames inside are checked as unpack_batch checks them, without copying any.
+      if (f.payload.empty()) return Error{Errc::malformed_payload, "an empty Batch"};
+      for (std::size_t at = 0; at < f.payload.size();) {
+        auto h = decode_header(f.payload.subspan(at), f.payload.size());
+        if (!h) return std::move(h).error();
+        if (h->kind == MessageKind::batch || crosses_versions(static_cast<std::uint8_t>(h->kind)))
+          return Error{Errc::malformed_payload, "a Batch may not carry this kind of frame"};
+        if (h->length > f.payload.size() - at - kHeaderSize)
+          return Error{Errc::truncated, "a frame in the Batch runs past its end"};
+        at += kHeaderSize + h->length;
+      }
+      return {};
+    }
   }
   return Error{Errc::bad_kind, "unknown message kind"};
 }

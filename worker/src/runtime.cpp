@@ -15,6 +15,7 @@
 #include <iostream>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -23,6 +24,7 @@
 #include "ferry/ipc/factory.hpp"
 #include "ferry/ipc/shm_object.hpp"
 #include "ferry/shared/codec.hpp"
+#include "ferry/shared/frame_batch.hpp"
 #include "ferry/shared/log.hpp"
 #include "ferry/shared/memory.hpp"
 #include "ferry/shared/messages.hpp"
@@ -355,37 +357,107 @@ class Worker {
     }
   }
 
+  // Results of tasks run back to back leave together (one Batch frame to a remote pool, one
+  // send_batch on a local channel). A runner holds a result only while it goes straight on to
+  // a task already queued here whose function last ran in under kShortTask, while more tasks
+  // are queued than results held, and only up to kHoldCount results, kHoldBytes bytes and
+  // kHoldAge since the first (checked between tasks):
+  // otherwise, and whenever the queue is empty, it sends what it holds at once. So a lone task
+  // (apply) is never held, and no result waits for a timer or for a task not yet received.
+  static constexpr auto kShortTask = std::chrono::microseconds(50);
+  static constexpr auto kHoldAge = std::chrono::microseconds(500);
+  static constexpr std::size_t kHoldCount = 64;
+  static constexpr std::size_t kHoldBytes = std::size_t{256} << 10;
+  static constexpr std::size_t kBatchBytes = std::size_t{1} << 20;  // one Batch's payload
+
   // Remote worker: this thread reads (and answers pings); `slots` threads run tasks.
   Outcome serve_threaded() {
     struct Shared {
       std::mutex m;
       std::condition_variable cv;
       std::deque<Frame> tasks;
-      bool closing = false;
+      std::atomic<bool> closing{false};
       std::mutex send_m;
     } sh;
+    const bool remote = opt_.parent == 0;
+    // The last run time (ns + 1; 0: never ran) of each pool task number, for the hold rule.
+    std::vector<std::atomic<std::uint64_t>> last_ns(task_map_.size());
+    auto function_of = [](const Frame& f) -> std::optional<std::uint32_t> {
+      if (auto t = msg::decode_task(view_of(f))) return t->header.function;
+      return std::nullopt;
+    };
+    auto is_short = [&](const Frame& next) {
+      const auto fn = function_of(next);
+      if (!fn || *fn >= last_ns.size()) return false;
+      const auto ns = last_ns[*fn].load(std::memory_order_relaxed);
+      return ns != 0 &&
+             ns - 1 < static_cast<std::uint64_t>(std::chrono::nanoseconds(kShortTask).count());
+    };
+    auto send_held = [&](std::vector<Frame>& held) {
+      std::lock_guard lk(sh.send_m);
+      if (!sh.closing.load()) {
+        std::span<const Frame> rest(held);
+        while (!rest.empty()) {
+          const std::size_t n = remote ? batch_span(rest, kBatchBytes) : rest.size();
+          Status st = n == 1   ? ch_->send(rest.front())
+                      : remote ? ch_->send(make_batch(rest.first(n)))
+                               : ch_->send_batch(rest.first(n), ipc::Deadline::never());
+          if (!st) break;  // the link is gone: the reader sees it; the pool re-runs the tasks
+          rest = rest.subspan(n);
+        }
+      }
+      held.clear();
+    };
     std::vector<std::thread> runners;
     for (std::uint32_t i = 0; i < std::max<std::uint32_t>(1, opt_.slots); ++i) {
       runners.emplace_back([&] {
+        std::vector<Frame> held;
+        std::size_t held_bytes = 0;
+        Clock::time_point held_since{};
         for (;;) {
           Frame in;
           {
             std::unique_lock lk(sh.m);
-            sh.cv.wait(lk, [&] { return sh.closing || !sh.tasks.empty(); });
+            if (!held.empty()) {
+              // More queued than held: the pool, told of the held results now, could refill
+              // this worker's queue before it runs dry; holding longer would let it idle.
+              const bool keep = sh.tasks.size() > held.size() && held.size() < kHoldCount &&
+                                held_bytes < kHoldBytes && Clock::now() - held_since < kHoldAge &&
+                                is_short(sh.tasks.front());
+              if (!keep) {
+                lk.unlock();
+                send_held(held);
+                held_bytes = 0;
+                lk.lock();
+              }
+            }
+            sh.cv.wait(lk, [&] { return sh.closing.load() || !sh.tasks.empty(); });
             if (sh.tasks.empty()) return;
             in = std::move(sh.tasks.front());
             sh.tasks.pop_front();
           }
+          const auto fn = function_of(in);
+          const auto t0 = Clock::now();
           Frame out = execute(in, pid_, host_, max_frame_, task_map_, objects_);
-          std::lock_guard lk(sh.send_m);
-          if (!sh.closing) (void)ch_->send(out);
+          const auto t1 = Clock::now();
+          if (fn && *fn < last_ns.size()) {
+            last_ns[*fn].store(
+                static_cast<std::uint64_t>(std::chrono::nanoseconds(t1 - t0).count()) + 1,
+                std::memory_order_relaxed);
+          }
+          if (held.empty()) held_since = t1;
+          held_bytes += batched_size(out);
+          held.push_back(std::move(out));
         }
       });
     }
     auto last_heard = Clock::now();
     Outcome outcome = Outcome::lost;
+    std::vector<Frame> arrived;  // one frame, or a Batch's frames
+    std::vector<Frame> incoming;
     Frame in;
-    for (;;) {
+    bool done = false;
+    while (!done) {
       auto st = ch_->recv_for(in, std::chrono::milliseconds(100));
       if (!st) {
         const auto c = st.error().code;
@@ -401,25 +473,48 @@ class Worker {
         break;
       }
       last_heard = Clock::now();
-      if (in.header.kind == MessageKind::task) {
+      arrived.clear();
+      if (in.header.kind == MessageKind::batch) {
+        if (auto u = unpack_batch(in, arrived, max_frame_); !u) {
+          why_ = "the coordinator sent a malformed batch: " + u.error().message();
+          break;
+        }
+      } else {
+        arrived.push_back(std::move(in));
+      }
+      // A batch's tasks are queued under one lock, with one wake-up per runner at most.
+      incoming.clear();
+      for (Frame& f : arrived) {
+        if (f.header.kind == MessageKind::task) {
+          incoming.push_back(std::move(f));
+        } else if (f.header.kind == MessageKind::heartbeat) {
+          const Frame answer = heartbeat_answer(f);
+          std::lock_guard lk(sh.send_m);
+          (void)ch_->send_for(answer, std::chrono::milliseconds(100));
+        } else if (f.header.kind == MessageKind::shutdown) {
+          auto sd = msg::decode<msg::Shutdown>(view_of(f), MessageKind::shutdown);
+          if (sd && !sd->graceful && opt_.parent == 0) restart_self(pid_);  // stuck: no join
+          outcome = Outcome::stop;
+          done = true;
+          break;
+        } else if (f.header.kind == MessageKind::reject) {
+          // The coordinator no longer knows this link (it declared us lost): register again.
+          why_ = "the coordinator asked this worker to register again";
+          done = true;
+          break;
+        }
+      }
+      if (!incoming.empty() && !done) {
         {
           std::lock_guard lk(sh.m);
-          sh.tasks.push_back(std::move(in));
+          for (Frame& f : incoming)
+            sh.tasks.push_back(std::move(f));
         }
-        sh.cv.notify_one();
-      } else if (in.header.kind == MessageKind::heartbeat) {
-        const Frame answer = heartbeat_answer(in);
-        std::lock_guard lk(sh.send_m);
-        (void)ch_->send_for(answer, std::chrono::milliseconds(100));
-      } else if (in.header.kind == MessageKind::shutdown) {
-        auto sd = msg::decode<msg::Shutdown>(view_of(in), MessageKind::shutdown);
-        if (sd && !sd->graceful && opt_.parent == 0) restart_self(pid_);  // stuck threads: no join
-        outcome = Outcome::stop;
-        break;
-      } else if (in.header.kind == MessageKind::reject) {
-        // The coordinator no longer knows this link (it declared us lost): register again.
-        why_ = "the coordinator asked this worker to register again";
-        break;
+        if (incoming.size() == 1) {
+          sh.cv.notify_one();
+        } else {
+          sh.cv.notify_all();
+        }
       }
     }
     {

@@ -46,7 +46,8 @@ enum class MessageKind : std::uint8_t {
   log,
   data,   // a user payload on a typed channel
   offer,  // worker -> coordinator after Hello: the tasks it serves (v3)
-  last_ = offer,
+  batch,  // several whole frames in one payload, between a pool and a remote worker (v5)
+  last_ = batch,
 };
 std::string_view kind_name(MessageKind k) noexcept;
 constexpr bool is_known_kind(std::uint8_t k) noexcept {
