@@ -54,6 +54,7 @@ class Membership {
   void on_frame(const ipc::PeerInfo& from, Frame& f);
   void on_hello(const ipc::PeerInfo& from, const Frame& f);
   void on_offer(const ipc::PeerInfo& from, const Frame& f);
+  void on_fetch(const ipc::PeerInfo& from, const Frame& f);
   void refuse(const ipc::PeerInfo& peer, const msg::Hello& hello, const std::string& reason);
   void housekeeping();
   // Forgets the peer's worker (if any) and reports it gone.

@@ -31,6 +31,10 @@ std::string_view kind_name(MessageKind k) noexcept {
       return "Data";
     case MessageKind::offer:
       return "Offer";
+    case MessageKind::object_fetch:
+      return "ObjectFetch";
+    case MessageKind::object_data:
+      return "ObjectData";
   }
   return "Unknown";
 }

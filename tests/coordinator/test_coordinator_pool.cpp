@@ -577,8 +577,8 @@ TEST_SUITE("coordinator.pool") {
     CHECK(!events.empty());
   }
 
-  TEST_CASE("a protocol 1 worker is rejected, naming versions 1 and 4") {
-    static_assert(ferry::kProtocolVersion == 4, "update this test's expected text");
+  TEST_CASE("a protocol 1 worker is rejected, naming versions 1 and 5") {
+    static_assert(ferry::kProtocolVersion == 5, "update this test's expected text");
     std::mutex m;
     std::vector<std::string> events;
     ferry::PoolOptions o;
@@ -596,12 +596,12 @@ TEST_SUITE("coordinator.pool") {
       FAIL("expected Rejected");
     } catch (const ferry::Rejected& e) {
       const std::string what = e.what();
-      CHECK(what.find("protocol version mismatch: worker speaks 1, coordinator 4") !=
+      CHECK(what.find("protocol version mismatch: worker speaks 1, coordinator 5") !=
             std::string::npos);
     }
     std::lock_guard lk(m);
     REQUIRE(!events.empty());
-    CHECK(events.front().find("worker speaks 1, coordinator 4") != std::string::npos);
+    CHECK(events.front().find("worker speaks 1, coordinator 5") != std::string::npos);
   }
 
   TEST_CASE("workers that cannot be started make tasks fail with Rejected, naming why") {

@@ -15,7 +15,9 @@ namespace ferry {
 // kFrameObject: the body is an msg::ObjectHandle), and the Welcome says whether and how a
 // worker may make them (object_threshold, object_prefix); a chunk's failed item carries its
 // stack trace (ItemError::stack).
-inline constexpr std::uint16_t kProtocolVersion = 4;
+// v5: a remote worker fetches an ObjectRef's bytes from the coordinator in chunks
+// (ObjectFetch, answered by ObjectData).
+inline constexpr std::uint16_t kProtocolVersion = 5;
 // Arguments and results above this many encoded bytes travel between processes on one host
 // as shared-memory objects (PoolOptions::object_threshold).
 inline constexpr std::size_t kDefaultObjectThreshold = std::size_t{1} << 20;  // 1 MiB
