@@ -27,6 +27,7 @@
 #include "ferry/shared/messages.hpp"
 #include "ferry/shared/object_ref.hpp"
 #include "ferry/shared/session.hpp"
+#include "ferry/worker/runtime.hpp"
 #include "testing.hpp"
 
 using namespace std::chrono_literals;
@@ -150,6 +151,25 @@ FERRY_TEST_PEER(store_coordinator) {
   for (const auto& w : pool.stats().workers)
     line << ' ' << w.pid;
   std::printf("%s\n", line.str().c_str());
+  std::fflush(stdout);
+  for (;;)
+    ::pause();
+}
+
+// A coordinator of its own session with a listen address: says its endpoint, waits for one
+// remote worker, has it read a 32 MiB object, says "<session> <object>" and waits to be
+// killed.
+FERRY_TEST_PEER(fetch_coordinator) {
+  ferry::PoolOptions o;
+  o.workers = 0;
+  o.listen = "tcp://127.0.0.1:0";
+  ferry::Pool pool(o);
+  std::printf("%s\n", pool.listen_endpoint().c_str());
+  std::fflush(stdout);
+  if (!pool.wait_workers(1, 30s)) return 3;
+  auto ref = pool.put(make_array(4 << 20));
+  auto f = pool.submit(read_and_report, ref);
+  std::printf("%s %s\n", ferry::SessionId::current().str().c_str(), ref.name().c_str());
   std::fflush(stdout);
   for (;;)
     ::pause();
@@ -496,6 +516,36 @@ TEST_SUITE("coordinator.store") {
       ft::expect_exit(w, 0, 20s);
     }
     CHECK(store_segments().empty());
+    leaks.verify();
+  }
+  TEST_CASE("a remote worker fetching from a coordinator that is SIGKILLed does not hang") {
+    ft::LeakCheck leaks;
+    {
+      ft::PipeFds out;
+      ft::SpawnOptions opt;
+      opt.stdout_fd = out.w;
+      auto peer = ft::spawn(ft::self_exe(), {"--ferry-test-peer", "fetch_coordinator"}, opt);
+      out.close_w();
+      const std::string endpoint = ft::read_line(out.r, 60s);
+      REQUIRE_FALSE(endpoint.empty());
+      // Small chunks: the 32 MiB fetch takes many round trips, so the kill lands inside it.
+      ft::SpawnOptions wo;
+      wo.env = {"FERRY_OBJECT_FETCH_CHUNK=256"};
+      auto w = ft::spawn(ft::self_exe(),
+                         {"--ferry-worker", "--connect", endpoint, "--reconnect-timeout", "1"}, wo);
+      const std::string line = ft::read_line(out.r, 60s);
+      REQUIRE_FALSE(line.empty());
+      std::istringstream in(line);
+      std::string session, object;
+      in >> session >> object;
+      peer.kill(SIGKILL);
+      REQUIRE(peer.wait_for(20s));
+      // The fetch ends with the link (heartbeat timeout), then the worker gives up reconnecting.
+      ft::expect_exit(w, ferry::worker::kExitLost, 30s);
+      const auto removed = ferry::sweep_stale_shm();
+      CHECK(std::count(removed.begin(), removed.end(), object) == 1);
+      CHECK(segments_with("ferry." + session + ".").empty());
+    }
     leaks.verify();
   }
 }
