@@ -45,8 +45,10 @@
 
 namespace ferry {
 
-// The value of an ObjectRef cannot be had: its segment is gone, belongs to another host or
-// session (a remote worker), has another size than the ref says, or does not decode as T.
+// The value of an ObjectRef cannot be had: its segment is gone (freed), it is of another
+// session and there is no coordinator to fetch it from, the fetch failed (the coordinator no
+// longer holds it, or went away), it has another size than the ref says, or it does not
+// decode as T.
 class ObjectUnavailable : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
