@@ -9,6 +9,7 @@
 #include "ferry/ipc/endpoint.hpp"
 #include "ferry/shared/frame_batch.hpp"
 #include "ferry/shared/log.hpp"
+#include "ferry/shared/object_ref.hpp"
 #include "pool_core.hpp"
 
 namespace ferry::detail {
@@ -204,6 +205,42 @@ void Membership::on_offer(const ipc::PeerInfo& peer, const Frame& f) {
   core_.worker_joined(w, a);
 }
 
+// An admitted worker asks for a chunk of an object this process put (a task of its names it
+// in an ObjectRef). Answered from the segment's mapping, a chunk within the frame limit; an
+// object not (or no longer) held here gets its reason.
+void Membership::on_fetch(const ipc::PeerInfo& peer, const Frame& f) {
+  auto ask =
+      msg::decode<msg::ObjectFetch>(FrameView{f.header, f.payload}, MessageKind::object_fetch);
+  if (!ask) return ban(peer, "sent a bad object request: " + ask.error().message());
+  msg::ObjectData d;
+  d.offset = ask->offset;
+  d.total = ask->size;
+  const auto block = own_object(ask->name);
+  if (!block) {
+    d.error = "holds no object '" + ask->name + "' (freed by its pool, or not one of its)";
+  } else if (block->size() != ask->size) {
+    d.error = "holds object '" + ask->name + "' with " + std::to_string(block->size()) +
+              " bytes, the ref says " + std::to_string(ask->size);
+  } else {
+    const ByteView all = block->encoded();
+    if (all.size() != block->size()) {
+      d.error = "cannot read object '" + ask->name + "' any more";
+    } else if (ask->offset > all.size() || (ask->max_bytes == 0 && ask->offset < all.size())) {
+      d.error = "was asked for bytes from " + std::to_string(ask->offset) + " of object '" +
+                ask->name + "' (" + std::to_string(all.size()) + " bytes)";
+    } else {
+      // Within our own frame limit too, whatever the worker's is.
+      const std::uint64_t n = std::min<std::uint64_t>(
+          {ask->max_bytes, all.size() - ask->offset, kDefaultMaxFrame - 4096});
+      const ByteView part = all.subspan(ask->offset, n);
+      d.bytes.assign(part.begin(), part.end());
+    }
+  }
+  const Frame reply = make_frame(MessageKind::object_data, d, f.header.request_id);
+  (void)send(peer.id, std::span<const Frame>(&reply, 1),
+             ipc::Deadline::after(std::chrono::seconds(5)));
+}
+
 void Membership::on_frame(const ipc::PeerInfo& peer, Frame& f) {
   const ipc::PeerId& from = peer.id;
   WorkerId id = 0;
@@ -223,6 +260,7 @@ void Membership::on_frame(const ipc::PeerInfo& peer, Frame& f) {
     (void)send(from, std::span<const Frame>(&r, 1), ipc::Deadline::now());
     return;
   }
+  if (f.header.kind == MessageKind::object_fetch) return on_fetch(peer, f);
   if (f.header.kind == MessageKind::heartbeat) {
     if (auto hb =
             msg::decode<msg::Heartbeat>(FrameView{f.header, f.payload}, MessageKind::heartbeat))

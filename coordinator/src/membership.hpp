@@ -57,6 +57,7 @@ class Membership {
   // A registered worker's Batch: its frames handled as if each had come alone.
   void on_batch(const ipc::PeerInfo& from, WorkerId id, const Frame& f);
   void on_offer(const ipc::PeerInfo& from, const Frame& f);
+  void on_fetch(const ipc::PeerInfo& from, const Frame& f);
   void refuse(const ipc::PeerInfo& peer, const msg::Hello& hello, const std::string& reason);
   void housekeeping();
   // Forgets the peer's worker (if any) and reports it gone.

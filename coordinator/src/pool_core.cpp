@@ -704,7 +704,7 @@ std::optional<TimePoint> PoolCore::next_deadline() const {
 
 std::optional<Frame> PoolCore::task_frame(const TaskState& t, std::uint32_t attempt,
                                           bool remote) const {
-  const msg::TaskHeader h{attempt, t.function, t.batch};
+  const msg::TaskHeader h{attempt, t.function, t.batch, t.ref_args};
   if (!objects_.empty()) {
     if (auto o = objects_.find(t.id); o != objects_.end()) {
       const ipc::SharedObject& obj = *o->second;

@@ -33,6 +33,10 @@ std::string_view kind_name(MessageKind k) noexcept {
       return "Offer";
     case MessageKind::batch:
       return "Batch";
+    case MessageKind::object_fetch:
+      return "ObjectFetch";
+    case MessageKind::object_data:
+      return "ObjectData";
   }
   return "Unknown";
 }

@@ -109,13 +109,16 @@ void finish_frame(Frame& f) noexcept {
 }
 
 Frame make_task_frame(const TaskHeader& h, ByteView args, std::uint64_t request_id) {
-  return frame_with_body(MessageKind::task, h, args, request_id);
+  Frame f = frame_with_body(MessageKind::task, h, args, request_id);
+  if (h.ref_args) f.header.flags |= kFrameRefArgs;
+  return f;
 }
 
 Frame make_task_frame(const TaskHeader& h, const ObjectHandle& args, std::uint64_t request_id) {
   Frame f = frame_with_body(MessageKind::task, h, ByteView{}, request_id);
   encode_into(f.payload, args);
   f.header.flags |= kFrameObject;
+  if (h.ref_args) f.header.flags |= kFrameRefArgs;
   finish_frame(f);
   return f;
 }
@@ -137,6 +140,7 @@ Result<std::optional<ObjectHandle>> object_of(const FrameView& f, ByteView body,
 Result<TaskView> decode_task(const FrameView& f) {
   auto r = split_body<TaskHeader>(f, MessageKind::task);
   if (!r) return std::move(r).error();
+  r->first.ref_args = (f.header.flags & kFrameRefArgs) != 0;
   auto o = object_of(f, r->second, "task");
   if (!o) return std::move(o).error();
   if (*o) return TaskView{r->first, ByteView{}, std::move(*o)};
@@ -209,6 +213,10 @@ Status validate_payload(const FrameView& f) {
       }
       return {};
     }
+    case MessageKind::object_fetch:
+      return check<ObjectFetch>(f);
+    case MessageKind::object_data:
+      return check<ObjectData>(f);
   }
   return Error{Errc::bad_kind, "unknown message kind"};
 }

@@ -19,6 +19,8 @@ namespace ferry {
 namespace {
 
 std::atomic<std::uint64_t> g_decodes{0};
+std::atomic<std::uint64_t> g_fetches{0};
+std::atomic<std::uint64_t> g_fetch_chunks{0};
 
 // A read-only mapping of a whole segment.
 struct Mapping {
@@ -52,9 +54,17 @@ std::uint64_t cache_bound() {
   return std::uint64_t{1} << 30;
 }
 
+ByteView bytes_view(const void* holder) {
+  const auto* b = static_cast<const Bytes*>(holder);
+  return ByteView(b->data(), b->size());
+}
+
 struct Cached {
   std::shared_ptr<detail::ObjectBlock> block;
   std::uint64_t last_use = 0;
+  // Fetched from a coordinator: no local segment says when it is freed, so only the size
+  // bound drops it (names are never reused within a session).
+  bool fetched = false;
 };
 
 struct Store {
@@ -64,6 +74,7 @@ struct Store {
   std::uint64_t cached_bytes = 0;
   std::uint64_t clock = 0;
   std::uint64_t bound = cache_bound();
+  detail::ObjectFetcher fetcher;
 };
 
 Store& store() {
@@ -80,7 +91,7 @@ bool segment_exists(const std::string& name) {
 // s.m held.
 void drop_gone_locked(Store& s) {
   for (auto it = s.cached.begin(); it != s.cached.end();) {
-    if (!segment_exists(it->first)) {
+    if (!it->second.fetched && !segment_exists(it->first)) {
       s.cached_bytes -= it->second.block->size();
       it = s.cached.erase(it);
     } else {
@@ -109,14 +120,29 @@ std::shared_ptr<detail::ObjectBlock> failed(const std::string& name, std::uint64
   return std::make_shared<detail::ObjectBlock>(name, size, "object '" + name + "' " + why);
 }
 
+// s.m held (so two tasks of one process fetch an object once).
+std::shared_ptr<detail::ObjectBlock> fetch_block(const detail::ObjectFetcher& fetch,
+                                                 const std::string& name, std::uint64_t size) {
+  auto bytes = fetch(name, size);
+  if (!bytes) return failed(name, size, "could not be fetched: " + bytes.error().message());
+  if (bytes->size() != size) {
+    return failed(name, size,
+                  "was fetched with " + std::to_string(bytes->size()) + " bytes, the ref says " +
+                      std::to_string(size));
+  }
+  g_fetches.fetch_add(1, std::memory_order_relaxed);
+  return std::make_shared<detail::ObjectBlock>(name, size,
+                                               std::make_shared<const Bytes>(std::move(*bytes)),
+                                               &bytes_view, /*drop_after_decode=*/true);
+}
+
 std::shared_ptr<detail::ObjectBlock> open_block(const std::string& name, std::uint64_t size) {
   const std::string ours = shm_name("");
   if (name.size() > 200 || name.find('/') != std::string::npos ||
       name.compare(0, ours.size(), ours) != 0) {
     return failed(name, size,
                   "is not in this process's session (" + ours +
-                      "*): objects from pool.put are read from shared memory by the pool's "
-                      "local workers only; remote workers cannot read them");
+                      "*) and this process has no coordinator to fetch it from");
   }
   const int fd = ::shm_open(("/" + name).c_str(), O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) {
@@ -151,6 +177,14 @@ std::shared_ptr<detail::ObjectBlock> open_block(const std::string& name, std::ui
 
 std::uint64_t object_decodes() noexcept {
   return g_decodes.load(std::memory_order_relaxed);
+}
+
+std::uint64_t object_fetches() noexcept {
+  return g_fetches.load(std::memory_order_relaxed);
+}
+
+std::uint64_t object_fetch_chunks() noexcept {
+  return g_fetch_chunks.load(std::memory_order_relaxed);
 }
 
 std::size_t cached_objects() noexcept {
@@ -192,12 +226,32 @@ std::shared_ptr<ObjectBlock> object_block(const std::string& name, std::uint64_t
                   "was opened here with " + std::to_string(it->second.block->size()) +
                       " bytes, the ref says " + std::to_string(size));
   }
-  auto b = open_block(name, size);
+  // Outside this process's session: a remote worker's object lives with its coordinator.
+  const std::string ours = shm_name("");
+  const bool fetch = s.fetcher && name.compare(0, ours.size(), ours) != 0;
+  auto b = fetch ? fetch_block(s.fetcher, name, size) : open_block(name, size);
   if (!b->ok()) return b;  // not cached: a later ref may find it (e.g. after a retry)
-  s.cached.emplace(name, Cached{b, ++s.clock});
+  s.cached.emplace(name, Cached{b, ++s.clock, fetch});
   s.cached_bytes += size;
   bound_locked(s, name);
   return b;
+}
+
+std::shared_ptr<ObjectBlock> own_object(const std::string& name) {
+  Store& s = store();
+  std::lock_guard lk(s.m);
+  auto it = s.own.find(name);
+  return it == s.own.end() ? nullptr : it->second.lock();
+}
+
+void count_fetch_chunk() noexcept {
+  g_fetch_chunks.fetch_add(1, std::memory_order_relaxed);
+}
+
+void set_object_fetcher(ObjectFetcher f) {
+  Store& s = store();
+  std::lock_guard lk(s.m);
+  s.fetcher = std::move(f);
 }
 
 void sweep_object_cache() {

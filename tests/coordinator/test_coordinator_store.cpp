@@ -1,8 +1,8 @@
 // The object store (Pool::put, ObjectRef<T>) with real worker processes: values put once and
 // read by tasks by handle, decoded at most once per worker process, freed with the last ref and
 // the last task holding one, and nothing left in /dev/shm after a normal exit, a SIGKILLed
-// worker or a SIGKILLed coordinator (once the stale-session sweep ran). Remote workers get a
-// named error, never a hang.
+// worker or a SIGKILLed coordinator (once the stale-session sweep ran). Remote workers fetch
+// an object over their connection, once per process, in chunks; a freed one is a named error.
 #include <dirent.h>
 #include <doctest/doctest.h>
 #include <poll.h>
@@ -16,14 +16,18 @@
 #include <cstdlib>
 #include <map>
 #include <numeric>
+#include <set>
 #include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "ferry/ferry.hpp"
+#include "ferry/ipc/factory.hpp"
+#include "ferry/shared/messages.hpp"
 #include "ferry/shared/object_ref.hpp"
 #include "ferry/shared/session.hpp"
+#include "ferry/worker/runtime.hpp"
 #include "testing.hpp"
 
 using namespace std::chrono_literals;
@@ -75,6 +79,32 @@ std::uint64_t decodes_after_reading(ferry::ObjectRef<Array> ref) {
   (void)ref.get();
   return ferry::object_decodes();
 }
+// How many objects this process fetched from its coordinator, and in how many chunks.
+std::tuple<std::uint64_t, std::uint64_t> fetches_after_reading(ferry::ObjectRef<Array> ref) {
+  (void)ref.get();
+  return {ferry::object_fetches(), ferry::object_fetch_chunks()};
+}
+// Reads an object by name, as a ref would, without holding it alive in the task's arguments.
+std::uint64_t sum_by_name(std::string name, std::uint64_t size) {
+  const ferry::ObjectRef<Array> ref(ferry::detail::object_block(name, size));
+  return sum_of(ref.get(), 0, ref.get().size());
+}
+// Tasks taking the value, fed by a ref (pool.submit(sum_cref, ref, ...)).
+std::uint64_t sum_cref(const Array& a, std::int64_t begin, std::int64_t end) {
+  return sum_of(a, static_cast<std::size_t>(begin), static_cast<std::size_t>(end));
+}
+std::uint64_t sum_value(Array a, std::int64_t scale) {
+  a.push_back(0);  // its own copy: changing it touches no one else's
+  return sum_of(a, 0, a.size()) * static_cast<std::uint64_t>(scale);
+}
+// Where the const T& points, in which process, after how many decodes.
+std::tuple<std::int32_t, std::uint64_t, std::uint64_t> where_is(const Array& a) {
+  return {static_cast<std::int32_t>(::getpid()), reinterpret_cast<std::uintptr_t>(a.data()),
+          ferry::object_decodes()};
+}
+std::int64_t same(std::int64_t v) {
+  return v;
+}
 std::uint64_t die_reading(ferry::ObjectRef<Array> ref) {
   (void)ref.get();
   ::raise(SIGKILL);
@@ -99,6 +129,12 @@ FERRY_TASK(read_and_report);
 FERRY_TASK(cached_now);
 FERRY_TASK(die_reading);
 FERRY_TASK(decodes_after_reading);
+FERRY_TASK(fetches_after_reading);
+FERRY_TASK(sum_by_name);
+FERRY_TASK(sum_cref);
+FERRY_TASK(sum_value);
+FERRY_TASK(where_is);
+FERRY_TASK(same);
 
 // A coordinator of its own session: puts an object, has both workers read it, says
 // "<session> <object> <worker pid>..." and waits to be killed.
@@ -115,6 +151,25 @@ FERRY_TEST_PEER(store_coordinator) {
   for (const auto& w : pool.stats().workers)
     line << ' ' << w.pid;
   std::printf("%s\n", line.str().c_str());
+  std::fflush(stdout);
+  for (;;)
+    ::pause();
+}
+
+// A coordinator of its own session with a listen address: says its endpoint, waits for one
+// remote worker, has it read a 32 MiB object, says "<session> <object>" and waits to be
+// killed.
+FERRY_TEST_PEER(fetch_coordinator) {
+  ferry::PoolOptions o;
+  o.workers = 0;
+  o.listen = "tcp://127.0.0.1:0";
+  ferry::Pool pool(o);
+  std::printf("%s\n", pool.listen_endpoint().c_str());
+  std::fflush(stdout);
+  if (!pool.wait_workers(1, 30s)) return 3;
+  auto ref = pool.put(make_array(4 << 20));
+  auto f = pool.submit(read_and_report, ref);
+  std::printf("%s %s\n", ferry::SessionId::current().str().c_str(), ref.name().c_str());
   std::fflush(stdout);
   for (;;)
     ::pause();
@@ -286,7 +341,83 @@ TEST_SUITE("coordinator.store") {
     leaks.verify();
   }
 
-  TEST_CASE("a remote worker cannot read an object: the task fails with ObjectUnavailable") {
+  TEST_CASE("remote workers fetch an object from the coordinator once per process") {
+    ft::LeakCheck leaks;
+    {
+      ferry::PoolOptions o;
+      o.workers = 0;
+      o.listen = "tcp://127.0.0.1:0";
+      o.max_retries = 0;
+      ferry::Pool pool(o);
+      // Two processes of two task threads each: the threads of one process share one fetch.
+      std::vector<ft::Child> ws;
+      for (int i = 0; i < 2; ++i) {
+        ws.push_back(ft::spawn(ft::self_exe(), {"--ferry-worker", "--connect",
+                                                pool.listen_endpoint(), "--slots", "2"}));
+      }
+      REQUIRE(pool.wait_workers(2, 20s));
+      const Array a = make_array(200'000);
+      const std::uint64_t total = sum_of(a, 0, a.size());
+      auto ref = pool.put(a);
+      std::vector<ferry::Future<Report>> reads;
+      for (int i = 0; i < 40; ++i)
+        reads.push_back(pool.submit(read_and_report, ref));
+      std::set<std::int32_t> pids;
+      for (auto& f : reads) {
+        REQUIRE(f.wait_for(20s));
+        const auto [pid, decodes, sum] = f.get();
+        CHECK(sum == total);
+        CHECK(decodes == 1);  // each process decoded this one object once
+        pids.insert(pid);
+      }
+      CHECK(!pids.empty());
+      CHECK(pids.size() <= 2);
+      for (int i = 0; i < 8; ++i) {
+        const auto f = pool.apply(fetches_after_reading, ref);
+        CHECK(std::get<0>(f) == 1);  // fetched once by the process, whatever its task count
+        CHECK(std::get<1>(f) == 1);  // in one chunk: it is well within the frame limit
+      }
+      CHECK(pool.apply(sum_slice, ref, std::int64_t{10}, std::int64_t{20}) == sum_of(a, 10, 20));
+      CHECK(pool.stats().worker_deaths == 0);
+      pool.shutdown(ferry::ShutdownMode::drain);
+      for (auto& w : ws)
+        ft::expect_exit(w, 0, 20s);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("an object larger than a chunk is fetched in chunks over ipc and reads whole") {
+    ft::LeakCheck leaks;
+    const std::string sock = "/tmp/ferry-test-store-" + std::to_string(::getpid()) + ".sock";
+    {
+      ferry::PoolOptions o;
+      o.workers = 0;
+      o.listen = "ipc://" + sock;
+      o.max_retries = 0;
+      ferry::Pool pool(o);
+      ft::SpawnOptions so;
+      so.env = {"FERRY_OBJECT_FETCH_CHUNK=4096"};  // what a frame limit of 4 KiB would do
+      auto w =
+          ft::spawn(ft::self_exe(), {"--ferry-worker", "--connect", pool.listen_endpoint()}, so);
+      REQUIRE(pool.wait_workers(1, 20s));
+      const Array a = make_array(100'000);
+      auto ref = pool.put(a);
+      const std::uint64_t chunks = (ref.size() + 4095) / 4096;
+      REQUIRE(chunks > 100);
+      auto r = pool.submit(read_and_report, ref);
+      REQUIRE(r.wait_for(20s));
+      CHECK(std::get<2>(r.get()) == sum_of(a, 0, a.size()));
+      const auto f = pool.apply(fetches_after_reading, ref);
+      CHECK(std::get<0>(f) == 1);
+      CHECK(std::get<1>(f) == chunks);
+      pool.shutdown(ferry::ShutdownMode::drain);
+      ft::expect_exit(w, 0, 20s);
+    }
+    ::unlink(sock.c_str());
+    leaks.verify();
+  }
+
+  TEST_CASE("a remote worker reading a freed object fails with ObjectUnavailable naming why") {
     ft::LeakCheck leaks;
     {
       ferry::PoolOptions o;
@@ -297,18 +428,123 @@ TEST_SUITE("coordinator.store") {
       auto w = ft::spawn(ft::self_exe(), {"--ferry-worker", "--connect", pool.listen_endpoint()});
       REQUIRE(pool.wait_workers(1, 20s));
       auto ref = pool.put(make_array(1000));
-      auto f = pool.submit(sum_slice, ref, std::int64_t{0}, std::int64_t{10});
+      const std::string name = ref.name();
+      const std::uint64_t size = ref.size();
+      ref = {};  // freed: no ref and no task holds it
+      CHECK(store_segments().empty());
+      auto f = pool.submit(sum_by_name, name, size);
       REQUIRE(f.wait_for(20s));
       try {
         (void)f.get();
-        FAIL("a remote worker read an object of the coordinator's /dev/shm");
+        FAIL("a remote worker read a freed object");
       } catch (const ferry::RemoteError& e) {
         CHECK(e.info().type == "ferry::ObjectUnavailable");
-        CHECK(std::string(e.what()).find("remote workers cannot read them") != std::string::npos);
-        CHECK(std::string(e.what()).find(ref.name()) != std::string::npos);
+        const std::string what = e.what();
+        CHECK(what.find("freed by its pool") != std::string::npos);
+        CHECK(what.find(name) != std::string::npos);
       }
+      // The worker is fine: a live object still reads.
+      auto live = pool.put(make_array(10));
+      CHECK(pool.apply(sum_slice, live, std::int64_t{0}, std::int64_t{10}) == 55);
       pool.shutdown(ferry::ShutdownMode::drain);
       ft::expect_exit(w, 0, 20s);
+    }
+    leaks.verify();
+  }
+
+  TEST_CASE("a peer that is not an admitted worker is not sent an object's bytes") {
+    ft::LeakCheck leaks;
+    {
+      ferry::PoolOptions o;
+      o.workers = 0;
+      o.listen = "tcp://127.0.0.1:0";
+      ferry::Pool pool(o);
+      auto ref = pool.put(make_array(1000));
+      auto ch = ferry::ipc::open_channel(pool.listen_endpoint(), ferry::ipc::Role::connect);
+      REQUIRE(ch);
+      const ferry::msg::ObjectFetch ask{ref.name(), ref.size(), 0, 1 << 20};
+      REQUIRE((*ch)->send(ferry::make_frame(ferry::MessageKind::object_fetch, ask, 7)));
+      ferry::Frame reply;
+      REQUIRE((*ch)->recv_for(reply, 20s));
+      CHECK(reply.header.kind == ferry::MessageKind::reject);  // "register again", no data
+      CHECK(pool.stats().workers.empty());
+    }
+    leaks.verify();
+  }
+  TEST_CASE("a ref feeds a task taking const T& or T, on local and remote workers") {
+    ft::LeakCheck leaks;
+    const Array a = make_array(50'000);
+    const std::uint64_t total = sum_of(a, 0, a.size());
+    const auto n = static_cast<std::int64_t>(a.size());
+    auto check_pool = [&](ferry::Pool& pool) {
+      auto ref = pool.put(a);
+      CHECK(pool.apply(sum_cref, ref, std::int64_t{0}, n) == total);
+      CHECK(pool.apply(sum_cref, ref, std::int64_t{5}, std::int64_t{9}) == sum_of(a, 5, 9));
+      CHECK(pool.apply(sum_value, ref, std::int64_t{3}) == 3 * total);
+      // Mixed with a Future: the task waits for it in the pool, then the ref feeds const T&.
+      auto begin = pool.submit(same, std::int64_t{100});
+      auto f = pool.submit(sum_cref, ref, begin, pool.submit(same, std::int64_t{200}));
+      REQUIRE(f.wait_for(20s));
+      CHECK(f.get() == sum_of(a, 100, 200));
+      // A const T& is the process's one decoded value: the same address each time, one decode.
+      std::map<std::int32_t, std::uint64_t> address_by_pid;
+      for (int i = 0; i < 12; ++i) {
+        const auto [pid, address, decodes] = pool.apply(where_is, ref);
+        CHECK(decodes == 1);
+        auto [it, fresh] = address_by_pid.emplace(pid, address);
+        CHECK(it->second == address);
+      }
+      CHECK(pool.stats().arg_objects == 0);  // the array travelled as a handle each time
+      CHECK(pool.stats().objects_put == 1);
+    };
+    for (auto t : {ferry::Transport::pipe, ferry::Transport::shm}) {
+      CAPTURE(ferry::transport_name(t));
+      ferry::Pool pool({.workers = 2, .transport = t});
+      check_pool(pool);
+    }
+    {
+      ferry::PoolOptions o;
+      o.workers = 0;
+      o.listen = "tcp://127.0.0.1:0";
+      o.max_retries = 0;
+      ferry::Pool pool(o);
+      auto w = ft::spawn(ft::self_exe(),
+                         {"--ferry-worker", "--connect", pool.listen_endpoint(), "--slots", "2"});
+      REQUIRE(pool.wait_workers(1, 20s));
+      check_pool(pool);
+      pool.shutdown(ferry::ShutdownMode::drain);
+      ft::expect_exit(w, 0, 20s);
+    }
+    CHECK(store_segments().empty());
+    leaks.verify();
+  }
+  TEST_CASE("a remote worker fetching from a coordinator that is SIGKILLed does not hang") {
+    ft::LeakCheck leaks;
+    {
+      ft::PipeFds out;
+      ft::SpawnOptions opt;
+      opt.stdout_fd = out.w;
+      auto peer = ft::spawn(ft::self_exe(), {"--ferry-test-peer", "fetch_coordinator"}, opt);
+      out.close_w();
+      const std::string endpoint = ft::read_line(out.r, 60s);
+      REQUIRE_FALSE(endpoint.empty());
+      // Small chunks: the 32 MiB fetch takes many round trips, so the kill lands inside it.
+      ft::SpawnOptions wo;
+      wo.env = {"FERRY_OBJECT_FETCH_CHUNK=256"};
+      auto w = ft::spawn(ft::self_exe(),
+                         {"--ferry-worker", "--connect", endpoint, "--reconnect-timeout", "1"}, wo);
+      const std::string line = ft::read_line(out.r, 60s);
+      REQUIRE_FALSE(line.empty());
+      std::istringstream in(line);
+      std::string session, object;
+      in >> session >> object;
+      peer.kill(SIGKILL);
+      REQUIRE(peer.wait_for(20s));
+      // The fetch ends with the link (heartbeat timeout), then the worker gives up reconnecting.
+      ft::expect_exit(w, ferry::worker::kExitLost, 30s);
+      const auto removed = ferry::sweep_stale_shm();
+      CHECK(std::count(removed.begin(), removed.end(), object) == 1);
+      CHECK(segments_with("ferry." + session + ".").empty());
     }
     leaks.verify();
   }

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <deque>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -121,6 +122,8 @@ Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::s
     const detail::ArmThrowSite arm;  // record where the task throws, for its stack trace
     if (h.batch) {
       e->invoke_batch(e->fn, args, out.payload, max_out);
+    } else if (h.ref_args) {
+      e->invoke_refs(e->fn, args, out.payload);
     } else {
       e->invoke(e->fn, args, out.payload);
     }
@@ -154,6 +157,34 @@ Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::s
 }
 
 enum class Outcome { stop, lost, fatal, restart };
+
+// A remote worker's object fetches in flight: a task thread sends an ObjectFetch per chunk and
+// waits here; the reader thread files each ObjectData under its request id. Closed (waking
+// every waiter with `why`) when the link ends.
+struct Fetches {
+  std::mutex m;
+  std::condition_variable cv;
+  std::map<std::uint64_t, std::optional<Frame>> waiting;  // request id -> its reply, once in
+  std::uint64_t next = 1;
+  bool closed = false;
+  std::string why;
+};
+
+// The most one ObjectData may carry: within the frame limit (with room for its header), or
+// less if FERRY_OBJECT_FETCH_CHUNK says so (a test's way to see chunking on small objects).
+std::uint64_t fetch_chunk_bytes(std::size_t max_frame) {
+  std::uint64_t n = max_frame > 8192 ? max_frame - 4096 : max_frame / 2;
+  if (const char* e = std::getenv("FERRY_OBJECT_FETCH_CHUNK")) {
+    char* end = nullptr;
+    const auto v = std::strtoull(e, &end, 10);
+    if (end != e && *end == '\0' && v > 0) n = std::min<std::uint64_t>(n, v);
+  }
+  return std::max<std::uint64_t>(n, 1);
+}
+
+// How long one chunk may take to come back before get() gives up (the link's heartbeat
+// timeout usually ends a dead coordinator's fetches sooner).
+constexpr auto kFetchChunkTimeout = std::chrono::seconds(30);
 
 // argv of this process, for a remote worker told to restart (a stuck task's thread cannot be
 // stopped any other way).
@@ -408,6 +439,15 @@ class Worker {
       }
       held.clear();
     };
+    Fetches fx;
+    // A remote worker reads ObjectRefs through this connection (object_ref.hpp).
+    const bool fetching = opt_.parent == 0;
+    if (fetching) {
+      ferry::detail::set_object_fetcher(
+          [this, &fx, &sh](const std::string& name, std::uint64_t size) {
+            return fetch_object(fx, sh.send_m, name, size);
+          });
+    }
     std::vector<std::thread> runners;
     for (std::uint32_t i = 0; i < std::max<std::uint32_t>(1, opt_.slots); ++i) {
       runners.emplace_back([&] {
@@ -487,6 +527,13 @@ class Worker {
       for (Frame& f : arrived) {
         if (f.header.kind == MessageKind::task) {
           incoming.push_back(std::move(f));
+        } else if (f.header.kind == MessageKind::object_data) {
+          std::lock_guard lk(fx.m);
+          auto it = fx.waiting.find(f.header.request_id);
+          if (it != fx.waiting.end() && !it->second) {
+            it->second = std::move(f);
+            fx.cv.notify_all();
+          }
         } else if (f.header.kind == MessageKind::heartbeat) {
           const Frame answer = heartbeat_answer(f);
           std::lock_guard lk(sh.send_m);
@@ -523,6 +570,15 @@ class Worker {
       sh.tasks.clear();  // the coordinator re-queues whatever it had sent here
     }
     {
+      // A task waiting for an object's bytes fails now (ObjectUnavailable) rather than at its
+      // deadline.
+      std::lock_guard lk(fx.m);
+      fx.closed = true;
+      fx.why = outcome == Outcome::stop ? "the coordinator told this worker to stop"
+                                        : "lost the coordinator (" + why_ + ")";
+    }
+    fx.cv.notify_all();
+    {
       std::lock_guard lk(sh.send_m);  // no runner sends on the channel from now on
     }
     sh.cv.notify_all();
@@ -530,7 +586,83 @@ class Worker {
     // ch_), so wait: a shutdown waits for running tasks, as a drain should.
     for (auto& t : runners)
       t.join();
+    if (fetching) ferry::detail::set_object_fetcher(nullptr);
     return outcome;
+  }
+
+  // An object's whole encoded bytes from the coordinator, a chunk per request (each reply
+  // within the frame limit), or why not: the coordinator's answer (freed, unknown), a chunk
+  // that did not come within kFetchChunkTimeout, or the link ending. Runs on a task thread.
+  Result<Bytes> fetch_object(Fetches& fx, std::mutex& send_m, const std::string& name,
+                             std::uint64_t size) {
+    const std::uint64_t chunk = fetch_chunk_bytes(max_frame_);
+    Bytes all;
+    std::uint64_t offset = 0;
+    do {
+      std::uint64_t id = 0;
+      {
+        std::lock_guard lk(fx.m);
+        if (fx.closed) return Error{Errc::channel_closed, fx.why};
+        id = fx.next++;
+        fx.waiting[id];
+      }
+      auto forget = [&] {
+        std::lock_guard lk(fx.m);
+        fx.waiting.erase(id);
+      };
+      const Frame ask =
+          make_frame(MessageKind::object_fetch, msg::ObjectFetch{name, size, offset, chunk}, id);
+      {
+        // Checked under send_m: once the reader closed fx and passed send_m, nothing is sent.
+        std::lock_guard lk(send_m);
+        bool closed = false;
+        {
+          std::lock_guard fl(fx.m);
+          closed = fx.closed;
+        }
+        Status sent = closed ? Status(Error{Errc::channel_closed, "the worker is stopping"})
+                             : ch_->send_for(ask, std::chrono::seconds(10));
+        if (!sent) {
+          forget();
+          return Error{sent.error().code, "asking the coordinator: " + sent.error().message()};
+        }
+      }
+      std::optional<Frame> reply;
+      {
+        std::unique_lock lk(fx.m);
+        fx.cv.wait_for(lk, kFetchChunkTimeout,
+                       [&] { return fx.closed || fx.waiting[id].has_value(); });
+        reply = std::move(fx.waiting[id]);
+        fx.waiting.erase(id);
+        if (!reply) {
+          if (fx.closed) return Error{Errc::channel_closed, fx.why};
+          return Error{Errc::timeout, "no answer from the coordinator within " +
+                                          std::to_string(kFetchChunkTimeout.count()) +
+                                          " s (bytes " + std::to_string(offset) + " of " +
+                                          std::to_string(size) + ")"};
+        }
+      }
+      auto d = msg::decode<msg::ObjectData>(view_of(*reply), MessageKind::object_data);
+      if (!d) return Error{d.error().code, "a bad answer: " + d.error().message()};
+      if (!d->error.empty()) return Error{Errc::not_found, "the coordinator says it " + d->error};
+      if (d->offset != offset || d->total != size || d->bytes.size() > size - offset ||
+          (d->bytes.empty() && offset < size)) {
+        return Error{Errc::malformed_payload,
+                     "the coordinator answered bytes " + std::to_string(d->offset) + "+" +
+                         std::to_string(d->bytes.size()) + " of " + std::to_string(d->total) +
+                         " for bytes " + std::to_string(offset) + " of " + std::to_string(size)};
+      }
+      ferry::detail::count_fetch_chunk();
+      const std::uint64_t got = d->bytes.size();
+      if (offset == 0 && got == size) {
+        all = std::move(d->bytes);
+      } else {
+        if (offset == 0) all.reserve(size);
+        all.insert(all.end(), d->bytes.begin(), d->bytes.end());
+      }
+      offset += got;
+    } while (offset < size);
+    return all;
   }
 
   Options opt_;

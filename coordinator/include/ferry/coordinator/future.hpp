@@ -41,6 +41,7 @@
 #include "ferry/coordinator/errors.hpp"
 #include "ferry/shared/archive.hpp"
 #include "ferry/shared/codec.hpp"
+#include "ferry/shared/object_ref.hpp"
 
 namespace ferry {
 namespace detail {
@@ -220,6 +221,29 @@ template <class R>
 struct is_future<Future<R>> : std::true_type {};
 template <class A>
 constexpr bool is_future_v = is_future<std::remove_cvref_t<A>>::value;
+
+template <class T>
+struct is_object_ref : std::false_type {};
+template <class T>
+struct is_object_ref<ObjectRef<T>> : std::true_type {};
+// True where argument A is an ObjectRef<T> and parameter P takes the value (T, const T&):
+// such a task's arguments travel as task_detail::RefOr. A Future<ObjectRef<T>> counts too
+// (resolve_arg gives the ref).
+template <class P, class A>
+constexpr bool feeds_by_ref_v = [] {
+  using D = std::remove_cvref_t<A>;
+  if constexpr (is_object_ref<std::decay_t<P>>::value) {
+    return false;
+  } else if constexpr (is_object_ref<D>::value) {
+    static_assert(std::is_same_v<typename D::value_type, std::decay_t<P>>,
+                  "an ObjectRef<T> argument feeds a parameter of type T or const T& only");
+    return true;
+  } else if constexpr (is_future_v<D>) {
+    return is_object_ref<std::remove_cvref_t<decltype(std::declval<D&>().get())>>::value;
+  } else {
+    return false;
+  }
+}();
 
 // A task argument as the task takes it: a Future's value (it has one by now), or the value.
 template <class A>

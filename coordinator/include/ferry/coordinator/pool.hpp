@@ -238,6 +238,9 @@ class Pool {
   RecentNotes recent() const;
   const PoolOptions& options() const noexcept;
 
+  // An argument may be an ObjectRef<T> where fn takes a T or const T&: the worker reads the
+  // object (once per process, as for an ObjectRef parameter) and passes its value; a const T&
+  // gets the shared decoded value itself, without a copy.
   // An argument may be a Future<T> where fn takes a T: the task then waits in the pool (not
   // in this thread) until every such future has a value, and runs with those values. If one
   // failed, this one fails with DependencyFailed naming it (Cancelled, if it was cancelled);
@@ -375,7 +378,14 @@ class Pool {
     auto t = std::make_shared<detail::TaskState>();
     t->function = index_of(task_key(fn));
     detail::RefCollector refs;  // the ObjectRefs among the arguments stay alive with the task
-    t->args = encode_value(std::tuple<std::decay_t<P>...>(std::forward<A>(args)...));
+    if constexpr ((detail::feeds_by_ref_v<P, A> || ...)) {
+      // A ref where the task takes the value: each argument travels as a RefOr.
+      t->args = encode_value(std::tuple<task_detail::RefOr<std::decay_t<P>>...>(
+          task_detail::RefOr<std::decay_t<P>>::from(std::forward<A>(args))...));
+      t->ref_args = true;
+    } else {
+      t->args = encode_value(std::tuple<std::decay_t<P>...>(std::forward<A>(args)...));
+    }
     t->keep = refs.take();
     return t;
   }
@@ -399,11 +409,18 @@ class Pool {
         },
         *held);
     // Run once every dependency has a value (and not otherwise): the arguments, encoded.
+    constexpr bool by_ref = (detail::feeds_by_ref_v<P, A> || ...);
+    t->ref_args = by_ref;
     std::function<Bytes()> build = [held, weak = std::weak_ptr<detail::TaskState>(t)] {
       detail::RefCollector refs;
       Bytes encoded = std::apply(
           [](auto&... a) {
-            return encode_value(std::tuple<std::decay_t<P>...>(detail::resolve_arg(a)...));
+            if constexpr (by_ref) {
+              return encode_value(std::tuple<task_detail::RefOr<std::decay_t<P>>...>(
+                  task_detail::RefOr<std::decay_t<P>>::from(detail::resolve_arg(a))...));
+            } else {
+              return encode_value(std::tuple<std::decay_t<P>...>(detail::resolve_arg(a)...));
+            }
           },
           *held);
       if (auto task = weak.lock()) {

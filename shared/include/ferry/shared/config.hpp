@@ -16,7 +16,9 @@ namespace ferry {
 // worker may make them (object_threshold, object_prefix); a chunk's failed item carries its
 // stack trace (ItemError::stack).
 // v5: a Batch frame carries several whole frames (frame_batch.hpp): tasks from a pool to a
-// remote worker, results back, one zmq message for many.
+// remote worker, results back, one zmq message for many; a remote worker fetches an
+// ObjectRef's bytes from the coordinator in chunks (ObjectFetch, answered by ObjectData); a
+// task frame's flag kFrameRefArgs marks arguments where ObjectRefs feed T / const T&.
 inline constexpr std::uint16_t kProtocolVersion = 5;
 // Arguments and results above this many encoded bytes travel between processes on one host
 // as shared-memory objects (PoolOptions::object_threshold).

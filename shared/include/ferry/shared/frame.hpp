@@ -44,10 +44,12 @@ enum class MessageKind : std::uint8_t {
   cancel,
   shutdown,
   log,
-  data,   // a user payload on a typed channel
-  offer,  // worker -> coordinator after Hello: the tasks it serves (v3)
-  batch,  // several whole frames in one payload, between a pool and a remote worker (v5)
-  last_ = batch,
+  data,          // a user payload on a typed channel
+  offer,         // worker -> coordinator after Hello: the tasks it serves (v3)
+  batch,         // several whole frames in one payload, between a pool and a remote worker (v5)
+  object_fetch,  // remote worker -> coordinator: a chunk of an ObjectRef's bytes, please (v5)
+  object_data,   // coordinator -> remote worker: that chunk, or why not (v5)
+  last_ = object_data,
 };
 std::string_view kind_name(MessageKind k) noexcept;
 constexpr bool is_known_kind(std::uint8_t k) noexcept {
@@ -67,6 +69,9 @@ constexpr bool crosses_versions(std::uint8_t kind) noexcept {
 // TaskHeader or ResultHeader) is an msg::ObjectHandle naming a shared-memory object that
 // holds the argument or value bytes, instead of the bytes themselves.
 inline constexpr std::uint8_t kFrameObject = 0x01;
+// kFrameRefArgs (v5): a task frame's arguments are a tuple of task_detail::RefOr
+// (msg::TaskHeader::ref_args): some fed by an ObjectRef where the task takes the value.
+inline constexpr std::uint8_t kFrameRefArgs = 0x02;
 
 struct FrameHeader {
   std::uint16_t version = kProtocolVersion;

@@ -98,6 +98,9 @@ struct TaskHeader {
   std::uint32_t attempt = 1;
   std::uint32_t function = 0;  // the pool's task number (the worker maps it: Welcome::task_map)
   bool batch = false;          // the arguments are a vector of argument tuples (a chunk of a map)
+  // v5: the arguments are a tuple of task_detail::RefOr (some fed by an ObjectRef where the
+  // task takes the value: TaskEntry::invoke_refs). Travels as the frame flag kFrameRefArgs.
+  bool ref_args = false;
   template <class A>
   void serialize(A& ar) {
     ar(attempt, function, batch);
@@ -211,6 +214,34 @@ struct Log {
   template <class A>
   void serialize(A& ar) {
     ar(stream, line);
+  }
+};
+
+// remote worker -> coordinator (v5): the bytes [offset, offset + max_bytes) of the object
+// `name` that an ObjectRef in a task's arguments names (`size`: its encoded size, as the ref
+// says). The frame's request id pairs it with its ObjectData. Only an admitted worker is
+// answered, and only about objects the coordinator's process put.
+struct ObjectFetch {
+  std::string name;
+  std::uint64_t size = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t max_bytes = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(name, size, offset, max_bytes);
+  }
+};
+
+// coordinator -> remote worker (v5): one chunk of an object (request id: the ObjectFetch's),
+// within the frame limit; or, with `error` set, why there is none (freed, unknown, size).
+struct ObjectData {
+  std::string error;
+  std::uint64_t offset = 0;
+  std::uint64_t total = 0;  // the object's encoded size
+  Bytes bytes;
+  template <class A>
+  void serialize(A& ar) {
+    ar(error, offset, total, bytes);
   }
 };
 

@@ -16,8 +16,13 @@
 // Lifetime: the segment lives while an ObjectRef in the coordinator, or a task whose arguments
 // hold one, does (the pool keeps a task's refs until its outcome is final), and no longer than
 // the pool: shutting the pool down removes the segments of every object it made (refs the
-// caller still holds keep working in the coordinator, which has them mapped). Remote workers
-// (another host or session) cannot read objects: get() there throws ObjectUnavailable.
+// caller still holds keep working in the coordinator, which has them mapped).
+//
+// Remote workers (ferry-worker --connect: another host or session) fetch an object's bytes
+// from the coordinator over their connection, in chunks within the frame limit, the first time
+// a task of theirs names it, and then decode and cache it like a local worker: once per worker
+// process. An object the pool freed, or a coordinator that went away, makes get() throw
+// ObjectUnavailable naming why (each chunk has a deadline: no hang).
 //
 // Threading: an ObjectRef is a value (copy freely; copies share one object); get() may be
 // called from several threads at once. The decoded value is immutable and shared. A task
@@ -26,6 +31,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -39,8 +45,10 @@
 
 namespace ferry {
 
-// The value of an ObjectRef cannot be had: its segment is gone, belongs to another host or
-// session (a remote worker), has another size than the ref says, or does not decode as T.
+// The value of an ObjectRef cannot be had: its segment is gone (freed), it is of another
+// session and there is no coordinator to fetch it from, the fetch failed (the coordinator no
+// longer holds it, or went away), it has another size than the ref says, or it does not
+// decode as T.
 class ObjectUnavailable : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -50,6 +58,10 @@ class ObjectUnavailable : public std::runtime_error {
 std::uint64_t object_decodes() noexcept;
 // How many decoded objects this process's cache holds now.
 std::size_t cached_objects() noexcept;
+// How many objects this process fetched from a coordinator (remote workers), and how many
+// fetch requests (chunks) that took.
+std::uint64_t object_fetches() noexcept;
+std::uint64_t object_fetch_chunks() noexcept;
 
 namespace detail {
 
@@ -72,6 +84,12 @@ class ObjectBlock {
   const std::string& name() const noexcept { return name_; }
   std::uint64_t size() const noexcept { return size_; }
   bool ok() const noexcept { return error_.empty(); }
+  // The encoded bytes while this block keeps them (a block the coordinator put always does);
+  // empty once dropped after decoding. Valid while the block lives.
+  ByteView encoded() {
+    std::lock_guard lk(m_);
+    return holder_ ? view_(holder_.get()) : ByteView{};
+  }
 
   template <class T>
   const T& value() {
@@ -123,6 +141,18 @@ std::shared_ptr<ObjectBlock> object_block(const std::string& name, std::uint64_t
 // Drops cached objects whose segment is gone (freed by their pool). Workers call it after
 // each task.
 void sweep_object_cache();
+// A block this process put (Pool::put) and still holds, or nullptr: what a coordinator may
+// serve to its remote workers.
+std::shared_ptr<ObjectBlock> own_object(const std::string& name);
+
+// Fetches an object's whole encoded bytes from where it lives (a remote worker's connection
+// to its coordinator), or the reason it cannot. Set by the worker runtime while it serves a
+// coordinator; called by object_block for a name outside this process's session, on the
+// thread that decodes a task's arguments. Must not call back into the object store.
+using ObjectFetcher = std::function<Result<Bytes>(const std::string& name, std::uint64_t size)>;
+void set_object_fetcher(ObjectFetcher f);
+// A fetcher counts each chunk it asked for (object_fetch_chunks).
+void count_fetch_chunk() noexcept;
 
 // While set (by a pool, around encoding a task's arguments), ObjectRef::save adds its object
 // here, so the task keeps the object alive until its outcome is final.

@@ -38,6 +38,7 @@
 
 #include "ferry/shared/codec.hpp"
 #include "ferry/shared/error.hpp"
+#include "ferry/shared/object_ref.hpp"
 #include "ferry/shared/task_json.hpp"
 
 namespace ferry {
@@ -82,6 +83,10 @@ struct TaskEntry {
   // whose value could never fit becomes a kFrameTooLargeType item error, and while the chunk
   // is still too large its largest remaining values do too.
   void (*invoke_batch)(AnyFn fn, ByteView args, Bytes& out, std::size_t max_out) = nullptr;
+  // As invoke, for arguments encoded as a tuple of task_detail::RefOr (TaskHeader::ref_args):
+  // each one the value or an ObjectRef to it (pool.submit(task, ref) where task takes T or
+  // const T&). A const T& parameter gets the object's decoded value itself, not a copy.
+  void (*invoke_refs)(AnyFn fn, ByteView args, Bytes& out) = nullptr;
   // Command-line adapters (map TASK --range/--items): parse one item into an encoded
   // argument tuple, and print one encoded result. Null if the types have no text form.
   Result<Bytes> (*parse_item)(std::string_view text) = nullptr;
@@ -195,6 +200,92 @@ void invoke(AnyFn fn, ByteView in, Bytes& out) {
   if (!args) throw_decode<F>(args.error(), "decoding the task's arguments");
   auto r = call(reinterpret_cast<F>(fn), *args);
   if constexpr (!std::is_void_v<typename T::result>) encode_into(out, r);
+}
+
+// One argument of a task called with ObjectRef arguments (TaskEntry::invoke_refs): a tag,
+// then the value T or an ObjectRef<T> (its name and size).
+template <class T>
+struct RefOr {
+  bool is_ref = false;
+  T value{};
+  ObjectRef<T> ref;
+
+  template <class A>
+  static RefOr from(A&& a) {
+    RefOr r;
+    if constexpr (std::is_same_v<std::remove_cvref_t<A>, ObjectRef<T>>) {
+      r.is_ref = true;
+      r.ref = std::forward<A>(a);
+    } else {
+      r.value = T(std::forward<A>(a));
+    }
+    return r;
+  }
+  template <class A>
+  void save(A& ar) const {
+    ar(is_ref);
+    if (is_ref) {
+      ar(ref);
+    } else {
+      ar(value);
+    }
+  }
+  template <class A>
+  void load(A& ar) {
+    ar(is_ref);
+    if (is_ref) {
+      ar(ref);
+    } else {
+      ar(value);
+    }
+  }
+};
+
+// What a parameter of type P gets from its RefOr: a const T& is the object's shared decoded
+// value (no copy); any other form takes a T (moved from a value, copied from an object).
+template <class P, class T>
+std::conditional_t<std::is_same_v<P, const T&>, const T&, T> pass_arg(RefOr<T>& a) {
+  if constexpr (std::is_same_v<P, const T&>) {
+    return a.is_ref ? a.ref.get() : a.value;
+  } else {
+    if (!a.is_ref) return std::move(a.value);
+    if constexpr (std::is_copy_constructible_v<T>) {
+      return T(a.ref.get());
+    } else {
+      throw ObjectUnavailable("object '" + a.ref.name() +
+                              "': the task takes its value by value, and it cannot be copied");
+    }
+  }
+}
+
+template <class F>
+struct ref_call;
+template <class R, class... Args>
+struct ref_call<R (*)(Args...)> {
+  using args = std::tuple<RefOr<std::decay_t<Args>>...>;
+  static auto run(R (*f)(Args...), args& a) {
+    return std::apply([f](auto&... x) { return f(pass_arg<Args>(x)...); }, a);
+  }
+};
+template <class R, class... Args>
+struct ref_call<R (*)(Args...) noexcept> {
+  using args = std::tuple<RefOr<std::decay_t<Args>>...>;
+  static auto run(R (*f)(Args...) noexcept, args& a) {
+    return std::apply([f](auto&... x) { return f(pass_arg<Args>(x)...); }, a);
+  }
+};
+
+template <class F>
+void invoke_refs(AnyFn fn, ByteView in, Bytes& out) {
+  using C = ref_call<F>;
+  auto args = decode_value<typename C::args>(in);
+  if (!args) throw_decode<F>(args.error(), "decoding the task's arguments");
+  if constexpr (std::is_void_v<typename fn_traits<F>::result>) {
+    C::run(reinterpret_cast<F>(fn), *args);
+  } else {
+    auto r = C::run(reinterpret_cast<F>(fn), *args);
+    encode_into(out, r);
+  }
 }
 
 std::string type_name_of(const std::type_info& t);
@@ -513,6 +604,7 @@ TaskEntry make_entry(std::string name, F f) {
   e.fn = reinterpret_cast<AnyFn>(f);
   e.invoke = &invoke<F>;
   e.invoke_batch = &invoke_batch<F>;
+  e.invoke_refs = &invoke_refs<F>;
   if constexpr (has_text_form<F>()) {
     e.parse_item = &parse_item<F>;
     e.parse_chunk = &parse_chunk<F>;

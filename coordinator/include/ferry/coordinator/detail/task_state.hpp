@@ -44,6 +44,7 @@ struct TaskState : std::enable_shared_from_this<TaskState> {
   std::uint64_t id = 0;
   std::uint32_t function = 0;
   bool batch = false;
+  bool ref_args = false;    // args are RefOr-encoded (msg::TaskHeader::ref_args)
   std::uint32_t items = 1;  // batch: number of items in the chunk
   std::int64_t first_item = -1;
   Bytes args;
