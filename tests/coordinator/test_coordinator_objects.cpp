@@ -22,6 +22,7 @@
 #include "ferry/ipc/shm_object.hpp"
 #include "ferry/shared/messages.hpp"
 #include "ferry/shared/session.hpp"
+#include "raw_worker.hpp"
 #include "testing.hpp"
 
 using namespace std::chrono_literals;
@@ -96,15 +97,7 @@ FERRY_TEST_PEER(forging_worker) {
   auto ch =
       ferry::ipc::open_channel(std::getenv("FERRY_WORKER_ENDPOINT"), ferry::ipc::Role::connect);
   if (!ch) return 3;
-  auto& reg = ferry::TaskRegistry::instance();
-  ferry::msg::Hello h;
-  h.pid = ::getpid();
-  h.registry_hash = reg.hash();
-  ferry::msg::Offer offer;
-  for (const auto& e : reg.entries())
-    offer.tasks.push_back({e.name, e.signature, e.signature_hash});
-  if (!(*ch)->send(ferry::make_frame(ferry::MessageKind::hello, h))) return 3;
-  if (!(*ch)->send(ferry::make_frame(ferry::MessageKind::offer, offer))) return 3;
+  if (!ferry::testing::send_hello_and_offer(**ch)) return 3;
   ferry::Frame f;
   if (!(*ch)->recv_for(f, 10s) || f.header.kind != ferry::MessageKind::welcome) return 4;
   for (;;) {

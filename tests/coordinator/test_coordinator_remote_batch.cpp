@@ -19,6 +19,7 @@
 #include "ferry/ipc/factory.hpp"
 #include "ferry/shared/frame_batch.hpp"
 #include "ferry/shared/messages.hpp"
+#include "raw_worker.hpp"
 #include "testing.hpp"
 
 using namespace std::chrono_literals;
@@ -88,15 +89,7 @@ FERRY_TEST_PEER(batch_counting_worker) {
   ferry::worker::register_builtin_tasks();
   auto& reg = ferry::TaskRegistry::instance();
   reg.freeze();
-  ferry::msg::Hello h;
-  h.pid = ::getpid();
-  h.host = "counter";
-  h.registry_hash = reg.hash();
-  ferry::msg::Offer offer;
-  for (const auto& e : reg.entries())
-    offer.tasks.push_back({e.name, e.signature, e.signature_hash});
-  if (!(*ch)->send(ferry::make_frame(ferry::MessageKind::hello, h))) return 3;
-  if (!(*ch)->send(ferry::make_frame(ferry::MessageKind::offer, offer))) return 3;
+  if (!ferry::testing::send_hello_and_offer(**ch, "counter")) return 3;
   ferry::Frame f;
   if (!(*ch)->recv_for(f, 20s)) return 4;
   auto welcome = ferry::msg::decode<ferry::msg::Welcome>(ferry::FrameView{f.header, f.payload},
@@ -148,15 +141,7 @@ FERRY_TEST_PEER(bad_batch_worker) {
   ferry::worker::register_builtin_tasks();
   auto& reg = ferry::TaskRegistry::instance();
   reg.freeze();
-  ferry::msg::Hello h;
-  h.pid = ::getpid();
-  h.host = "bad-batch";
-  h.registry_hash = reg.hash();
-  ferry::msg::Offer offer;
-  for (const auto& e : reg.entries())
-    offer.tasks.push_back({e.name, e.signature, e.signature_hash});
-  if (!(*ch)->send(ferry::make_frame(ferry::MessageKind::hello, h))) return 3;
-  if (!(*ch)->send(ferry::make_frame(ferry::MessageKind::offer, offer))) return 3;
+  if (!ferry::testing::send_hello_and_offer(**ch, "bad-batch")) return 3;
   ferry::Frame f;
   if (!(*ch)->recv_for(f, 20s)) return 4;
   const std::vector<ferry::Frame> two{
