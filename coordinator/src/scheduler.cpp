@@ -24,6 +24,8 @@ std::string_view to_string(EndCause c) noexcept {
       return "recycled (max_tasks_per_worker)";
     case EndCause::shutdown:
       return "the pool shut down";
+    case EndCause::killed:
+      return "killed (SIGKILL from outside the pool)";
   }
   return "?";
 }
@@ -166,7 +168,7 @@ void Scheduler::worker_ready(WorkerId w, bool local, unsigned slots, std::size_t
   x.local = local;
   // A local worker that registered ends a row of start-up failures: the program can start
   // (workers killed while starting, as by an operator or a chaos test, do not break the pool).
-  if (local) startup_failures_ = 0;
+  if (local) startup_failures_ = startup_kills_ = 0;
   x.slots = std::max(1u, slots);
   x.credit = credit;
   x.since = now;
@@ -225,7 +227,7 @@ bool Scheduler::result(WorkerId wid, TaskId id, TimePoint now) {
   const bool counts = !t.done;
   t.at = 0;
   if (counts) {
-    startup_failures_ = 0;
+    startup_failures_ = startup_kills_ = 0;
     finish(id, t);
   }
   forget_if_idle(id);
@@ -269,9 +271,9 @@ EndCause Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) 
   if (w.state == WState::draining && w.stop_sent && cause == EndCause::exited) {
     cause = EndCause::recycled;
   }
-  const bool death = cause == EndCause::exited || cause == EndCause::lost ||
-                     cause == EndCause::bad_frame || cause == EndCause::startup_timeout ||
-                     cause == EndCause::task_timeout;
+  const bool death = cause == EndCause::exited || cause == EndCause::killed ||
+                     cause == EndCause::lost || cause == EndCause::bad_frame ||
+                     cause == EndCause::startup_timeout || cause == EndCause::task_timeout;
   if (death) ++counters_.worker_deaths;
 
   // Tasks running there, cancelled ones included: the worker does not know of the cancel and
@@ -331,7 +333,7 @@ EndCause Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) 
   if (death && cfg_.fail_sent_on_death) fail_pending(FailCause::worker_died);
 
   if (w.local && !stopping_) {
-    if (w.state == WState::starting) startup_failure(now);
+    if (w.state == WState::starting) startup_failure(cause == EndCause::killed, now);
     replenish();
   }
   if (broken_ && workers_.empty()) fail_pending(FailCause::no_workers);
@@ -578,14 +580,18 @@ void Scheduler::forget_if_idle(TaskId id) {
   if (it != tasks_.end() && it->second.done && it->second.at == 0) tasks_.erase(it);
 }
 
-void Scheduler::startup_failure(TimePoint now) {
+void Scheduler::startup_failure(bool killed, TimePoint now) {
   (void)now;
-  ++startup_failures_;
-  if (startup_failures_ >= cfg_.startup_failure_limit && !broken_) {
+  // Workers SIGKILLed from outside while starting (a chaos test, an operator) say nothing about
+  // the program: they break the pool only after many more in a row, so that a start-up the OOM
+  // killer always ends still stops, and says why, instead of respawning silently forever.
+  const unsigned n = killed ? ++startup_kills_ : ++startup_failures_;
+  const unsigned limit = killed ? 8 * cfg_.startup_failure_limit : cfg_.startup_failure_limit;
+  if (n >= limit && !broken_) {
     broken_ = true;
     if (broken_reason_.empty()) {
-      broken_reason_ = std::to_string(startup_failures_) +
-                       " local workers in a row ended before they registered";
+      broken_reason_ = std::to_string(n) + " local workers in a row " +
+                       (killed ? "were SIGKILLed" : "ended") + " before they registered";
     }
     out_.notices.push_back(
         {Notice::Kind::broken, static_cast<unsigned>(workers_.size()), cfg_.local_workers});

@@ -72,6 +72,9 @@ enum class EndCause : std::uint8_t {
   cancelled,        // the caller cancelled the task it was running: killed
   recycled,         // max_tasks_per_worker reached: told to exit
   shutdown,         // the pool is shutting down
+  // SIGKILL the pool did not send (an operator, a chaos test, the OOM killer): a death, but no
+  // sign that the program cannot start.
+  killed,
 };
 std::string_view to_string(EndCause c) noexcept;
 
@@ -285,7 +288,7 @@ class Scheduler {
   void forget_if_idle(TaskId id);   // drops a done task no worker holds any more
   void remove_inflight(Worker& w, WorkerId wid, std::size_t at, TimePoint now);
   void requeue_front(std::vector<TaskId>& ids);
-  void startup_failure(TimePoint now);
+  void startup_failure(bool killed, TimePoint now);
   void maybe_stop_draining(WorkerId wid, Worker& w);
   void fail_pending(FailCause c);
   void fail_pinned_pending(WorkerId w);  // its pinned tasks not sent yet: worker_died
@@ -302,9 +305,10 @@ class Scheduler {
   std::map<WorkerId, Worker> workers_;
   std::size_t in_system_ = 0;
   unsigned startup_failures_ = 0;
-  unsigned local_target_ = 0;  // local workers the pool keeps (shrinks on spawn failures)
-  unsigned spawning_ = 0;      // spawns asked for, not yet started or failed
-  unsigned restricted_ = 0;    // workers (ever) that serve only some tasks
+  unsigned startup_kills_ = 0;  // SIGKILLed from outside before registering, in a row
+  unsigned local_target_ = 0;   // local workers the pool keeps (shrinks on spawn failures)
+  unsigned spawning_ = 0;       // spawns asked for, not yet started or failed
+  unsigned restricted_ = 0;     // workers (ever) that serve only some tasks
   bool shrunk_noticed_ = false;
   bool closed_ = false, stopping_ = false, broken_ = false;
   std::string broken_reason_;

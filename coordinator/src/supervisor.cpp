@@ -357,7 +357,8 @@ void Supervisor::reap(const std::shared_ptr<LocalWorker>& w) {
   read_output(*w, 2, true);
   workers_.erase(std::find(workers_.begin(), workers_.end(), w));
   EndInfo end;
-  end.cause = EndCause::exited;
+  // A SIGKILL the pool sent was recorded as the kill's cause, which the scheduler uses instead.
+  end.cause = info->signal == SIGKILL ? EndCause::killed : EndCause::exited;
   end.exit = info;
   core_.worker_gone(w->id(), end);
 }

@@ -522,6 +522,37 @@ TEST_SUITE("coordinator.scheduler") {
     }
   }
 
+  TEST_CASE("workers SIGKILLed from outside while starting break the pool only after 8x as many") {
+    SchedulerConfig c;
+    c.local_workers = 1;  // limit 3: 24 SIGKILLs in a row
+    Sched x(c);
+    x.s.start();
+    x.take();
+    x.submit(1);
+    WorkerId w = 1;
+    // A chaos test's kills: many in a row, then a registration ends the row.
+    for (; w <= 23; ++w) {
+      x.s.worker_started(w, x.now);
+      x.s.worker_gone(w, EndCause::killed, x.now);
+      CHECK(x.take().spawns == 1);
+      CHECK_FALSE(x.s.broken());
+    }
+    x.s.worker_started(w, x.now);
+    x.s.worker_ready(w, true, 1, kCredit, x.now);
+    x.take();
+    x.s.worker_gone(w++, EndCause::killed, x.now);  // after registering: a death, no count
+    x.take();
+    // A start-up something always kills (the OOM killer) still ends, and says why.
+    for (int i = 0; i < 24; ++i, ++w) {
+      CHECK_FALSE(x.s.broken());
+      x.s.worker_started(w, x.now);
+      x.s.worker_gone(w, EndCause::killed, x.now);
+      x.take();
+    }
+    CHECK(x.s.broken());
+    CHECK(x.s.broken_reason() == "24 local workers in a row were SIGKILLed before they registered");
+  }
+
   TEST_CASE("three local workers in a row ending before they register break the pool") {
     SchedulerConfig c;
     c.local_workers = 1;
