@@ -60,12 +60,12 @@ FERRY_COMBINE(count_words, merge_counts);
 FERRY_TASK(merge_counts);
 
 // Counts the words of a text that are not in the stop list, which the pool put once in shared
-// memory: each worker decodes it at most once, however many texts it counts.
+// memory and passes as a ref: each worker decodes it at most once, however many texts it
+// counts, and hands this task the one decoded value.
 using Words = std::vector<std::string>;
-Counts count_content_words(ferry::ObjectRef<Words> stop, std::string text) {
-  const Words& s = stop.get();
+Counts count_content_words(const Words& stop, std::string text) {
   Counts c = count_words(std::move(text));
-  for (const auto& w : s)
+  for (const auto& w : stop)
     c.erase(w);
   return c;
 }
@@ -186,6 +186,8 @@ bool compose_job() {
 int main(int argc, char** argv) {
   // In a worker (a local copy, or `wordcount --ferry-worker ...`) this serves tasks and exits.
   ferry::init(argc, argv);
+  // This process maps over texts: freed buffers are kept for the next task (README: large data).
+  (void)ferry::keep_freed_memory();
   const std::vector<std::string> args(argv + 1, argv + argc);
   // The embedded command line: `wordcount cli map shout --items a,b` (its own argv[0] is "cli").
   if (!args.empty() && args[0] == "cli") return ferry::coordinator::run_cli(argc - 1, argv + 1);
