@@ -91,7 +91,9 @@ void Scheduler::submit(TaskId id, std::size_t bytes, TimePoint now, std::uint32_
   }
   if (!serving_undecided() && !served(function)) return fail(id, t, FailCause::unserved);
   pending_.push_back(id);
+  submitting_ = true;
   pump(now);
+  submitting_ = false;
 }
 
 bool Scheduler::cancel(TaskId id, TimePoint now) {
@@ -471,7 +473,11 @@ bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid) const
   if (t.isolate) return w.inflight.empty();
   if (!w.inflight.empty() && tasks_.at(w.inflight.front()).isolate) return false;
   if (w.inflight.size() < w.slots) return true;
-  return w.inflight.size() < w.slots - 1 + depth() && w.inflight_bytes + t.bytes <= w.credit / 2;
+  // A submit queues at most one task behind a busy worker's running ones; the pump after each
+  // result fills the rest of the depth in one batch (one write, one wake-up), where a write
+  // per submit made a fast submitter pay a system call and a context switch per task.
+  const std::size_t ahead = submitting_ ? std::min<std::size_t>(depth(), 2) : depth();
+  return w.inflight.size() < w.slots - 1 + ahead && w.inflight_bytes + t.bytes <= w.credit / 2;
 }
 
 bool Scheduler::has_any_room(const Worker& w) const {

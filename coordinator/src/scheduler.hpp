@@ -14,7 +14,8 @@
 //   flight that has room: a free slot, or a queue shorter than the adaptive depth (about 1 ms
 //   of work, at most `prefetch`) within half its transport buffer. While any worker is still
 //   starting, nobody queues beyond its running slots (so early tasks do not all land on the
-//   first worker to register).
+//   first worker to register). A submit queues at most one task behind a worker's running
+//   ones; the pump after each result fills the rest of the depth, in one batch.
 // - A worker runs its queue in order, `slots` at a time: the first `slots` in flight run. A
 //   task cancelled there without killing the worker (remote, or queued when cancelled) still
 //   runs: past the timeout it gets its worker killed like any other, charging nobody.
@@ -277,6 +278,7 @@ class Scheduler {
   };
 
   void pump(TimePoint now);
+  bool submitting_ = false;  // inside submit(): see has_room_for
   bool has_room_for(const Worker& w, const Task& t, WorkerId wid) const;
   // Whether w could take some task now: true whenever has_room_for(w, t, ...) is for any t.
   bool has_any_room(const Worker& w) const;

@@ -189,6 +189,31 @@ TEST_SUITE("coordinator.scheduler") {
     CHECK(x.s.inflight_of(1).size() == 1);
   }
 
+  TEST_CASE(
+      "a submit queues one task behind a busy worker, the next result sends the rest at once") {
+    SchedulerConfig c;
+    c.prefetch = 8;
+    Sched x(c);
+    x.join(1);
+    x.submit(1);
+    x.submit(2);
+    for (TaskId t = 1; t <= 2; ++t) {
+      x.now += 10us;
+      CHECK(x.s.result(1, t, x.now));
+    }
+    (void)x.take();
+    // Fast tasks: the depth is 8 now, but submits fill only the running slot and one behind it.
+    for (TaskId t = 3; t <= 10; ++t)
+      x.submit(t);
+    CHECK(sends_of(x.take()) == Sends{{1, 3}, {1, 4}});
+    CHECK(x.s.pending() == 6);
+    // The result's pump fills the depth: every pending task in one action (one write).
+    x.now += 10us;
+    CHECK(x.s.result(1, 3, x.now));
+    CHECK(sends_of(x.take()) == Sends{{1, 5}, {1, 6}, {1, 7}, {1, 8}, {1, 9}, {1, 10}});
+    CHECK(x.s.pending() == 0);
+  }
+
   TEST_CASE("a death charges only the sole running task, and queued tasks go back uncharged") {
     SchedulerConfig c;
     c.max_retries = 1;
@@ -1509,7 +1534,15 @@ class Harness {
     } else if (bytes > cfg_.max_task_bytes) {
       expected_[id] = FailCause::too_large;
     }
+    std::map<WorkerId, std::size_t> before;
+    for (const auto& [wid, w] : workers_)
+      if (!w.gone) before[wid] = s_.inflight_of(wid).size();
     s_.submit(id, bytes, now_);
+    // A submit queues at most one task behind a worker's running ones (results fill the rest).
+    for (const auto& [wid, n] : before) {
+      NEED(s_.inflight_of(wid).size() <= std::max<std::size_t>(n, workers_[wid].slots + 1),
+           "w" + std::to_string(wid) + ": a submit queued more than one task behind its slots");
+    }
     after();
   }
 
@@ -2212,6 +2245,305 @@ void run_routing_schedule() {
   h.run_out();
 }
 
+// --- reservations (remote actors): their own model ------------------------------------------
+//
+// Remote workers only; some are reserve()d for pinned tasks (an actor's calls) and released.
+// Checked after every event: a reserved worker gets only tasks pinned to it, one at a time, in
+// submit order; a pinned task goes only to its worker, once (never re-run), and fails with
+// worker_died exactly when that worker is gone or not reserved; no task waits while a worker
+// that may take it is idle; every task ends with exactly one outcome.
+
+enum class VEv : std::uint8_t {
+  submit,
+  submit_pinned,
+  join,
+  reserve,
+  release,
+  result,
+  bad_result,
+  death,
+  cancel
+};
+
+struct VOp {
+  VEv ev = VEv::submit;
+  std::uint16_t a = 0, b = 0;
+};
+
+void showValue(const VOp& op, std::ostream& os) {
+  static const char* const names[] = {"submit", "submit_pinned", "join",  "reserve", "release",
+                                      "result", "bad_result",    "death", "cancel"};
+  os << names[static_cast<std::size_t>(op.ev)] << "(" << op.a << "," << op.b << ")";
+}
+
+class ReservationHarness {
+ public:
+  explicit ReservationHarness(const SchedulerConfig& c) : s_(c) {
+    s_.start();
+    absorb();
+  }
+
+  void apply(const VOp& op, std::size_t index) {
+    std::ostringstream os;
+    os << "#" << index << " ";
+    showValue(op, os);
+    step_ = os.str();
+    switch (op.ev) {
+      case VEv::submit:
+      case VEv::submit_pinned: {
+        if (!s_.has_room()) return;  // the caller waits for the window
+        const TaskId id = next_task_++;
+        VTask& t = tasks_[id];
+        TaskLimits lim;
+        if (op.ev == VEv::submit_pinned) {
+          // Mostly to a reserved worker; sometimes to one that is not (or no longer) reserved.
+          auto w =
+              pick(op.a, [&](WorkerId, const VWorker& x) { return x.reserved || op.b % 4 == 0; });
+          if (!w) w = next_worker_;  // a worker that never was
+          t.pin = *w;
+          lim.pin = *w;
+        }
+        s_.submit(id, 10, now_, Scheduler::kAnyFunction, lim);
+        break;
+      }
+      case VEv::join: {
+        const WorkerId id = next_worker_++;
+        workers_[id].slots = 1 + op.a % 2;
+        s_.worker_ready(id, false, workers_[id].slots, kCredit, now_);
+        break;
+      }
+      case VEv::reserve: {
+        auto w = pick(op.a, [](WorkerId, const VWorker&) { return true; });
+        if (!w) return;
+        const bool got = s_.reserve(*w);
+        RNEED(got == !workers_[*w].reserved,
+              "reserve() of a live remote worker answered " + std::string(got ? "true" : "false"));
+        if (got) {
+          workers_[*w].reserved = true;
+          workers_[*w].last_pinned = 0;
+        }
+        break;
+      }
+      case VEv::release: {
+        auto w = pick(op.a, [](WorkerId, const VWorker& x) { return x.reserved; });
+        if (!w) return;
+        workers_[*w].reserved = false;
+        s_.release(*w, now_);
+        break;
+      }
+      case VEv::result:
+      case VEv::bad_result: {
+        auto w = pick(op.a, [&](WorkerId id, const VWorker&) { return !running(id).empty(); });
+        if (!w) return;
+        const auto r = running(*w);
+        const TaskId t = r[op.b % r.size()];
+        if (op.ev == VEv::bad_result) {
+          // Only a pinned task's: an ordinary task's re-run avoids the worker, which the
+          // idle-worker rule below does not model.
+          if (!tasks_[t].pin) return;
+          if (tasks_[t].outcomes == 0) expect_bad_result_ = t;
+          s_.bad_result(*w, t, now_);
+          break;
+        }
+        const bool counted = s_.result(*w, t, now_);
+        RNEED(counted == (tasks_[t].outcomes == 0),
+              "result of task " + std::to_string(t) + (counted ? " counted" : " dropped"));
+        if (counted) outcome(t);
+        break;
+      }
+      case VEv::death: {
+        auto w = pick(op.a, [](WorkerId, const VWorker&) { return true; });
+        if (!w) return;
+        workers_[*w].gone = true;
+        workers_[*w].reserved = false;
+        (void)s_.worker_gone(*w, EndCause::lost, now_);
+        break;
+      }
+      case VEv::cancel: {
+        if (tasks_.empty()) return;
+        const TaskId t = 1 + op.a % tasks_.size();
+        (void)s_.cancel(t, now_);
+        break;
+      }
+    }
+    absorb();
+  }
+
+  // Results run out, a fresh worker joins when nothing else can move, then stop() and every
+  // worker ends: each task must have exactly one outcome.
+  void run_out() {
+    step_ = "run out";
+    for (int round = 0; round < 5000 && open() > 0; ++round) {
+      auto w = pick(0, [&](WorkerId id, const VWorker&) { return !running(id).empty(); });
+      if (w) {
+        const TaskId t = running(*w).front();
+        if (s_.result(*w, t, now_)) outcome(t);
+      } else {
+        const WorkerId id = next_worker_++;
+        workers_[id].slots = 1;
+        s_.worker_ready(id, false, 1, kCredit, now_);
+      }
+      absorb();
+    }
+    RNEED(open() == 0, std::to_string(open()) + " task(s) never got an outcome");
+    step_ = "finish";
+    s_.stop(now_);
+    absorb();
+    for (auto& [id, w] : workers_) {
+      if (w.gone) continue;
+      w.gone = true;
+      w.reserved = false;
+      (void)s_.worker_gone(id, EndCause::lost, now_);
+      absorb();
+    }
+    for (const auto& [id, t] : tasks_)
+      RNEED(t.outcomes == 1, "task " + std::to_string(id) + " ended with " +
+                                 std::to_string(t.outcomes) + " outcomes");
+    RNEED(s_.in_system() == 0, "in_system() is not 0 at the end");
+  }
+
+ private:
+  struct VWorker {
+    unsigned slots = 1;
+    bool reserved = false, gone = false;
+    TaskId last_pinned = 0;  // the last pinned task sent to it since it was reserved
+  };
+  struct VTask {
+    WorkerId pin = 0;
+    unsigned sends = 0, outcomes = 0;
+  };
+
+  template <class Pred>
+  std::optional<WorkerId> pick(unsigned k, Pred pred) const {
+    std::vector<WorkerId> ids;
+    for (const auto& [id, w] : workers_)
+      if (!w.gone && pred(id, w)) ids.push_back(id);
+    if (ids.empty()) return std::nullopt;
+    return ids[k % ids.size()];
+  }
+
+  // The tasks w runs now: the first `slots` of its queue.
+  std::vector<TaskId> running(WorkerId id) const {
+    auto in = s_.inflight_of(id);
+    in.resize(std::min<std::size_t>(in.size(), workers_.at(id).slots));
+    return in;
+  }
+
+  void outcome(TaskId t) {
+    RNEED(++tasks_[t].outcomes == 1, "task " + std::to_string(t) + " got a second outcome");
+  }
+
+  void absorb() {
+    const Actions a = s_.take();
+    for (const Failure& f : a.failures) {
+      VTask& t = tasks_[f.task];
+      const auto what = "failure of task " + std::to_string(f.task) + " (" +
+                        std::string(to_string(f.cause)) + ")";
+      outcome(f.task);
+      if (t.pin == 0) continue;
+      RNEED(f.attempt <= 1, what + ": a pinned task ran more than once");
+      auto w = workers_.find(t.pin);
+      const bool there = w != workers_.end() && !w->second.gone && w->second.reserved;
+      if (f.cause == FailCause::worker_died)
+        RNEED(!there, what + ": its worker is there and reserved");
+      if (f.cause == FailCause::bad_result) RNEED(expect_bad_result_ == f.task, what + ": unasked");
+    }
+    if (expect_bad_result_) {
+      RNEED(tasks_[expect_bad_result_].outcomes == 1,
+            "pinned task " + std::to_string(expect_bad_result_) + " was not failed (bad_result)");
+    }
+    expect_bad_result_ = 0;
+    for (const Dispatch& d : a.sends) {
+      VTask& t = tasks_[d.task];
+      VWorker& w = workers_[d.worker];
+      const auto what =
+          "send of task " + std::to_string(d.task) + " to w" + std::to_string(d.worker);
+      RNEED(!w.gone, what + ": the worker is gone");
+      RNEED(t.outcomes == 0, what + ": it has its outcome");
+      if (w.reserved)
+        RNEED(t.pin == d.worker, what + ": a reserved worker takes pinned tasks only");
+      if (t.pin) {
+        RNEED(t.pin == d.worker, what + ": pinned to w" + std::to_string(t.pin));
+        RNEED(w.reserved, what + ": the worker is not reserved");
+        RNEED(++t.sends == 1, what + ": a pinned task sent twice");
+        RNEED(d.attempt == 1, what + ": a pinned task's attempt is not 1");
+        RNEED(d.task > w.last_pinned, what + ": pinned tasks out of submit order");
+        RNEED(s_.inflight_of(d.worker).size() == 1, what + ": not alone on its worker");
+        w.last_pinned = d.task;
+      }
+    }
+    // Nothing waits that could move: no pinned task for a worker that is gone or released, and
+    // no task while a worker that may take it is idle.
+    std::map<TaskId, bool> in_flight;
+    for (const auto& [id, w] : workers_)
+      if (!w.gone)
+        for (TaskId t : s_.inflight_of(id))
+          in_flight[t] = true;
+    for (const auto& [id, t] : tasks_) {
+      if (t.outcomes != 0 || in_flight.count(id)) continue;
+      const auto what = "task " + std::to_string(id);
+      if (t.pin) {
+        auto w = workers_.find(t.pin);
+        RNEED(w != workers_.end() && !w->second.gone && w->second.reserved,
+              what + " waits for a worker that is gone or not reserved");
+        RNEED(!s_.inflight_of(t.pin).empty(), what + " waits while its reserved worker is idle");
+        continue;
+      }
+      for (const auto& [wid, w] : workers_) {
+        RNEED(w.gone || w.reserved || !s_.inflight_of(wid).empty() || s_.closed(),
+              what + " waits while w" + std::to_string(wid) + " is idle");
+      }
+    }
+    RNEED(s_.in_system() == open(), "in_system() disagrees with the tasks without an outcome");
+  }
+
+  std::size_t open() const {
+    return static_cast<std::size_t>(std::count_if(
+        tasks_.begin(), tasks_.end(), [](const auto& p) { return p.second.outcomes == 0; }));
+  }
+
+  void fail(const std::string& what) { RC_FAIL(step_ + ": " + what); }
+
+  Scheduler s_;
+  TimePoint now_ = T0;
+  std::map<WorkerId, VWorker> workers_;
+  std::map<TaskId, VTask> tasks_;
+  WorkerId next_worker_ = 1;
+  TaskId next_task_ = 1;
+  TaskId expect_bad_result_ = 0;
+  std::string step_ = "start";
+};
+
+rc::Gen<VOp> gen_vop() {
+  return rc::gen::apply(
+      [](VEv e, std::uint16_t a, std::uint16_t b) {
+        return VOp{e, a, b};
+      },
+      rc::gen::weightedElement<VEv>({{50, VEv::submit},
+                                     {40, VEv::submit_pinned},
+                                     {8, VEv::join},
+                                     {10, VEv::reserve},
+                                     {5, VEv::release},
+                                     {80, VEv::result},
+                                     {4, VEv::bad_result},
+                                     {4, VEv::death},
+                                     {6, VEv::cancel}}),
+      rc::gen::arbitrary<std::uint16_t>(), rc::gen::arbitrary<std::uint16_t>());
+}
+
+void run_reservation_schedule() {
+  SchedulerConfig c;
+  c.window = *rc::gen::inRange<std::size_t>(1, 40);
+  c.max_retries = *rc::gen::inRange(0u, 3u);
+  c.prefetch = *rc::gen::inRange(1u, 5u);
+  c.local_workers = 0;
+  const auto ops = *rc::gen::scale(3.0, rc::gen::container<std::vector<VOp>>(gen_vop()));
+  ReservationHarness h(c);
+  for (std::size_t i = 0; i < ops.size(); ++i)
+    h.apply(ops[i], i);
+  h.run_out();
+}
+
 }  // namespace
 
 TEST_SUITE("coordinator.scheduler") {
@@ -2234,6 +2566,12 @@ TEST_SUITE("coordinator.scheduler") {
       "model: tasks go only to workers that serve them, and fail as unserved only when "
       "none does") {
     check_property("routing", 5000, [] { run_routing_schedule(); });
+  }
+
+  TEST_CASE(
+      "model: a reserved worker runs only its pinned tasks, one at a time in order, and a pinned "
+      "task runs once, only there") {
+    check_property("reservations", 5000, [] { run_reservation_schedule(); });
   }
 
 }  // TEST_SUITE
