@@ -15,8 +15,10 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <fstream>
 #include <map>
 #include <numeric>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -48,6 +50,12 @@ Read host_read(ferry::ObjectRef<Array> ref) {
   const std::uint64_t s = sum_of(ref.get());
   return {static_cast<std::int32_t>(::getpid()), ferry::object_fetches(),
           ferry::object_host_reads(), s};
+}
+
+// Reads an object by name with the size a ref claims for it.
+std::uint64_t sum_by_name(std::string name, std::uint64_t size) {
+  const ferry::ObjectRef<Array> ref(ferry::detail::object_block(name, size));
+  return sum_of(ref.get());
 }
 
 // /dev/shm host copies and claims of `object` (any coordinator key).
@@ -102,24 +110,21 @@ std::map<std::int32_t, Read> read_on_every_worker(ferry::Pool& pool,
   return by_pid;
 }
 
-// The worker (of `ws`) whose process has `path` open, or -1.
+// The worker (of `ws`) whose process holds a shared flock on `path` (the claimer: a process
+// waiting for the claim only opens it for a moment, without a lock), or -1.
 int holder_of(Workers& ws, const std::string& path) {
   struct stat target {};
   if (::stat(path.c_str(), &target) != 0) return -1;
-  for (std::size_t i = 0; i < ws.procs.size(); ++i) {
-    const std::string dir = "/proc/" + std::to_string(ws.procs[i].pid()) + "/fd";
-    DIR* d = ::opendir(dir.c_str());
-    if (d == nullptr) continue;
-    bool found = false;
-    while (const dirent* e = ::readdir(d)) {
-      struct stat st {};
-      if (::stat((dir + "/" + e->d_name).c_str(), &st) == 0 && st.st_dev == target.st_dev &&
-          st.st_ino == target.st_ino) {
-        found = true;
-      }
-    }
-    ::closedir(d);
-    if (found) return static_cast<int>(i);
+  // "1: FLOCK  ADVISORY  READ  <pid> <major>:<minor>:<inode> 0 EOF"
+  std::ifstream locks("/proc/locks");
+  for (std::string line; std::getline(locks, line);) {
+    std::istringstream in(line);
+    std::string n, kind, advisory, mode, dev;
+    pid_t pid = 0;
+    if (!(in >> n >> kind >> advisory >> mode >> pid >> dev) || kind != "FLOCK") continue;
+    if (!dev.ends_with(":" + std::to_string(target.st_ino))) continue;
+    for (std::size_t i = 0; i < ws.procs.size(); ++i)
+      if (ws.procs[i].pid() == pid) return static_cast<int>(i);
   }
   return -1;
 }
@@ -159,6 +164,7 @@ ferry::PoolOptions listening() {
 }  // namespace
 
 FERRY_TASK(host_read);
+FERRY_TASK(sum_by_name);
 
 TEST_SUITE("coordinator.host_fetch") {
   TEST_CASE("three remote workers on one host fetch an object once between them") {
@@ -223,6 +229,39 @@ TEST_SUITE("coordinator.host_fetch") {
     leaks.verify();
   }
 
+  TEST_CASE("an object too large for /dev/shm is not claimed: a clear error, no SIGBUS") {
+    ft::LeakCheck leaks;
+    std::string object;
+    {
+      auto o = listening();
+      o.max_retries = 0;
+      ferry::Pool pool(o);
+      Workers ws(pool.listen_endpoint(), 1);
+      REQUIRE(pool.wait_workers(1, 20s));
+      auto ref = pool.put(make_array(1000, 1));
+      object = ref.name();
+      // A ref claiming a petabyte: no room for a host copy, so the worker asks for itself,
+      // and the coordinator's answer (another size) is the error; nothing is allocated first.
+      auto f = pool.submit(sum_by_name, object, std::uint64_t{1} << 50);
+      REQUIRE(f.wait_for(30s));
+      try {
+        (void)f.get();
+        FAIL("a ref with a wrong size was read");
+      } catch (const ferry::RemoteError& e) {
+        CHECK(e.info().type == "ferry::ObjectUnavailable");
+        CHECK(std::string(e.what()).find("the ref says") != std::string::npos);
+      }
+      CHECK(host_files_of(object).empty());
+      // The worker is fine, and the right size still shares as usual.
+      CHECK(pool.apply(sum_by_name, object, ref.size()) == sum_of(make_array(1000, 1)));
+      CHECK(with_prefix(host_files_of(object), "ferry.hostcopy-").size() == 1);
+      pool.shutdown(ferry::ShutdownMode::drain);
+      ft::expect_exit(ws.procs[0], 0, 20s);
+    }
+    CHECK(host_files_of(object).empty());
+    leaks.verify();
+  }
+
   TEST_CASE("a claimer SIGKILLed mid-fetch: the others take over and nothing is left") {
     ft::LeakCheck leaks;
     std::string object;
@@ -246,7 +285,11 @@ TEST_SUITE("coordinator.host_fetch") {
         REQUIRE(f.wait_for(90s));  // the killed worker's task is retried elsewhere
         CHECK(std::get<3>(f.get()) == sum_of(a));
       }
-      CHECK(pool.stats().worker_deaths == 1);
+      const auto s = pool.stats();
+      CHECK(s.worker_deaths == 1);
+      // The killed claimer's bytes were lost; one survivor fetched the whole object again.
+      CHECK(s.objects_served == 1);
+      CHECK(s.object_bytes_served > ref.size());
       // The killed claim was taken over: one copy, complete.
       const auto files = host_files_of(object);
       CHECK(with_prefix(files, "ferry.hostclaim-").empty());
