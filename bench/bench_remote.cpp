@@ -8,6 +8,11 @@
 //   detect_ms               SIGSTOP one of the two workers while tasks run: the time until the
 //                           pool declares it lost and re-queues its tasks (heartbeat timeout
 //                           500 ms); detect_timeout_ratio is that over the timeout
+//   object_served_per_host  a 64 MiB ObjectRef (16 MiB with --quick) read by both workers
+//                           (copies of this program started with --ferry-worker): the objects
+//                           the coordinator sent (PoolStats::objects_served), and
+//   object_read_ms          the time from put to the last worker's read; the same with
+//                           FERRY_HOST_OBJECTS=0 as object_served_private, object_read_private_ms
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -19,6 +24,7 @@
 #include <filesystem>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -26,8 +32,19 @@
 
 #include "ferry/ferry.hpp"
 #include "ferry/ipc/curve.hpp"
+#include "ferry/shared/session.hpp"
 #include "harness.hpp"
 #include "pool_workload.hpp"
+
+namespace {
+// Which process read the object (ferry-bench's own task: its remote workers are copies of it).
+std::int32_t read_object(ferry::ObjectRef<std::vector<std::uint64_t>> ref) {
+  (void)ref.get();
+  return static_cast<std::int32_t>(::getpid());
+}
+}  // namespace
+
+FERRY_TASK(read_object);
 
 namespace ferry::bench {
 
@@ -293,6 +310,53 @@ void bench_dask(const Config& cfg, Report& report, const Sizes& s) {
 
 }  // namespace
 
+using Words = std::vector<std::uint64_t>;
+
+// kWorkers remote workers on this host read one object: (objects served, ms to the last read).
+std::pair<double, double> object_reads(const std::string& self, std::size_t words, bool shared) {
+  PoolOptions o;
+  o.workers = 0;
+  o.listen = "tcp://127.0.0.1:0";
+  Pool pool(o);
+  std::vector<Peer> workers;
+  for (unsigned i = 0; i < kWorkers; ++i) {
+    // Sessions of their own, as on another host: they fetch rather than open our segment.
+    std::vector<std::string> args{"-u",        kSessionEnv,           self, "--ferry-worker",
+                                  "--connect", pool.listen_endpoint()};
+    if (!shared) args.insert(args.begin() + 2, "FERRY_HOST_OBJECTS=0");
+    workers.push_back(spawn_program("/usr/bin/env", args, {{2, 1}}));
+  }
+  if (!pool.wait_workers(kWorkers, 30s)) throw std::runtime_error("object read: no workers");
+  const Words data(words, 7);
+  const auto t0 = Clock::now();
+  auto ref = pool.put(data);
+  std::set<std::int32_t> readers;
+  for (int round = 0; round < 50 && readers.size() < kWorkers; ++round) {
+    std::vector<Future<std::int32_t>> fs;
+    for (unsigned i = 0; i < 2 * kWorkers; ++i)
+      fs.push_back(pool.submit(read_object, ref));
+    for (auto& f : fs)
+      readers.insert(f.get());
+  }
+  const double ms = seconds_since(t0) * 1e3;
+  if (readers.size() < kWorkers) throw std::runtime_error("object read: a worker read nothing");
+  const double served = static_cast<double>(pool.stats().objects_served);
+  pool.shutdown();
+  for (auto& w : workers)
+    (void)w.wait_for(5s);
+  return {served, ms};
+}
+
+void bench_object_fetch(const Config& cfg, Report& report) {
+  const std::size_t words = (cfg.quick ? 16u : 64u) << 17;  // MiB of 8-byte words
+  const auto [served, ms] = object_reads(cfg.self, words, true);
+  const auto [served_private, ms_private] = object_reads(cfg.self, words, false);
+  report.add("remote.tcp.object_served_per_host", served, "objects");
+  report.add("remote.tcp.object_read_ms", ms, "ms");
+  report.add("remote.tcp.object_served_private", served_private, "objects");
+  report.add("remote.tcp.object_read_private_ms", ms_private, "ms");
+}
+
 void run_remote(const Config& cfg, Report& report) {
   const auto s = sizes(cfg.quick);
   const std::string worker = find_worker(cfg);
@@ -303,6 +367,7 @@ void run_remote(const Config& cfg, Report& report) {
   }
   bench_raw(cfg, report, s);
   bench_detect(report, worker, s);
+  bench_object_fetch(cfg, report);
   bench_dask(cfg, report, s);
 }
 
@@ -326,6 +391,8 @@ void print_remote_targets(const Report& r) {
            tcp("apply_rtt_p50_us") / r.get("baseline.raw-zmq-tcp-reqrep.rtt_p50_us"), 1.2, false,
            "x"},
           {"lost + re-queued <= 2x heartbeat timeout", tcp("detect_timeout_ratio"), 2, false, "x"},
+          {"object fetched once per host (2 workers)", tcp("object_served_per_host"), 1, false,
+           "objects"},
           {"  ferry vs Dask, apply p50", dask("apply_rtt_p50_us") / tcp("apply_rtt_p50_us"), nan,
            true, "x"},
       });

@@ -278,7 +278,8 @@ int run_cli(int argc, char** argv, const DemoRegistry& demos) {
   bool cleanup_all = false;
   auto* cleanup = app.add_subcommand(
       "cleanup",
-      "remove the /dev/shm/ferry.* segments of sessions whose coordinator is gone, naming each");
+      "remove the /dev/shm/ferry.* segments of sessions whose coordinator is gone, and the "
+      "host copies of fetched objects (ferry.hostcopy-*) no process holds, naming each");
   cleanup->add_flag("--all", cleanup_all,
                     "also remove those of running sessions (except this process's own); "
                     "processes that have them mapped keep them, new opens fail");

@@ -237,8 +237,12 @@ void Membership::on_fetch(const ipc::PeerInfo& peer, const Frame& f) {
     }
   }
   const Frame reply = make_frame(MessageKind::object_data, d, f.header.request_id);
-  (void)send(peer.id, std::span<const Frame>(&reply, 1),
-             ipc::Deadline::after(std::chrono::seconds(5)));
+  const bool sent = send(peer.id, std::span<const Frame>(&reply, 1),
+                         ipc::Deadline::after(std::chrono::seconds(5)))
+                        .has_value();
+  if (sent && d.error.empty()) {
+    core_.count_served(d.bytes.size(), d.offset + d.bytes.size() == d.total);
+  }
 }
 
 void Membership::on_frame(const ipc::PeerInfo& peer, Frame& f) {

@@ -360,6 +360,8 @@ PoolStats PoolCore::stats() const {
   s.objects_put = objects_put_.load();
   s.object_bytes_put = object_bytes_put_.load();
   s.arg_objects = arg_objects_.load();
+  s.objects_served = objects_served_.load(std::memory_order_relaxed);
+  s.object_bytes_served = object_bytes_served_.load(std::memory_order_relaxed);
   s.in_flight = sched_.in_system() - sched_.pending();
   s.queued = sched_.pending();
   s.durations = durations_;

@@ -125,6 +125,11 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   // Pool::put: the object's segment, removed at shutdown if a ref still holds it then. False
   // (and not kept) once the pool has shut down.
   bool track_object(const std::shared_ptr<ipc::SharedObject>& o);
+  // Membership: a chunk of an object sent to a remote worker (`last`: the object's last one).
+  void count_served(std::uint64_t bytes, bool last) noexcept {
+    object_bytes_served_.fetch_add(bytes, std::memory_order_relaxed);
+    if (last) objects_served_.fetch_add(1, std::memory_order_relaxed);
+  }
 
  private:
   // A batch of frames for one endpoint, whose send_mu was taken under mu_.
@@ -235,6 +240,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::vector<std::weak_ptr<ipc::SharedObject>> put_objects_;
   bool put_closed_ = false;
   std::atomic<std::uint64_t> objects_put_{0}, object_bytes_put_{0}, arg_objects_{0};
+  std::atomic<std::uint64_t> objects_served_{0}, object_bytes_served_{0};
 
   std::unique_ptr<Supervisor> supervisor_;
   std::unique_ptr<Membership> membership_;

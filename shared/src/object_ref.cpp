@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "ferry/shared/session.hpp"
+#include "host_object.hpp"
 
 namespace ferry {
 namespace {
@@ -21,6 +22,7 @@ namespace {
 std::atomic<std::uint64_t> g_decodes{0};
 std::atomic<std::uint64_t> g_fetches{0};
 std::atomic<std::uint64_t> g_fetch_chunks{0};
+std::atomic<std::uint64_t> g_host_reads{0};
 
 // A read-only mapping of a whole segment.
 struct Mapping {
@@ -65,6 +67,8 @@ struct Cached {
   // Fetched from a coordinator: no local segment says when it is freed, so only the size
   // bound drops it (names are never reused within a session).
   bool fetched = false;
+  // A fetched object's host copy, held while this process caches it (host_object.hpp).
+  std::shared_ptr<detail::HostLock> host;
 };
 
 struct Store {
@@ -75,6 +79,7 @@ struct Store {
   std::uint64_t clock = 0;
   std::uint64_t bound = cache_bound();
   detail::ObjectFetcher fetcher;
+  std::string host_key;
 };
 
 Store& store() {
@@ -120,19 +125,41 @@ std::shared_ptr<detail::ObjectBlock> failed(const std::string& name, std::uint64
   return std::make_shared<detail::ObjectBlock>(name, size, "object '" + name + "' " + why);
 }
 
-// s.m held (so two tasks of one process fetch an object once).
-std::shared_ptr<detail::ObjectBlock> fetch_block(const detail::ObjectFetcher& fetch,
-                                                 const std::string& name, std::uint64_t size) {
-  auto bytes = fetch(name, size);
-  if (!bytes) return failed(name, size, "could not be fetched: " + bytes.error().message());
-  if (bytes->size() != size) {
-    return failed(name, size,
-                  "was fetched with " + std::to_string(bytes->size()) + " bytes, the ref says " +
-                      std::to_string(size));
+ByteView host_view(const void* holder) {
+  const auto* m = static_cast<const detail::HostMapping*>(holder);
+  if (m->p == nullptr) return {};
+  return ByteView(static_cast<const std::uint8_t*>(m->p), m->n);
+}
+
+// s.m held (so two tasks of one process fetch an object once). With a host key, through the
+// host's shared copy (`host` then holds it); privately if sharing is not possible here.
+std::shared_ptr<detail::ObjectBlock> fetch_block(const Store& s, const std::string& name,
+                                                 std::uint64_t size,
+                                                 std::shared_ptr<detail::HostLock>& host) {
+  if (!s.host_key.empty() && detail::host_copies_enabled()) {
+    auto copy = detail::host_copy(s.fetcher, s.host_key, name, size);
+    if (copy) {
+      (copy->fetched ? g_fetches : g_host_reads).fetch_add(1, std::memory_order_relaxed);
+      host = std::move(copy->hold);
+      return std::make_shared<detail::ObjectBlock>(name, size, std::move(copy->bytes), &host_view,
+                                                   /*drop_after_decode=*/true);
+    }
+    if (copy.error().code != Errc::unsupported) {
+      return failed(name, size, "could not be fetched: " + copy.error().message());
+    }
+    // Not shareable here (see the reason): fetch it for this process alone.
+  }
+  // Allocated once the coordinator confirmed the size: a ref's size is only a claim.
+  auto bytes = std::make_shared<Bytes>();
+  auto append = [&](std::uint64_t offset, ByteView part) {
+    if (offset == 0) bytes->reserve(size);
+    bytes->insert(bytes->end(), part.begin(), part.end());
+  };
+  if (auto st = s.fetcher(name, size, append); !st) {
+    return failed(name, size, "could not be fetched: " + st.error().message());
   }
   g_fetches.fetch_add(1, std::memory_order_relaxed);
-  return std::make_shared<detail::ObjectBlock>(name, size,
-                                               std::make_shared<const Bytes>(std::move(*bytes)),
+  return std::make_shared<detail::ObjectBlock>(name, size, std::shared_ptr<const Bytes>(bytes),
                                                &bytes_view, /*drop_after_decode=*/true);
 }
 
@@ -187,6 +214,10 @@ std::uint64_t object_fetch_chunks() noexcept {
   return g_fetch_chunks.load(std::memory_order_relaxed);
 }
 
+std::uint64_t object_host_reads() noexcept {
+  return g_host_reads.load(std::memory_order_relaxed);
+}
+
 std::size_t cached_objects() noexcept {
   Store& s = store();
   std::lock_guard lk(s.m);
@@ -229,9 +260,10 @@ std::shared_ptr<ObjectBlock> object_block(const std::string& name, std::uint64_t
   // Outside this process's session: a remote worker's object lives with its coordinator.
   const std::string ours = shm_name("");
   const bool fetch = s.fetcher && name.compare(0, ours.size(), ours) != 0;
-  auto b = fetch ? fetch_block(s.fetcher, name, size) : open_block(name, size);
+  std::shared_ptr<detail::HostLock> host;
+  auto b = fetch ? fetch_block(s, name, size, host) : open_block(name, size);
   if (!b->ok()) return b;  // not cached: a later ref may find it (e.g. after a retry)
-  s.cached.emplace(name, Cached{b, ++s.clock, fetch});
+  s.cached.emplace(name, Cached{b, ++s.clock, fetch, std::move(host)});
   s.cached_bytes += size;
   bound_locked(s, name);
   return b;
@@ -248,10 +280,17 @@ void count_fetch_chunk() noexcept {
   g_fetch_chunks.fetch_add(1, std::memory_order_relaxed);
 }
 
-void set_object_fetcher(ObjectFetcher f) {
+void set_object_fetcher(ObjectFetcher f, std::string host_key) {
   Store& s = store();
   std::lock_guard lk(s.m);
+  if (!f) {
+    // The connection is over: this process no longer holds the host's copies (the last
+    // holder removes each); the decoded values stay cached.
+    for (auto& [name, c] : s.cached)
+      c.host.reset();
+  }
   s.fetcher = std::move(f);
+  s.host_key = s.fetcher ? std::move(host_key) : std::string();
 }
 
 void sweep_object_cache() {

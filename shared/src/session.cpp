@@ -128,6 +128,8 @@ std::vector<std::string> sweep_stale_shm(bool include_live) {
     }
     if (stale && ::shm_unlink(("/" + n).c_str()) == 0) removed.push_back(n);
   }
+  for (auto& n : sweep_host_copies())
+    removed.push_back(std::move(n));
   return removed;
 }
 

@@ -36,8 +36,13 @@ TEST_SUITE("cli.bench_remote") {
 
     std::vector<std::string> expected{"baseline.raw-zmq-tcp-reqrep.rtt_p50_us",
                                       "baseline.raw-zmq-tcp-reqrep.rtt_p99_us",
-                                      "remote.tcp.detect_ms", "remote.tcp.detect_timeout_ratio",
-                                      "remote.tcp.heartbeat_timeout_ms"};
+                                      "remote.tcp.detect_ms",
+                                      "remote.tcp.detect_timeout_ratio",
+                                      "remote.tcp.heartbeat_timeout_ms",
+                                      "remote.tcp.object_served_per_host",
+                                      "remote.tcp.object_read_ms",
+                                      "remote.tcp.object_served_private",
+                                      "remote.tcp.object_read_private_ms"};
     for (const char* t : {"remote.tcp.", "remote.tcp_curve."}) {
       for (const char* m : {"submit_tasks_per_s", "apply_rtt_p50_us", "apply_rtt_p99_us"}) {
         expected.push_back(std::string(t) + m);

@@ -350,10 +350,14 @@ TEST_SUITE("coordinator.store") {
       o.max_retries = 0;
       ferry::Pool pool(o);
       // Two processes of two task threads each: the threads of one process share one fetch.
+      // Not the host's: test_coordinator_host_fetch.cpp has the processes share theirs.
+      ft::SpawnOptions so;
+      so.env = {"FERRY_HOST_OBJECTS=0"};
       std::vector<ft::Child> ws;
       for (int i = 0; i < 2; ++i) {
-        ws.push_back(ft::spawn(ft::self_exe(), {"--ferry-worker", "--connect",
-                                                pool.listen_endpoint(), "--slots", "2"}));
+        ws.push_back(
+            ft::spawn(ft::self_exe(),
+                      {"--ferry-worker", "--connect", pool.listen_endpoint(), "--slots", "2"}, so));
       }
       REQUIRE(pool.wait_workers(2, 20s));
       const Array a = make_array(200'000);

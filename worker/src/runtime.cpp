@@ -31,6 +31,7 @@
 #include "ferry/shared/messages.hpp"
 #include "ferry/shared/object_ref.hpp"
 #include "ferry/shared/proc_usage.hpp"
+#include "ferry/shared/session.hpp"
 #include "ferry/shared/task.hpp"
 #include "throw_site.hpp"
 
@@ -317,6 +318,7 @@ class Worker {
     objects_.threshold = w->object_threshold;
     objects_.prefix = w->object_prefix;
     objects_.session_prefix = "ferry." + w->session + ".";
+    coordinator_session_ = w->session;
     // Result objects must carry the prefix the coordinator will accept and sweep, and a
     // worker on another host shares no /dev/shm with it.
     if (opt_.parent == 0) objects_.threshold = 0;
@@ -443,10 +445,14 @@ class Worker {
     // A remote worker reads ObjectRefs through this connection (object_ref.hpp).
     const bool fetching = opt_.parent == 0;
     if (fetching) {
+      // The remote workers of one host serving this coordinator share what they fetch: the
+      // endpoint and the coordinator's session name it, as seen from here.
       ferry::detail::set_object_fetcher(
-          [this, &fx, &sh](const std::string& name, std::uint64_t size) {
-            return fetch_object(fx, sh.send_m, name, size);
-          });
+          [this, &fx, &sh](const std::string& name, std::uint64_t size,
+                           const ferry::detail::ObjectSink& sink) {
+            return fetch_object(fx, sh.send_m, name, size, sink);
+          },
+          opt_.endpoint + "\n" + coordinator_session_);
     }
     std::vector<std::thread> runners;
     for (std::uint32_t i = 0; i < std::max<std::uint32_t>(1, opt_.slots); ++i) {
@@ -590,13 +596,13 @@ class Worker {
     return outcome;
   }
 
-  // An object's whole encoded bytes from the coordinator, a chunk per request (each reply
-  // within the frame limit), or why not: the coordinator's answer (freed, unknown), a chunk
-  // that did not come within kFetchChunkTimeout, or the link ending. Runs on a task thread.
-  Result<Bytes> fetch_object(Fetches& fx, std::mutex& send_m, const std::string& name,
-                             std::uint64_t size) {
+  // An object's whole encoded bytes from the coordinator, to `sink` a chunk at a time, a chunk
+  // per request (each reply within the frame limit), or why not: the coordinator's answer
+  // (freed, unknown), a chunk that did not come within kFetchChunkTimeout, or the link
+  // ending. Runs on a task thread.
+  Status fetch_object(Fetches& fx, std::mutex& send_m, const std::string& name, std::uint64_t size,
+                      const ferry::detail::ObjectSink& sink) {
     const std::uint64_t chunk = fetch_chunk_bytes(max_frame_);
-    Bytes all;
     std::uint64_t offset = 0;
     do {
       std::uint64_t id = 0;
@@ -654,15 +660,10 @@ class Worker {
       }
       ferry::detail::count_fetch_chunk();
       const std::uint64_t got = d->bytes.size();
-      if (offset == 0 && got == size) {
-        all = std::move(d->bytes);
-      } else {
-        if (offset == 0) all.reserve(size);
-        all.insert(all.end(), d->bytes.begin(), d->bytes.end());
-      }
+      sink(offset, ByteView(d->bytes.data(), got));
       offset += got;
     } while (offset < size);
-    return all;
+    return {};
   }
 
   Options opt_;
@@ -674,6 +675,7 @@ class Worker {
   std::chrono::milliseconds heartbeat_timeout_{0};
   std::vector<std::uint32_t> task_map_;  // pool task number -> registry index (Welcome)
   Objects objects_;                      // shared-memory objects as the Welcome allows
+  std::string coordinator_session_;      // the Welcome's: names this host's fetched copies
   bool threaded_ = false;
   bool initialized_ = false;
   int exit_code_ = kExitOk;
@@ -710,6 +712,9 @@ int run(const Options& opt) {
     return kExitInitFailed;
   }
   reg.freeze();
+  // Host copies of fetched objects that every holder left without removing (all SIGKILLed):
+  // a remote worker on a host without a coordinator is the one to sweep them.
+  if (opt.parent == 0) (void)sweep_host_copies();
   return Worker(opt).run();
 }
 

@@ -188,6 +188,10 @@ struct PoolStats {
   std::uint64_t in_flight = 0;         // tasks at workers now
   std::uint64_t queued = 0;            // tasks waiting for a worker
   DurationHistogram durations;         // of the results received
+  // Objects (whole) and bytes sent to remote workers that fetched them (ObjectRef): once per
+  // host whose workers share their fetches, once per process where they do not.
+  std::uint64_t objects_served = 0;
+  std::uint64_t object_bytes_served = 0;
 };
 
 enum class ShutdownMode { drain, cancel };

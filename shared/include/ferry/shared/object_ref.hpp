@@ -20,9 +20,13 @@
 //
 // Remote workers (ferry-worker --connect: another host or session) fetch an object's bytes
 // from the coordinator over their connection, in chunks within the frame limit, the first time
-// a task of theirs names it, and then decode and cache it like a local worker: once per worker
-// process. An object the pool freed, or a coordinator that went away, makes get() throw
-// ObjectUnavailable naming why (each chunk has a deadline: no hang).
+// a task of theirs names it, and then decode and cache it like a local worker. The remote
+// worker processes of one host serving one coordinator fetch an object once between them: the
+// first fetches it into a /dev/shm file (ferry.hostcopy-*), the others map that file; it goes
+// when the last process caching the object drops it (cache bound, disconnect, exit) or, after
+// they all died, with the sweep ($FERRY_HOST_OBJECTS=0 turns the sharing off). An object the
+// pool freed, or a coordinator that went away, makes get() throw ObjectUnavailable naming why
+// (each chunk has a deadline: no hang).
 //
 // Threading: an ObjectRef is a value (copy freely; copies share one object); get() may be
 // called from several threads at once. The decoded value is immutable and shared. A task
@@ -62,6 +66,8 @@ std::size_t cached_objects() noexcept;
 // fetch requests (chunks) that took.
 std::uint64_t object_fetches() noexcept;
 std::uint64_t object_fetch_chunks() noexcept;
+// How many objects this process read from a host copy another process of its host fetched.
+std::uint64_t object_host_reads() noexcept;
 
 namespace detail {
 
@@ -145,12 +151,18 @@ void sweep_object_cache();
 // serve to its remote workers.
 std::shared_ptr<ObjectBlock> own_object(const std::string& name);
 
-// Fetches an object's whole encoded bytes from where it lives (a remote worker's connection
-// to its coordinator), or the reason it cannot. Set by the worker runtime while it serves a
-// coordinator; called by object_block for a name outside this process's session, on the
-// thread that decodes a task's arguments. Must not call back into the object store.
-using ObjectFetcher = std::function<Result<Bytes>(const std::string& name, std::uint64_t size)>;
-void set_object_fetcher(ObjectFetcher f);
+// Fetches an object's whole encoded bytes (`size` of them, handed to `sink` a chunk at a time,
+// in order, each only once its source confirmed the size) from where it lives (a remote
+// worker's connection to its coordinator), or says why it cannot. Set by the worker
+// runtime while it serves a coordinator; called by object_block for a name outside this
+// process's session, on the thread that decodes a task's arguments. Must not call back into
+// the object store. `host_key` names the coordinator as seen from this host (its endpoint and
+// session): processes of the host with the same key share one fetched copy of an object
+// (empty: no sharing). Clearing the fetcher (nullptr) lets go of this process's host copies.
+using ObjectSink = std::function<void(std::uint64_t offset, ByteView bytes)>;
+using ObjectFetcher =
+    std::function<Status(const std::string& name, std::uint64_t size, const ObjectSink& sink)>;
+void set_object_fetcher(ObjectFetcher f, std::string host_key = {});
 // A fetcher counts each chunk it asked for (object_fetch_chunks).
 void count_fetch_chunk() noexcept;
 

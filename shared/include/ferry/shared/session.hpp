@@ -41,6 +41,10 @@ std::optional<SessionId> session_of_shm_name(std::string_view shm_object_name);
 // Removes /dev/shm/ferry.* objects whose session is dead (or, with include_live, all of them
 // not owned by the calling session). Returns the names removed.
 std::vector<std::string> sweep_stale_shm(bool include_live = false);
+// Removes the host copies of fetched objects (ferry.hostcopy-*, ferry.hostclaim-*: no session
+// part, see ObjectRef) that no process holds any more, whatever include_live says: a copy is
+// in use exactly while a process holds a lock on it. sweep_stale_shm() does this too.
+std::vector<std::string> sweep_host_copies();
 
 inline constexpr const char* kSessionEnv = "FERRY_SESSION";
 
