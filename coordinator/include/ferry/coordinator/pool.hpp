@@ -188,6 +188,9 @@ struct PoolStats {
   std::uint64_t in_flight = 0;         // tasks at workers now
   std::uint64_t queued = 0;            // tasks waiting for a worker
   DurationHistogram durations;         // of the results received
+  // Large results kept in the object store for a task graph's dependant (passed on by name,
+  // not read in and encoded again): see Pool::submit.
+  std::uint64_t results_kept = 0;
 };
 
 enum class ShutdownMode { drain, cancel };
@@ -288,6 +291,54 @@ struct StarItem {
     }
   }
 };
+
+// Task graphs: where the future A = Future<T> feeds a parameter P taking T itself, a large
+// result of A's task can be passed on by handle (TaskState::result_by_handle).
+template <class A>
+struct future_value {};
+template <class R>
+struct future_value<Future<R>> {
+  using type = R;
+};
+template <class P, class A>
+constexpr bool by_handle_v = [] {
+  using D = std::remove_cvref_t<A>;
+  if constexpr (!is_future_v<D> || is_object_ref<std::decay_t<P>>::value) {
+    return false;
+  } else {
+    return std::is_same_v<typename future_value<D>::type, std::decay_t<P>>;
+  }
+}();
+template <class P, class A>
+void mark_by_handle(const A& a) {
+  if constexpr (by_handle_v<P, A>)
+    a.state()->result_by_handle.store(true, std::memory_order_release);
+}
+// Whether A's finished task holds its value in the store (a large result kept by handle).
+template <class P, class A>
+bool held_in_store(const A& a) {
+  if constexpr (by_handle_v<P, A>) {
+    std::lock_guard lk(a.state()->m);
+    return a.state()->value_object != nullptr;
+  } else {
+    return false;
+  }
+}
+// An argument as a RefOr: a dependency's value held in the store as a ref to it; otherwise as
+// resolve_arg gives it (a value, or an ObjectRef feeding the value).
+template <class P, class A>
+task_detail::RefOr<std::decay_t<P>> ref_or_arg(A& a) {
+  using T = std::decay_t<P>;
+  if constexpr (by_handle_v<P, A>) {
+    std::shared_ptr<ObjectBlock> b;
+    {
+      std::lock_guard lk(a.state()->m);
+      b = a.state()->value_object;
+    }
+    if (b) return task_detail::RefOr<T>::from(ObjectRef<T>(std::move(b)));
+  }
+  return task_detail::RefOr<T>::from(resolve_arg(a));
+}
 
 }  // namespace detail
 
@@ -483,20 +534,31 @@ class Pool {
     // Run once every dependency has a value (and not otherwise): the arguments, encoded.
     constexpr bool by_ref = (detail::feeds_by_ref_v<P, A> || ...);
     t->ref_args = by_ref;
+    // A dependency whose value this task takes as it is keeps a large result in the store.
+    std::apply([](const auto&... a) { (detail::mark_by_handle<P>(a), ...); }, *held);
     std::function<Bytes()> build = [held, weak = std::weak_ptr<detail::TaskState>(t)] {
       detail::RefCollector refs;
+      // With a dependency's value in the store, the arguments travel as RefOr, that one as
+      // a ref: its bytes are not read in and encoded again (decided now, at run time).
+      const bool ref_form =
+          by_ref ||
+          std::apply([](const auto&... a) { return (detail::held_in_store<P>(a) || ...); }, *held);
       Bytes encoded = std::apply(
-          [](auto&... a) {
-            if constexpr (by_ref) {
-              return encode_value(std::tuple<task_detail::RefOr<std::decay_t<P>>...>(
-                  task_detail::RefOr<std::decay_t<P>>::from(detail::resolve_arg(a))...));
-            } else {
+          [ref_form](auto&... a) {
+            if (ref_form) {
+              return encode_value(
+                  std::tuple<task_detail::RefOr<std::decay_t<P>>...>(detail::ref_or_arg<P>(a)...));
+            }
+            if constexpr (!by_ref) {
               return encode_value(std::tuple<std::decay_t<P>...>(detail::resolve_arg(a)...));
+            } else {
+              return Bytes{};  // not reached: by_ref makes ref_form
             }
           },
           *held);
       if (auto task = weak.lock()) {
         std::lock_guard lk(task->m);
+        task->ref_args = ref_form;  // not yet submitted: read when its frame is made
         if (!task->done.load()) task->keep = refs.take();
       }
       return encoded;
