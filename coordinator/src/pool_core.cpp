@@ -229,14 +229,15 @@ void PoolCore::submit_after(const std::shared_ptr<TaskState>& t, std::vector<Fut
       if (p->left.fetch_sub(1) != 1) return;
       auto core = weak.lock();
       if (!core) return;  // gone: its shutdown cancelled what waited (see shutdown)
-      core->post([core, t, p] { core->launch_after(t, p->deps, p->build); });
+      // Moved out: launch_after lets go of the dependencies (their kept values) before the
+      // task runs.
+      core->post([core, t, p] { core->launch_after(t, std::move(p->deps), std::move(p->build)); });
     });
   }
 }
 
-void PoolCore::launch_after(const std::shared_ptr<TaskState>& t,
-                            const std::vector<FutureBase>& deps,
-                            const std::function<Bytes()>& build) {
+void PoolCore::launch_after(const std::shared_ptr<TaskState>& t, std::vector<FutureBase> deps,
+                            std::function<Bytes()> build) {
   if (!t->done.load(std::memory_order_acquire)) {
     std::optional<FailureInfo> why;
     for (const auto& d : deps) {
@@ -262,6 +263,10 @@ void PoolCore::launch_after(const std::shared_ptr<TaskState>& t,
       const bool cancelled = why->kind == FailureKind::cancelled;
       t->complete({}, std::move(*why), cancelled ? &counters_.cancelled : &counters_.failed);
     } else {
+      // The arguments hold what they need (a kept value as a ref, in t->keep): the futures
+      // go now, so a value no one else holds is freed with the task's outcome.
+      deps.clear();
+      build = nullptr;
       enqueue(t, true);
     }
   }

@@ -195,8 +195,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   // No lock held: marks bad the values (of a remote worker) that are not their task's type.
   void check_remote_values(std::span<Frame> frames, std::span<Arrival> arrived) const;
   void complete_result(TaskState& t, Frame& f, std::size_t value_at, const Adopted& adopted);
-  void launch_after(const std::shared_ptr<TaskState>& t, const std::vector<FutureBase>& deps,
-                    const std::function<Bytes()>& build);
+  void launch_after(const std::shared_ptr<TaskState>& t, std::vector<FutureBase> deps,
+                    std::function<Bytes()> build);
   void done_waiting(TaskId id);
   void notify_locked(const Actions& a);
 

@@ -5,7 +5,10 @@
 // still reads it (decoded from the kept object); it is freed once the dependant is final and
 // no future holds it, and removed at shutdown.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <chrono>
 #include <cstdint>
@@ -45,6 +48,15 @@ std::uint64_t sum_copy(Blob b) {
 std::uint64_t sum_plus(const Blob& b, std::int64_t x) {
   return std::accumulate(b.begin(), b.end(), static_cast<std::uint64_t>(x));
 }
+// Dies (SIGKILL) the first time, when the marker file does not exist yet; sums after.
+std::uint64_t sum_or_die(const Blob& b, std::string marker) {
+  const int fd = ::open(marker.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+    ::raise(SIGKILL);
+  }
+  return std::accumulate(b.begin(), b.end(), std::uint64_t{0});
+}
 std::int64_t fail_with(std::int64_t x) {
   if (x < 0) throw std::runtime_error("negative");
   return x;
@@ -66,6 +78,7 @@ FERRY_TASK(sum_blob);
 FERRY_TASK(sum_copy);
 FERRY_TASK(fail_with);
 FERRY_TASK(sum_plus);
+FERRY_TASK(sum_or_die);
 
 TEST_SUITE("coordinator.graph_store") {
   TEST_CASE("a large intermediate goes to its dependant by handle and is freed after") {
@@ -125,6 +138,25 @@ TEST_SUITE("coordinator.graph_store") {
     CHECK(blob.get().size() == static_cast<std::size_t>(kWords));
     blob = {};
     CHECK(store_segments().empty());
+    leaks.verify();
+  }
+
+  TEST_CASE("a dependant whose worker dies reads the kept intermediate again on its retry") {
+    ft::LeakCheck leaks;
+    const std::string marker = "/tmp/ferry-test-graph-store-" + std::to_string(::getpid());
+    ::unlink(marker.c_str());
+    {
+      ferry::Pool pool({.workers = 2, .transport = ferry::Transport::shm, .max_retries = 1});
+      auto sum = pool.submit(sum_or_die, pool.submit(make_blob, kWords), marker);
+      REQUIRE(sum.wait_for(60s));
+      CHECK(sum.get() == expected_sum(kWords));
+      const auto st = pool.stats();
+      CHECK(st.worker_deaths == 1);
+      CHECK(st.retries == 1);
+      CHECK(st.results_kept == 1);
+      CHECK(store_segments().empty());  // the dependant is final and no future holds it
+    }
+    ::unlink(marker.c_str());
     leaks.verify();
   }
 }
