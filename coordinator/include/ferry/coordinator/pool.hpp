@@ -370,6 +370,10 @@ class Pool {
   // failed, this one fails with DependencyFailed naming it (Cancelled, if it was cancelled);
   // cancelling this one while it waits drops it. A shutdown(drain) first lets such waiting
   // tasks run; their dependencies must be able to finish (tasks of this or another pool).
+  // A dependency's result that a local worker passed as a shared-memory object (above
+  // object_threshold), where fn takes that type itself, stays in the object store and goes
+  // to fn by name (PoolStats::results_kept); the future still reads it, and it is freed once
+  // this task is final and no future to the dependency is left.
   template <class R, class... P, class... A>
   Future<R> submit(R (*fn)(P...), A&&... args) {
     if constexpr ((detail::is_future_v<A> || ...)) {
@@ -423,7 +427,9 @@ class Pool {
   // fn over every item, results in input order; chunks of chunksize items travel as one task
   // (0: automatic, about 4 chunks per worker). If items failed, throws the failure of the first
   // in input order (FailureInfo::item its index), once every chunk has finished (as Python's
-  // Pool.map, it does not return while its tasks still run).
+  // Pool.map, it does not return while its tasks still run). An item (or, in starmap, an
+  // element of one) may be an ObjectRef<T> where fn takes T or const T&, as in submit; an
+  // item whose object cannot be read fails alone (ObjectUnavailable).
   template <class R, class P, std::ranges::input_range Items>
   std::vector<R> map(R (*fn)(P), Items&& items, std::size_t chunksize = 0) {
     return map_tuples<R>(task_key(fn), std::forward<Items>(items), chunksize, detail::MapItem<P>{});
