@@ -18,6 +18,10 @@
 //                        of it: 100 x size / (put -> last result), median. Beside it, the
 //                        copies made: segments written (object_read_segments, 1) and
 //                        decodes in the workers (object_read_decodes, at most one each)
+//   shm.graph_64mib_ms   a task graph's 64 MiB intermediate, producer's submit -> dependant's
+//                        result (kept in the store, passed by handle: graph_64mib_kept);
+//                        graph_64mib_by_value_ms: the same read in by the caller and submitted
+//                        again (decode, encode, a new argument object)
 //   count_primes_*       the same CPU-bound tasks on 1 and 2 workers; speedup = t(1) / t(2);
 //                        baseline.raw-procs.* is the same work in plain processes (the
 //                        machine's ceiling for that speedup at the time of the run)
@@ -65,10 +69,26 @@ std::tuple<std::int32_t, std::uint64_t, std::uint64_t> sum_object_slice(ferry::O
   return {static_cast<std::int32_t>(::getpid()), ferry::object_decodes(), sum};
 }
 
+// A task graph's 64 MiB intermediate: made by one task, summed by its dependant.
+Words make_words(std::int64_t n) {
+  Words w(static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < w.size(); ++i)
+    w[i] = i * 2654435761u;
+  return w;
+}
+std::uint64_t sum_words(const Words& w) {
+  std::uint64_t sum = 0;
+  for (auto x : w)
+    sum += x;
+  return sum;
+}
+
 }  // namespace
 
 FERRY_TASK(touch_pages);
 FERRY_TASK(sum_object_slice);
+FERRY_TASK(make_words);
+FERRY_TASK(sum_words);
 
 namespace ferry::bench {
 
@@ -303,6 +323,35 @@ void bench_object_read(Report& report, const Sizes& s, bool quick) {
   report.add("pool.shm.object_read_decodes", decodes, "decodes");
 }
 
+// A 64 MiB intermediate of a task graph, from the producing task's submit to its dependant's
+// result: handed on by handle (pool.submit(sum_words, future): the result object stays in the
+// store), against the caller reading it in and submitting it again (get, decode, encode, a
+// new argument object: what the graph itself did before results were kept).
+void bench_graph_intermediate(Report& report, const Sizes& s) {
+  constexpr std::int64_t kWords = std::int64_t{8} << 20;  // 64 MiB
+  auto pool = make_pool(Transport::shm, kWorkers);
+  require_ready(pool, Transport::shm);
+  std::vector<double> by_handle, by_value;
+  double kept = 0;
+  std::uint64_t expected = 0;
+  for (int rep = 0; rep < s.reps; ++rep) {
+    const auto before = pool.stats().results_kept;
+    auto t0 = Clock::now();
+    auto f = pool.submit(sum_words, pool.submit(make_words, kWords));
+    const std::uint64_t a = f.get();
+    by_handle.push_back(seconds_since(t0) * 1e3);
+    kept = static_cast<double>(pool.stats().results_kept - before);
+    t0 = Clock::now();
+    const std::uint64_t b = pool.apply(sum_words, pool.submit(make_words, kWords).get());
+    by_value.push_back(seconds_since(t0) * 1e3);
+    if (a != b || (expected != 0 && a != expected)) throw std::runtime_error("graph: wrong sum");
+    expected = a;
+  }
+  report.add("pool.shm.graph_64mib_ms", median(by_handle), "ms");
+  report.add("pool.shm.graph_64mib_by_value_ms", median(by_value), "ms");
+  report.add("pool.shm.graph_64mib_kept", kept, "objects");
+}
+
 // ---- Python's pools (bench/python_pools.py) ------------------------------------------------
 
 void bench_python(const Config& cfg, Report& report, const Sizes& s) {
@@ -338,6 +387,7 @@ void run_pool(const Config& cfg, Report& report) {
     bench_transport(report, t, s);
   bench_large_argument(report, s);
   bench_object_read(report, s, cfg.quick);
+  bench_graph_intermediate(report, s);
   bench_raw_processes(cfg, report, s);
   bench_python(cfg, report, s);
 }

@@ -40,8 +40,12 @@ bool TaskState::complete_local(std::shared_ptr<const void> v) {
   return finish({}, std::move(v), std::nullopt, nullptr);
 }
 
+bool TaskState::complete_object(std::shared_ptr<ObjectBlock> b, std::atomic<std::uint64_t>* count) {
+  return finish({}, nullptr, std::nullopt, count, std::move(b));
+}
+
 bool TaskState::finish(Bytes v, std::shared_ptr<const void> loc, std::optional<FailureInfo> f,
-                       std::atomic<std::uint64_t>* count) {
+                       std::atomic<std::uint64_t>* count, std::shared_ptr<ObjectBlock> object) {
   std::vector<std::pair<std::uint64_t, Listener>> ls;
   std::vector<std::shared_ptr<const void>> objects;  // released after the lock (may unlink)
   {
@@ -51,6 +55,7 @@ bool TaskState::finish(Bytes v, std::shared_ptr<const void> loc, std::optional<F
     if (count) count->fetch_add(1);
     value = std::move(v);
     local = std::move(loc);
+    value_object = std::move(object);
     failure = std::move(f);
     done.store(true, std::memory_order_release);
     ls.swap(listeners_);

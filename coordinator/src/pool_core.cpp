@@ -229,14 +229,15 @@ void PoolCore::submit_after(const std::shared_ptr<TaskState>& t, std::vector<Fut
       if (p->left.fetch_sub(1) != 1) return;
       auto core = weak.lock();
       if (!core) return;  // gone: its shutdown cancelled what waited (see shutdown)
-      core->post([core, t, p] { core->launch_after(t, p->deps, p->build); });
+      // Moved out: launch_after lets go of the dependencies (their kept values) before the
+      // task runs.
+      core->post([core, t, p] { core->launch_after(t, std::move(p->deps), std::move(p->build)); });
     });
   }
 }
 
-void PoolCore::launch_after(const std::shared_ptr<TaskState>& t,
-                            const std::vector<FutureBase>& deps,
-                            const std::function<Bytes()>& build) {
+void PoolCore::launch_after(const std::shared_ptr<TaskState>& t, std::vector<FutureBase> deps,
+                            std::function<Bytes()> build) {
   if (!t->done.load(std::memory_order_acquire)) {
     std::optional<FailureInfo> why;
     for (const auto& d : deps) {
@@ -262,6 +263,10 @@ void PoolCore::launch_after(const std::shared_ptr<TaskState>& t,
       const bool cancelled = why->kind == FailureKind::cancelled;
       t->complete({}, std::move(*why), cancelled ? &counters_.cancelled : &counters_.failed);
     } else {
+      // The arguments hold what they need (a kept value as a ref, in t->keep): the futures
+      // go now, so a value no one else holds is freed with the task's outcome.
+      deps.clear();
+      build = nullptr;
       enqueue(t, true);
     }
   }
@@ -336,13 +341,15 @@ void PoolCore::shutdown(ShutdownMode mode) {
     if (auto o = weak.lock()) o->unlink();
 }
 
-bool PoolCore::track_object(const std::shared_ptr<ipc::SharedObject>& o) {
+bool PoolCore::track_object(const std::shared_ptr<ipc::SharedObject>& o, bool put) {
   std::lock_guard lk(put_mu_);
   if (put_closed_) return false;
   std::erase_if(put_objects_, [](const auto& w) { return w.expired(); });
   put_objects_.push_back(o);
-  objects_put_.fetch_add(1);
-  object_bytes_put_.fetch_add(o->size());
+  if (put) {
+    objects_put_.fetch_add(1);
+    object_bytes_put_.fetch_add(o->size());
+  }
   return true;
 }
 
@@ -362,6 +369,7 @@ PoolStats PoolCore::stats() const {
   s.arg_objects = arg_objects_.load();
   s.objects_served = objects_served_.load(std::memory_order_relaxed);
   s.object_bytes_served = object_bytes_served_.load(std::memory_order_relaxed);
+  s.results_kept = results_kept_.load();
   s.in_flight = sched_.in_system() - sched_.pending();
   s.queued = sched_.pending();
   s.durations = durations_;
@@ -602,11 +610,13 @@ void PoolCore::on_frames(WorkerId id, std::span<Frame> frames, bool remote) {
   // bookkeeping, and complete_result() takes the value from where this found it.
   std::array<Arrival, kMaxFrames> arrived;
   for (std::size_t i = 0; i < frames.size(); ++i) {
+    Adopted adopted;
     if (frames[i].header.kind == MessageKind::result &&
         (frames[i].header.flags & kFrameObject) != 0) {
-      adopt_result_object(id, frames[i], remote);
+      adopted = adopt_result_object(id, frames[i], remote);
     }
     arrived[i] = decode_arrival(frames[i]);
+    arrived[i].adopted = std::move(adopted);
   }
   if (remote) check_remote_values(frames, arrived);
 
@@ -617,7 +627,7 @@ void PoolCore::on_frames(WorkerId id, std::span<Frame> frames, bool remote) {
     std::lock_guard lk(mu_);
     const auto now = SchedClock::now();
     for (std::size_t i = 0; i < frames.size(); ++i) {
-      const Arrival& a = arrived[i];
+      Arrival& a = arrived[i];
       if (a.what == Arrival::other) continue;
       const TaskId tid = frames[i].header.request_id;
       if (a.what == Arrival::bad) {
@@ -628,7 +638,8 @@ void PoolCore::on_frames(WorkerId id, std::span<Frame> frames, bool remote) {
       auto it = tasks_.find(tid);
       if (it == tasks_.end()) continue;
       durations_.add(std::chrono::duration<double>(now - it->second->dispatched).count());
-      w.results.push_back({std::move(it->second), &frames[i], a.value_at});
+      w.results.push_back({std::move(it->second), &frames[i], a.value_at,
+                           std::move(a.adopted.object), a.adopted.by_handle});
       tasks_.erase(it);
       release_object_locked(w, tid);
       if (auto st = stats_index_.find(id); st != stats_index_.end()) {
@@ -814,14 +825,15 @@ void PoolCore::release_object_locked(Work& w, TaskId id) {
   too_large_for_remote_.erase(id);
 }
 
-void PoolCore::adopt_result_object(WorkerId id, Frame& f, bool remote) const {
+PoolCore::Adopted PoolCore::adopt_result_object(WorkerId id, Frame& f, bool remote) const {
   auto fail = [&](std::uint32_t attempt, Errc code, const std::string& why) {
     event(EventLevel::warn, "worker w" + std::to_string(id) + ": " + why);
     msg::TaskError e{attempt, "ferry::" + std::string(errc_name(code)), why, 0, {}, {}};
     f = make_frame(MessageKind::error, e, f.header.request_id);
+    return Adopted{};
   };
   auto r = msg::decode_result(FrameView{f.header, f.payload});
-  if (!r) return;  // decode_arrival reports it as a bad result
+  if (!r) return {};  // decode_arrival reports it as a bad result
   const std::uint32_t attempt = r->header.attempt;
   const msg::ObjectHandle h = std::move(*r->object);
   const std::string prefix = admission_.object_prefix(id);
@@ -843,8 +855,32 @@ void PoolCore::adopt_result_object(WorkerId id, Frame& f, bool remote) const {
     }
     return fail(attempt, o.error().code, "its result object: " + o.error().message());
   }
-  o->unlink();  // adopted: the mapping stays valid until the copy below is made
-  f = msg::make_result_frame(msg::ResultHeader{attempt}, o->bytes(), f.header.request_id);
+  Adopted a{std::make_shared<ipc::SharedObject>(std::move(*o)), false};
+  std::shared_ptr<TaskState> task;
+  {
+    std::lock_guard lk(mu_);
+    if (auto it = tasks_.find(f.header.request_id); it != tasks_.end()) task = it->second;
+  }
+  if (task && !task->batch && task->result_by_handle.load(std::memory_order_acquire)) {
+    // A dependant takes this value as it is: the segment becomes an object of the store
+    // (a store name, which the worker's sweep at its end does not touch), passed on by name.
+    a.by_handle = a.object->rename_to(ipc::new_object_name("obj")).has_value();
+  }
+  if (!a.by_handle) a.object->unlink();  // adopted: the mapping stays valid until read
+  f = msg::make_result_frame(msg::ResultHeader{attempt}, ByteView{}, f.header.request_id);
+  return a;
+}
+
+std::shared_ptr<ObjectBlock> PoolCore::keep_result_object(
+    const std::shared_ptr<ipc::SharedObject>& o) {
+  if (!track_object(o, /*put=*/false)) return nullptr;
+  results_kept_.fetch_add(1);
+  auto b = std::make_shared<ObjectBlock>(
+      o->name(), o->size(), std::shared_ptr<const void>(o),
+      [](const void* s) { return static_cast<const ipc::SharedObject*>(s)->bytes(); },
+      /*drop_after_decode=*/false);
+  register_object(b);  // a remote worker's fetch finds it too
+  return b;
 }
 
 void PoolCore::carry_out(Work& w) {
@@ -868,7 +904,7 @@ void PoolCore::carry_out(Work& w) {
     ipc::remove_objects_with_prefix(admission_.object_prefix(id));
   w.sweep_objects.clear();
   for (auto& r : w.results)
-    complete_result(*r.task, *r.frame, r.value_at);
+    complete_result(*r.task, *r.frame, r.value_at, Adopted{std::move(r.object), r.by_handle});
   w.results.clear();
   for (auto& [t, f] : w.failures) {
     note_failure(f);
@@ -878,7 +914,20 @@ void PoolCore::carry_out(Work& w) {
   w.failures.clear();
 }
 
-void PoolCore::complete_result(TaskState& t, Frame& f, std::size_t value_at) {
+void PoolCore::complete_result(TaskState& t, Frame& f, std::size_t value_at,
+                               const Adopted& adopted) {
+  if (f.header.kind == MessageKind::result && adopted.object) {
+    if (adopted.by_handle) {
+      if (auto b = keep_result_object(adopted.object)) {
+        t.complete_object(std::move(b), &counters_.succeeded);
+        return;
+      }
+    }
+    // Read in with one copy (the object goes with the last reference to it).
+    const ByteView bytes = adopted.object->bytes();
+    t.complete(Bytes(bytes.begin(), bytes.end()), std::nullopt, &counters_.succeeded);
+    return;
+  }
   if (f.header.kind == MessageKind::result) {
     // The value is the payload's tail (decode_arrival found where): keep it in the frame's
     // buffer, moved to the front.

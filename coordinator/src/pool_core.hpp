@@ -124,7 +124,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   RecentNotes recent() const;
   // Pool::put: the object's segment, removed at shutdown if a ref still holds it then. False
   // (and not kept) once the pool has shut down.
-  bool track_object(const std::shared_ptr<ipc::SharedObject>& o);
+  bool track_object(const std::shared_ptr<ipc::SharedObject>& o, bool put = true);
   // Membership: a chunk of an object sent to a remote worker (`last`: the object's last one).
   void count_served(std::uint64_t bytes, bool last) noexcept {
     object_bytes_served_.fetch_add(bytes, std::memory_order_relaxed);
@@ -147,6 +147,10 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
       std::shared_ptr<TaskState> task;
       Frame* frame;
       std::size_t value_at;  // a result's value starts here in frame->payload
+      // A value a local worker passed as an object (then not in the frame); by_handle: it was
+      // moved to a store name to be kept (TaskState::result_by_handle).
+      std::shared_ptr<ipc::SharedObject> object;
+      bool by_handle = false;
     };
     std::vector<Done> results;
     // Argument objects of tasks whose outcome is final: unlinked and unmapped (which takes a
@@ -169,11 +173,19 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::optional<Frame> task_frame(const TaskState& t, std::uint32_t attempt, bool remote) const;
   // mu_ held: the task's outcome is final; its argument object (if any) goes once unlocked.
   void release_object_locked(Work& w, TaskId id);
-  // No lock held: a result frame that names a shared-memory object becomes a plain result
-  // frame holding the value (the object is read, then unlinked), or an error frame naming
-  // why the handle was refused (BadHandle: a remote worker, or a name outside the ones this
-  // worker may create).
-  void adopt_result_object(WorkerId w, Frame& f, bool remote) const;
+  // No lock held: a result frame that names a shared-memory object becomes a result frame
+  // with an empty value and the object mapped beside it (unlinked, or moved to a store name
+  // when its task's value is to be kept by handle: TaskState::result_by_handle), or an error
+  // frame naming why the handle was refused (BadHandle: a remote worker, or a name outside
+  // the ones this worker may create).
+  struct Adopted {
+    std::shared_ptr<ipc::SharedObject> object;
+    bool by_handle = false;
+  };
+  Adopted adopt_result_object(WorkerId w, Frame& f, bool remote) const;
+  // A result object moved to a store name, as an object of the store (as Pool::put's), or
+  // null once the pool has shut down.
+  std::shared_ptr<ObjectBlock> keep_result_object(const std::shared_ptr<ipc::SharedObject>& o);
   FailureInfo failure_info(const TaskState& t, const Failure& f, const WorkerIdentity* who,
                            const std::optional<EndInfo>& end) const;
   FailureInfo simple_failure(const TaskState& t, FailureKind k, std::string message) const;
@@ -181,14 +193,15 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   struct Arrival {
     enum What : std::uint8_t { other, value, error, bad } what = other;  // bad: does not decode
     std::size_t value_at = 0;  // value: where it starts in the payload
+    Adopted adopted{};         // value: in this object instead (adopt_result_object)
   };
   static constexpr std::size_t kMaxFrames = 64;  // on_frames() handles this many at a time
   static Arrival decode_arrival(const Frame& f);
   // No lock held: marks bad the values (of a remote worker) that are not their task's type.
   void check_remote_values(std::span<Frame> frames, std::span<Arrival> arrived) const;
-  void complete_result(TaskState& t, Frame& f, std::size_t value_at);
-  void launch_after(const std::shared_ptr<TaskState>& t, const std::vector<FutureBase>& deps,
-                    const std::function<Bytes()>& build);
+  void complete_result(TaskState& t, Frame& f, std::size_t value_at, const Adopted& adopted);
+  void launch_after(const std::shared_ptr<TaskState>& t, std::vector<FutureBase> deps,
+                    std::function<Bytes()> build);
   void done_waiting(TaskId id);
   void notify_locked(const Actions& a);
 
@@ -241,6 +254,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   bool put_closed_ = false;
   std::atomic<std::uint64_t> objects_put_{0}, object_bytes_put_{0}, arg_objects_{0};
   std::atomic<std::uint64_t> objects_served_{0}, object_bytes_served_{0};
+  std::atomic<std::uint64_t> results_kept_{0};
 
   std::unique_ptr<Supervisor> supervisor_;
   std::unique_ptr<Membership> membership_;

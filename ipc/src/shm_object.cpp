@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -96,6 +97,24 @@ bool SharedObject::unlink() noexcept {
   const int n = std::snprintf(path, sizeof path, "/%s", name_.c_str());
   if (n <= 0 || static_cast<std::size_t>(n) >= sizeof path) return false;
   return ::shm_unlink(path) == 0;
+}
+
+Status SharedObject::rename_to(const std::string& name) {
+  if (unlinked_ || name_.empty()) {
+    return Error{Errc::not_found, "object '" + name_ + "' has no name to move"};
+  }
+  const std::string from = "/dev/shm/" + name_, to = "/dev/shm/" + name;
+  // RENAME_NOREPLACE: another object's name is never taken over.
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) != 0) {
+    const int err = errno;
+    return Error{err == ENOENT   ? Errc::not_found
+                 : err == EEXIST ? Errc::already_exists
+                                 : Errc::system_error,
+                 "renaming " + from + " to " + to + ": " + std::strerror(err)};
+  }
+  name_ = name;
+  owner_ = true;
+  return {};
 }
 
 ByteView SharedObject::bytes() const noexcept {

@@ -201,6 +201,15 @@ std::optional<AnyFn> TaskRegistry::combined_of(AnyFn fn, AnyFn combine) const {
   return std::nullopt;
 }
 
+void TaskRegistry::add_combined_refs(AnyFn fn, AnyFn combine, AnyFn combined) {
+  combined_refs_[{fn, combine}] = combined;
+}
+
+std::optional<AnyFn> TaskRegistry::combined_refs_of(AnyFn fn, AnyFn combine) const {
+  if (auto it = combined_refs_.find({fn, combine}); it != combined_refs_.end()) return it->second;
+  return std::nullopt;
+}
+
 namespace task_detail {
 
 std::string type_name_of(const std::type_info& t) {

@@ -122,7 +122,7 @@ Frame execute(const Frame& in, std::int32_t pid, const std::string& host, std::s
   try {
     const detail::ArmThrowSite arm;  // record where the task throws, for its stack trace
     if (h.batch) {
-      e->invoke_batch(e->fn, args, out.payload, max_out);
+      (h.ref_args ? e->invoke_batch_refs : e->invoke_batch)(e->fn, args, out.payload, max_out);
     } else if (h.ref_args) {
       e->invoke_refs(e->fn, args, out.payload);
     } else {

@@ -57,7 +57,8 @@ R decode_result(TaskState& s) {
       // Only then() makes futures of such types, and it always gives a local value.
       throw std::logic_error("ferry: a Future of a type without a cereal encoding has no value");
     } else {
-      auto v = decode_value<R>(s.value);
+      // A value kept in the object store is decoded from its bytes, on each get as a plain one.
+      auto v = decode_value<R>(s.value_object ? s.value_object->encoded() : ByteView(s.value));
       if (!v) {
         FailureInfo f;
         f.kind = FailureKind::remote_error;
@@ -103,6 +104,10 @@ class FutureBase {
     s_->wait();
     std::lock_guard lk(s_->m);
     if (s_->failure) throw_failure(*s_->failure);
+    if (s_->value_object) {
+      const ByteView b = s_->value_object->encoded();
+      return Bytes(b.begin(), b.end());
+    }
     return s_->value;
   }
   // Removes it if queued, or stops the worker running it; false if it had finished already.

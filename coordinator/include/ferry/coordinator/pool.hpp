@@ -192,6 +192,9 @@ struct PoolStats {
   // host whose workers share their fetches, once per process where they do not.
   std::uint64_t objects_served = 0;
   std::uint64_t object_bytes_served = 0;
+  // Large results kept in the object store for a task graph's dependant (passed on by name,
+  // not read in and encoded again): see Pool::submit.
+  std::uint64_t results_kept = 0;
 };
 
 enum class ShutdownMode { drain, cancel };
@@ -222,6 +225,127 @@ inline With with(CallOptions o) {
   return With{o};
 }
 
+namespace detail {
+
+// True where a map's item (or an element of a starmap's item) A is an ObjectRef<T> and the
+// parameter P takes the value (T, const T&): that chunk's items travel as task_detail::RefOr.
+template <class P, class A>
+constexpr bool item_feeds_by_ref_v = [] {
+  using D = std::remove_cvref_t<A>;
+  if constexpr (is_object_ref<std::decay_t<P>>::value || !is_object_ref<D>::value) {
+    return false;
+  } else {
+    static_assert(std::is_same_v<typename D::value_type, std::decay_t<P>>,
+                  "an ObjectRef<T> item feeds a parameter of type T or const T& only");
+    return true;
+  }
+}();
+// The same for a starmap: any element of the tuple-like Item against the parameters.
+template <class Params, class Item>
+constexpr bool star_feeds_by_ref() {
+  if constexpr (requires { std::tuple_size<Item>::value; }) {
+    if constexpr (std::tuple_size_v<Item> == std::tuple_size_v<Params>) {
+      return []<std::size_t... I>(std::index_sequence<I...>) {
+        return (
+            item_feeds_by_ref_v<std::tuple_element_t<I, Params>, std::tuple_element_t<I, Item>> ||
+            ...);
+      }
+      (std::make_index_sequence<std::tuple_size_v<Params>>{});
+    }
+  }
+  return false;
+}
+template <class T>
+struct is_ref_or : std::false_type {};
+template <class T>
+struct is_ref_or<task_detail::RefOr<T>> : std::true_type {};
+template <class Tuple>
+constexpr bool is_ref_tuple_v = false;
+template <class... T>
+constexpr bool is_ref_tuple_v<std::tuple<T...>> = (is_ref_or<T>::value || ...);
+
+// A map item as its chunk carries it: a tuple of the parameter, as a plain call's arguments,
+// or (decided from the item's type, at compile time) a tuple of RefOr where the item is a ref
+// feeding the value; only chunks of refs pay for the RefOr tags.
+template <class P>
+struct MapItem {
+  template <class X>
+  auto operator()(X&& x) const {
+    using D = std::decay_t<P>;
+    if constexpr (item_feeds_by_ref_v<P, X>) {
+      return std::tuple<task_detail::RefOr<D>>(task_detail::RefOr<D>::from(x));
+    } else {
+      return std::tuple<D>(x);
+    }
+  }
+};
+// As MapItem, for a starmap's items (tuples of the arguments).
+template <class... P>
+struct StarItem {
+  template <class X>
+  auto operator()(X&& x) const {
+    if constexpr (star_feeds_by_ref<std::tuple<P...>, std::remove_cvref_t<X>>()) {
+      return [&x]<std::size_t... I>(std::index_sequence<I...>) {
+        return std::tuple<task_detail::RefOr<std::decay_t<P>>...>(
+            task_detail::RefOr<std::decay_t<P>>::from(std::get<I>(x))...);
+      }
+      (std::index_sequence_for<P...>{});
+    } else {
+      return std::tuple<std::decay_t<P>...>(x);
+    }
+  }
+};
+
+// Task graphs: where the future A = Future<T> feeds a parameter P taking T itself, a large
+// result of A's task can be passed on by handle (TaskState::result_by_handle).
+template <class A>
+struct future_value {};
+template <class R>
+struct future_value<Future<R>> {
+  using type = R;
+};
+template <class P, class A>
+constexpr bool by_handle_v = [] {
+  using D = std::remove_cvref_t<A>;
+  if constexpr (!is_future_v<D> || is_object_ref<std::decay_t<P>>::value) {
+    return false;
+  } else {
+    return std::is_same_v<typename future_value<D>::type, std::decay_t<P>>;
+  }
+}();
+template <class P, class A>
+void mark_by_handle(const A& a) {
+  if constexpr (by_handle_v<P, A>)
+    a.state()->result_by_handle.store(true, std::memory_order_release);
+}
+// Whether A's finished task holds its value in the store (a large result kept by handle).
+template <class P, class A>
+bool held_in_store(const A& a) {
+  if constexpr (by_handle_v<P, A>) {
+    std::lock_guard lk(a.state()->m);
+    return a.state()->value_object != nullptr;
+  } else {
+    return false;
+  }
+}
+// An argument as a RefOr: a dependency's value held in the store as a ref to it; otherwise as
+// resolve_arg gives it (a value, or an ObjectRef feeding the value).
+template <class P, class A>
+task_detail::RefOr<std::decay_t<P>> ref_or_arg(A& a) {
+  using T = std::decay_t<P>;
+  if constexpr (by_handle_v<P, A>) {
+    std::shared_ptr<ObjectBlock> b;
+    {
+      std::lock_guard lk(a.state()->m);
+      b = a.state()->value_object;
+    }
+    if (b) return task_detail::RefOr<T>::from(ObjectRef<T>(std::move(b)));
+  }
+  return task_detail::RefOr<T>::from(resolve_arg(a));
+}
+
+}  // namespace detail
+
 class Pool {
  public:
   explicit Pool(PoolOptions opt = {});
@@ -250,6 +374,10 @@ class Pool {
   // failed, this one fails with DependencyFailed naming it (Cancelled, if it was cancelled);
   // cancelling this one while it waits drops it. A shutdown(drain) first lets such waiting
   // tasks run; their dependencies must be able to finish (tasks of this or another pool).
+  // A dependency's result that a local worker passed as a shared-memory object (above
+  // object_threshold), where fn takes that type itself, stays in the object store and goes
+  // to fn by name (PoolStats::results_kept); the future still reads it, and it is freed once
+  // this task is final and no future to the dependency is left.
   template <class R, class... P, class... A>
   Future<R> submit(R (*fn)(P...), A&&... args) {
     if constexpr ((detail::is_future_v<A> || ...)) {
@@ -303,17 +431,18 @@ class Pool {
   // fn over every item, results in input order; chunks of chunksize items travel as one task
   // (0: automatic, about 4 chunks per worker). If items failed, throws the failure of the first
   // in input order (FailureInfo::item its index), once every chunk has finished (as Python's
-  // Pool.map, it does not return while its tasks still run).
+  // Pool.map, it does not return while its tasks still run). An item (or, in starmap, an
+  // element of one) may be an ObjectRef<T> where fn takes T or const T&, as in submit; an
+  // item whose object cannot be read fails alone (ObjectUnavailable).
   template <class R, class P, std::ranges::input_range Items>
   std::vector<R> map(R (*fn)(P), Items&& items, std::size_t chunksize = 0) {
-    return map_tuples<R>(task_key(fn), std::forward<Items>(items), chunksize,
-                         [](auto&& x) { return std::tuple<std::decay_t<P>>(x); });
+    return map_tuples<R>(task_key(fn), std::forward<Items>(items), chunksize, detail::MapItem<P>{});
   }
   // As map, with each item a tuple of the arguments.
   template <class R, class... P, std::ranges::input_range Items>
   std::vector<R> starmap(R (*fn)(P...), Items&& items, std::size_t chunksize = 0) {
     return map_tuples<R>(task_key(fn), std::forward<Items>(items), chunksize,
-                         [](auto&& x) { return std::tuple<std::decay_t<P>...>(x); });
+                         detail::StarItem<P...>{});
   }
   // Streams results as they finish, with their input index; at most `window` chunks in flight
   // (0: max_in_flight). Items are read from the range only as the window allows. Each item has
@@ -415,20 +544,31 @@ class Pool {
     // Run once every dependency has a value (and not otherwise): the arguments, encoded.
     constexpr bool by_ref = (detail::feeds_by_ref_v<P, A> || ...);
     t->ref_args = by_ref;
+    // A dependency whose value this task takes as it is keeps a large result in the store.
+    std::apply([](const auto&... a) { (detail::mark_by_handle<P>(a), ...); }, *held);
     std::function<Bytes()> build = [held, weak = std::weak_ptr<detail::TaskState>(t)] {
       detail::RefCollector refs;
+      // With a dependency's value in the store, the arguments travel as RefOr, that one as
+      // a ref: its bytes are not read in and encoded again (decided now, at run time).
+      const bool ref_form =
+          by_ref ||
+          std::apply([](const auto&... a) { return (detail::held_in_store<P>(a) || ...); }, *held);
       Bytes encoded = std::apply(
-          [](auto&... a) {
-            if constexpr (by_ref) {
-              return encode_value(std::tuple<task_detail::RefOr<std::decay_t<P>>...>(
-                  task_detail::RefOr<std::decay_t<P>>::from(detail::resolve_arg(a))...));
-            } else {
+          [ref_form](auto&... a) {
+            if (ref_form) {
+              return encode_value(
+                  std::tuple<task_detail::RefOr<std::decay_t<P>>...>(detail::ref_or_arg<P>(a)...));
+            }
+            if constexpr (!by_ref) {
               return encode_value(std::tuple<std::decay_t<P>...>(detail::resolve_arg(a)...));
+            } else {
+              return Bytes{};  // not reached: by_ref makes ref_form
             }
           },
           *held);
       if (auto task = weak.lock()) {
         std::lock_guard lk(task->m);
+        task->ref_args = ref_form;  // not yet submitted: read when its frame is made
         if (!task->done.load()) task->keep = refs.take();
       }
       return encoded;
@@ -537,6 +677,7 @@ class Chunker {
       chunk.push_back(to_tuple_(*it_));
     if (chunk.empty()) return false;
     t.batch = true;
+    t.ref_args = is_ref_tuple_v<Tuple>;  // TaskEntry::invoke_batch_refs reads it
     t.items = static_cast<std::uint32_t>(chunk.size());
     t.first_item = static_cast<std::int64_t>(next_index_);
     next_index_ += chunk.size();
@@ -676,7 +817,7 @@ class ImapUnordered {
 template <class R, class P, std::ranges::input_range Items>
 ImapUnordered<R> Pool::imap_unordered(R (*fn)(P), Items&& items, std::size_t chunksize,
                                       std::size_t window) {
-  auto to_tuple = [](auto&& x) { return std::tuple<std::decay_t<P>>(x); };
+  auto to_tuple = detail::MapItem<P>{};
   // The range is kept alive by the generator (moved in, or viewed if an lvalue; a const one
   // stays const in the view).
   using Held = std::conditional_t<std::is_lvalue_reference_v<Items>,
@@ -712,11 +853,16 @@ template <class R, class P, std::ranges::input_range Items, class T, class Reduc
 T Pool::map_reduce(R (*fn)(P), Items&& items, T init, Reduce reduce, MapReduceOptions opt) {
   if (!opt.combine_in_workers)
     return map_reduce(fn, std::forward<Items>(items), std::move(init), reduce, opt.chunksize);
+  // Items that are refs feeding fn's value go to the "[refs]" twin, as RefOr.
+  constexpr bool by_ref = detail::item_feeds_by_ref_v<P, std::ranges::range_reference_t<Items>>;
   std::optional<AnyFn> combined;
   if constexpr (std::is_pointer_v<Reduce> && std::is_function_v<std::remove_pointer_t<Reduce>>) {
     static_assert(std::is_same_v<std::decay_t<R>, T>,
                   "combine_in_workers: the task's result type must be the reduced type");
-    combined = TaskRegistry::instance().combined_of(task_key(fn), reinterpret_cast<AnyFn>(reduce));
+    const auto& registry = TaskRegistry::instance();
+    const auto key = reinterpret_cast<AnyFn>(reduce);
+    combined = by_ref ? registry.combined_refs_of(task_key(fn), key)
+                      : registry.combined_of(task_key(fn), key);
   }
   if (!combined) {
     throw Exception(Error{Errc::invalid_argument,
@@ -745,7 +891,7 @@ T Pool::map_reduce(R (*fn)(P), Items&& items, T init, Reduce reduce, MapReduceOp
       if (!first_failure) first_failure = e.info();
     }
   };
-  using Item = std::decay_t<P>;
+  using Item = std::conditional_t<by_ref, task_detail::RefOr<std::decay_t<P>>, std::decay_t<P>>;
   std::vector<Item> chunk;
   auto send = [&] {
     auto t = std::make_shared<detail::TaskState>();
@@ -764,7 +910,11 @@ T Pool::map_reduce(R (*fn)(P), Items&& items, T init, Reduce reduce, MapReduceOp
       fold(s);
   };
   for (auto&& x : items) {
-    chunk.emplace_back(std::forward<decltype(x)>(x));
+    if constexpr (by_ref) {
+      chunk.push_back(Item::from(x));
+    } else {
+      chunk.emplace_back(std::forward<decltype(x)>(x));
+    }
     if (chunk.size() == chunksize) send();
   }
   if (!chunk.empty()) send();

@@ -49,6 +49,10 @@ class SharedObject {
   bool unlink() noexcept;
   // The name now belongs to someone else (the reader adopts it): never unlink it here.
   void release_name() noexcept { owner_ = false; }
+  // Moves the object to `name` (rename(2) inside /dev/shm: no copy, mappings stay valid) and
+  // makes this the owner of the new name (unlinked when destroyed). NotFound if the old name
+  // is gone (a sweep removed it), AlreadyExists if the new one is taken.
+  Status rename_to(const std::string& name);
 
  private:
   void unmap() noexcept;

@@ -108,6 +108,10 @@ struct TaskEntry {
   Result<std::vector<ItemText>> (*format_json_batch)(ByteView batch) = nullptr;
   // Why an adapter above is null ("" when none is): "parameter 0 (Foo) has no JSON form".
   std::string no_json;
+  // As invoke_batch, for a chunk whose items are tuples of task_detail::RefOr (a map's items
+  // holding ObjectRefs where the task takes T or const T&; TaskHeader::batch and ref_args).
+  // An item whose object cannot be read fails alone (ObjectUnavailable).
+  void (*invoke_batch_refs)(AnyFn fn, ByteView args, Bytes& out, std::size_t max_out) = nullptr;
 };
 
 class TaskRegistry {
@@ -139,10 +143,15 @@ class TaskRegistry {
   // the worker (Pool::map_reduce with combine_in_workers finds it by the pair).
   void add_combined(AnyFn fn, AnyFn combine, AnyFn combined);
   std::optional<AnyFn> combined_of(AnyFn fn, AnyFn combine) const;
+  // Its twin for chunks whose items are ObjectRefs feeding fn's T / const T& parameter
+  // (each item a task_detail::RefOr): a task "fn+combine[refs]".
+  void add_combined_refs(AnyFn fn, AnyFn combine, AnyFn combined);
+  std::optional<AnyFn> combined_refs_of(AnyFn fn, AnyFn combine) const;
 
  private:
   std::vector<TaskEntry> entries_;
   std::map<std::pair<AnyFn, AnyFn>, AnyFn> combined_;
+  std::map<std::pair<AnyFn, AnyFn>, AnyFn> combined_refs_;
   std::map<std::string, std::uint32_t, std::less<>> by_name_;
   std::map<AnyFn, std::uint32_t> by_fn_;
   std::vector<std::string> libraries_;
@@ -312,27 +321,24 @@ std::string current_exception_stack();
 // item errors as invoke_batch describes, so that out stays within max_out where it can.
 void encode_mixed(Bytes& out, MixedItems& items, std::size_t max_out);
 
-template <class F>
-void invoke_batch(AnyFn fn, ByteView in, Bytes& out, std::size_t max_out) {
-  using T = fn_traits<F>;
-  using R = typename T::stored_result;
-  auto items = decode_value<std::vector<typename T::args>>(in);
-  if (!items) throw_decode<F>(items.error(), "decoding a chunk of arguments");
-  auto f = reinterpret_cast<F>(fn);
+// Runs call_one(item) over a decoded chunk and encodes the batch result into out (see
+// TaskEntry::invoke_batch): all values, or per item a value or an ItemError.
+template <class R, class Items, class CallOne>
+void run_batch(Items& items, CallOne call_one, Bytes& out, std::size_t max_out) {
   std::vector<R> values;
-  values.reserve(items->size());
+  values.reserve(items.size());
   std::size_t i = 0;
   std::exception_ptr first_failure;
-  for (; i < items->size(); ++i) {
+  for (; i < items.size(); ++i) {
     try {
-      values.push_back(call(f, (*items)[i]));
+      values.push_back(call_one(items[i]));
     } catch (...) {
       first_failure = std::current_exception();
       break;
     }
   }
   const std::size_t start = out.size();
-  if (i == items->size()) {
+  if (i == items.size()) {
     encode_into(out, BatchMode::all_ok, values);
     if (out.size() <= max_out) return;
     // Too large together: the items are reported one by one, some of them as errors.
@@ -341,14 +347,14 @@ void invoke_batch(AnyFn fn, ByteView in, Bytes& out, std::size_t max_out) {
   }
   // Some item threw (or the chunk is too large): re-run nothing, report each item.
   MixedItems mixed;
-  mixed.reserve(items->size());
+  mixed.reserve(items.size());
   for (auto&& v : values)
     mixed.emplace_back(true, encode_value(static_cast<const R&>(v)));  // vector<bool>: a proxy
   values.clear();
-  for (; i < items->size(); ++i) {
+  for (; i < items.size(); ++i) {
     try {
       if (first_failure) std::rethrow_exception(std::exchange(first_failure, nullptr));
-      mixed.emplace_back(true, encode_value(call(f, (*items)[i])));
+      mixed.emplace_back(true, encode_value(call_one(items[i])));
     } catch (...) {
       mixed.emplace_back(false,
                          encode_value(ItemError{current_exception_type(), current_exception_what(),
@@ -356,6 +362,37 @@ void invoke_batch(AnyFn fn, ByteView in, Bytes& out, std::size_t max_out) {
     }
   }
   encode_mixed(out, mixed, max_out);
+}
+
+template <class F>
+void invoke_batch(AnyFn fn, ByteView in, Bytes& out, std::size_t max_out) {
+  using T = fn_traits<F>;
+  auto items = decode_value<std::vector<typename T::args>>(in);
+  if (!items) throw_decode<F>(items.error(), "decoding a chunk of arguments");
+  auto f = reinterpret_cast<F>(fn);
+  run_batch<typename T::stored_result>(
+      *items, [f](typename T::args& a) { return call(f, a); }, out, max_out);
+}
+
+template <class F>
+void invoke_batch_refs(AnyFn fn, ByteView in, Bytes& out, std::size_t max_out) {
+  using C = ref_call<F>;
+  using R = typename fn_traits<F>::stored_result;
+  // Each item's refs resolve through the process's object cache: one decode per object.
+  auto items = decode_value<std::vector<typename C::args>>(in);
+  if (!items) throw_decode<F>(items.error(), "decoding a chunk of arguments");
+  auto f = reinterpret_cast<F>(fn);
+  run_batch<R>(
+      *items,
+      [f](typename C::args& a) -> R {
+        if constexpr (std::is_void_v<typename fn_traits<F>::result>) {
+          C::run(f, a);
+          return {};
+        } else {
+          return C::run(f, a);
+        }
+      },
+      out, max_out);
 }
 
 template <class T>
@@ -605,6 +642,7 @@ TaskEntry make_entry(std::string name, F f) {
   e.invoke = &invoke<F>;
   e.invoke_batch = &invoke_batch<F>;
   e.invoke_refs = &invoke_refs<F>;
+  e.invoke_batch_refs = &invoke_batch_refs<F>;
   if constexpr (has_text_form<F>()) {
     e.parse_item = &parse_item<F>;
     e.parse_chunk = &parse_chunk<F>;
@@ -637,6 +675,33 @@ std::decay_t<typename fn_traits<decltype(Combine)>::result> combine_chunk(
     acc = Combine(std::move(acc), Fn(std::move(x)));
   return acc;
 }
+
+template <class F>
+struct first_param;
+template <class R, class A, class... Rest>
+struct first_param<R (*)(A, Rest...)> {
+  using type = A;
+};
+template <class R, class A, class... Rest>
+struct first_param<R (*)(A, Rest...) noexcept> {
+  using type = A;
+};
+template <class T>
+struct is_object_ref : std::false_type {};
+template <class T>
+struct is_object_ref<ObjectRef<T>> : std::true_type {};
+
+// As combine_chunk, for items that are each the value or an ObjectRef to it (RefOr): what
+// map_reduce sends when its items are refs feeding fn's T / const T& parameter.
+template <auto Fn, auto Combine>
+std::decay_t<typename fn_traits<decltype(Combine)>::result> combine_chunk_refs(
+    std::vector<RefOr<std::decay_t<typename first_param<decltype(Fn)>::type>>> items) {
+  using P = typename first_param<decltype(Fn)>::type;
+  std::decay_t<typename fn_traits<decltype(Combine)>::result> acc{};
+  for (auto& x : items)
+    acc = Combine(std::move(acc), Fn(pass_arg<P>(x)));
+  return acc;
+}
 }  // namespace task_detail
 
 // Registers the worker-side fold of fn's results with combine; what FERRY_COMBINE expands to.
@@ -649,6 +714,15 @@ struct CombineRegistrar {
     TaskRegistry::instance().add_combined(reinterpret_cast<AnyFn>(Fn),
                                           reinterpret_cast<AnyFn>(Combine),
                                           reinterpret_cast<AnyFn>(combined));
+    using Item = std::decay_t<typename task_detail::first_param<decltype(Fn)>::type>;
+    if constexpr (!task_detail::is_object_ref<Item>::value) {
+      auto refs = &task_detail::combine_chunk_refs<Fn, Combine>;
+      TaskRegistry::instance().add(
+          task_detail::make_entry(std::string(fn_name) + "+" + combine_name + "[refs]", refs));
+      TaskRegistry::instance().add_combined_refs(reinterpret_cast<AnyFn>(Fn),
+                                                 reinterpret_cast<AnyFn>(Combine),
+                                                 reinterpret_cast<AnyFn>(refs));
+    }
     return {};
   }
 };

@@ -23,6 +23,7 @@
 namespace ferry::detail {
 
 class PoolCore;
+class ObjectBlock;
 struct TaskState;
 
 // Where finished tasks are announced, in completion order (as_completed, imap_unordered).
@@ -59,6 +60,11 @@ struct TaskState : std::enable_shared_from_this<TaskState> {
   // Objects (Pool::put) its arguments refer to: kept alive until its outcome is final, so a
   // retry still finds them. Set before it is submitted (or under m), released by complete.
   std::vector<std::shared_ptr<const void>> keep;
+  // A task graph's dependant takes this task's value as it is (Pool::submit with a Future<T>
+  // where fn takes T): a result a local worker passed as a shared-memory object is then kept
+  // as an object of the store (value_object) and handed on by name, not read in and encoded
+  // again. Set by the dependant's submit; read when the result arrives.
+  std::atomic<bool> result_by_handle{false};
 
   // Completion (guarded by m). done is also readable without the lock.
   std::mutex m;
@@ -67,6 +73,9 @@ struct TaskState : std::enable_shared_from_this<TaskState> {
   Bytes value;
   // A value made in this process (Future::then), held as the result type itself.
   std::shared_ptr<const void> local;
+  // The value kept in the object store (result_by_handle): value is then empty, and readers
+  // decode from the object's bytes.
+  std::shared_ptr<ObjectBlock> value_object;
   std::optional<FailureInfo> failure;
 
   // First completion wins; later ones are dropped. True if this one won; then *count (if
@@ -75,6 +84,8 @@ struct TaskState : std::enable_shared_from_this<TaskState> {
   bool complete(Bytes v, std::optional<FailureInfo> f, std::atomic<std::uint64_t>* count = nullptr);
   // As complete, with a local value.
   bool complete_local(std::shared_ptr<const void> v);
+  // As complete, with a value held by an object of the store (value_object).
+  bool complete_object(std::shared_ptr<ObjectBlock> b, std::atomic<std::uint64_t>* count);
   // Announces completion to q now if done, else when it completes.
   void notify_into(std::shared_ptr<CompletionQueue> q);
   // Calls l once when it completes (at once, in this thread, if it has). Returns an id for
@@ -87,7 +98,7 @@ struct TaskState : std::enable_shared_from_this<TaskState> {
 
  private:
   bool finish(Bytes v, std::shared_ptr<const void> local, std::optional<FailureInfo> f,
-              std::atomic<std::uint64_t>* count);
+              std::atomic<std::uint64_t>* count, std::shared_ptr<ObjectBlock> object = nullptr);
   std::vector<std::pair<std::uint64_t, Listener>> listeners_;  // guarded by m
   std::uint64_t next_listener_ = 1;
 };
