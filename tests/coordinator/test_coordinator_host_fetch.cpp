@@ -348,10 +348,9 @@ TEST_SUITE("coordinator.host_fetch") {
     CHECK(host_files_of(second).empty());
     CHECK(host_files_of(first).size() == 1);
     ::close(held);  // the last holder gone: now the stale-segment sweep removes it
-    const auto removed = ferry::sweep_stale_shm();
-    CHECK(std::count_if(removed.begin(), removed.end(), [&](const std::string& n) {
-            return n.ends_with("." + first.substr(6));
-          }) == 1);
+    // Swept by this call, or by a remote worker or ferry-coordinator starting in a test beside
+    // this one (each sweeps unheld copies): only its absence is certain.
+    (void)ferry::sweep_stale_shm();
     CHECK(host_files_of(first).empty());
     leaks.verify();
   }

@@ -333,9 +333,11 @@ TEST_SUITE("coordinator.store") {
       // Its workers die with it (parent-death signal) and come to this subreaper.
       for (pid_t w : workers)
         CHECK(reap_within(w, 20s));
-      CHECK(segments_with(object).size() == 1);  // nobody was left to remove it
-      const auto removed = ferry::sweep_stale_shm();
-      CHECK(std::count(removed.begin(), removed.end(), object) == 1);
+      // Nobody is left to remove it but a sweep: this call, or that of a ferry-coordinator
+      // starting in a test beside this one (each sweeps stale sessions when it starts), so
+      // only its absence afterwards is certain.
+      (void)ferry::sweep_stale_shm();
+      CHECK(segments_with(object).empty());
       CHECK(segments_with(prefix).empty());
     }
     leaks.verify();
@@ -546,8 +548,9 @@ TEST_SUITE("coordinator.store") {
       REQUIRE(peer.wait_for(20s));
       // The fetch ends with the link (heartbeat timeout), then the worker gives up reconnecting.
       ft::expect_exit(w, ferry::worker::kExitLost, 30s);
-      const auto removed = ferry::sweep_stale_shm();
-      CHECK(std::count(removed.begin(), removed.end(), object) == 1);
+      // Swept by this call or by a ferry-coordinator starting beside this test (see above).
+      (void)ferry::sweep_stale_shm();
+      CHECK(segments_with(object).empty());
       CHECK(segments_with("ferry." + session + ".").empty());
     }
     leaks.verify();

@@ -83,7 +83,8 @@ TEST_SUITE("shared.session") {
       ::close(fd);
     }
     const auto removed = sweep_stale_shm();
-    CHECK(std::count(removed.begin(), removed.end(), dead_name) == 1);
+    // At most once: a ferry-coordinator starting in a test beside this one sweeps too.
+    CHECK(std::count(removed.begin(), removed.end(), dead_name) <= 1);
     CHECK(std::count(removed.begin(), removed.end(), live_name) == 0);
     CHECK(::access(("/dev/shm/" + dead_name).c_str(), F_OK) != 0);
     CHECK(::access(("/dev/shm/" + live_name).c_str(), F_OK) == 0);
