@@ -26,6 +26,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <cereal/types/map.hpp>
@@ -160,12 +161,13 @@ bool compose_job() {
   const bool all = ferry::wait_all({merged, distinct, loud}, 30s);
   // The object store: the stop list put once, read by every task from shared memory.
   auto stop = pool.put(Words{"the", "and"});
-  std::vector<ferry::Future<Counts>> parts;
+  // In a starmap too: one shared stop list, a text per item.
+  std::vector<std::tuple<ferry::ObjectRef<Words>, std::string>> items;
   for (const auto& text : {a, b})
-    parts.push_back(pool.submit(count_content_words, stop, text));
+    items.emplace_back(stop, text);
   Counts content;
-  for (auto& f : parts)
-    content = merge_counts(std::move(content), f.get());
+  for (auto& part : pool.starmap(count_content_words, items))
+    content = merge_counts(std::move(content), std::move(part));
   // An actor: words counted by each text added to one tally, in order.
   auto tally = pool.actor<Tally>(std::int64_t{0});
   for (const auto& text : {a, b})
