@@ -91,9 +91,7 @@ void Scheduler::submit(TaskId id, std::size_t bytes, TimePoint now, std::uint32_
   }
   if (!serving_undecided() && !served(function)) return fail(id, t, FailCause::unserved);
   pending_.push_back(id);
-  submitting_ = true;
-  pump(now);
-  submitting_ = false;
+  pump(now, Ahead::one);
 }
 
 bool Scheduler::cancel(TaskId id, TimePoint now) {
@@ -454,7 +452,7 @@ std::size_t Scheduler::depth() const {
   return 1 + static_cast<std::size_t>(std::clamp(ahead, 0.0, double(cfg_.prefetch - 1)));
 }
 
-bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid) const {
+bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid, Ahead ahead) const {
   if (w.state != WState::ready || w.kill) return false;
   // A reserved worker takes its pinned tasks only, one at a time (an actor's calls in order).
   if (w.reserved || t.pin) return w.reserved && t.pin == wid && w.inflight.empty();
@@ -476,8 +474,8 @@ bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid) const
   // A submit queues at most one task behind a busy worker's running ones; the pump after each
   // result fills the rest of the depth in one batch (one write, one wake-up), where a write
   // per submit made a fast submitter pay a system call and a context switch per task.
-  const std::size_t ahead = submitting_ ? std::min<std::size_t>(depth(), 2) : depth();
-  return w.inflight.size() < w.slots - 1 + ahead && w.inflight_bytes + t.bytes <= w.credit / 2;
+  const std::size_t queue = ahead == Ahead::one ? std::min<std::size_t>(depth(), 2) : depth();
+  return w.inflight.size() < w.slots - 1 + queue && w.inflight_bytes + t.bytes <= w.credit / 2;
 }
 
 bool Scheduler::has_any_room(const Worker& w) const {
@@ -488,7 +486,7 @@ bool Scheduler::has_any_room(const Worker& w) const {
   return w.inflight.size() < w.slots || w.inflight.size() < w.slots - 1 + depth();
 }
 
-void Scheduler::pump(TimePoint now) {
+void Scheduler::pump(TimePoint now, Ahead ahead) {
   // Stopping: nothing more is sent; a task back in the queue (a result that could not be
   // decoded) fails as every pending task did at stop().
   if (stopping_) return fail_pending(FailCause::shutdown);
@@ -501,7 +499,7 @@ void Scheduler::pump(TimePoint now) {
     Worker* best = nullptr;
     WorkerId best_id = 0;
     for (auto& [wid, w] : workers_) {
-      if (!has_room_for(w, t, wid)) continue;
+      if (!has_room_for(w, t, wid, ahead)) continue;
       if (!best || w.inflight.size() < best->inflight.size()) {
         best = &w;
         best_id = wid;

@@ -277,9 +277,11 @@ class Scheduler {
     bool reserved = false;     // an actor's: pinned tasks only, one at a time
   };
 
-  void pump(TimePoint now);
-  bool submitting_ = false;  // inside submit(): see has_room_for
-  bool has_room_for(const Worker& w, const Task& t, WorkerId wid) const;
+  // How far a pump may queue behind a worker's running tasks: the adaptive depth, or one task
+  // (a submit's pump: see has_room_for).
+  enum class Ahead { depth, one };
+  void pump(TimePoint now, Ahead ahead = Ahead::depth);
+  bool has_room_for(const Worker& w, const Task& t, WorkerId wid, Ahead ahead) const;
   // Whether w could take some task now: true whenever has_room_for(w, t, ...) is for any t.
   bool has_any_room(const Worker& w) const;
   std::size_t depth() const;
