@@ -303,7 +303,7 @@ TEST_SUITE("coordinator.host_fetch") {
     leaks.verify();
   }
 
-  TEST_CASE("every holder SIGKILLed: the copy stays until a sweep, which spares a held one") {
+  TEST_CASE("every holder SIGKILLed: a sweep removes the orphaned copy and spares a held one") {
     ft::LeakCheck leaks;
     std::string first, second;
     int held = -1;
@@ -337,9 +337,10 @@ TEST_SUITE("coordinator.host_fetch") {
         REQUIRE(w.wait_for(20s));
       }
     }
-    // Nobody removed them. The next remote worker to start on this host sweeps the unheld one
-    // (before it connects: this one never reaches a coordinator) and spares the held one.
-    CHECK(host_files_of(second).size() == 1);
+    // The next remote worker to start on this host sweeps the unheld copy (before it connects:
+    // this one never reaches a coordinator) and spares the held one. Whether the unheld copy is
+    // still there before it starts is not checked: a remote worker or ferry-coordinator starting
+    // in a test beside this one sweeps it just the same.
     {
       auto next = ft::spawn(ft::self_exe(), {"--ferry-worker", "--connect", "tcp://127.0.0.1:1",
                                              "--reconnect-timeout", "1"});
