@@ -861,9 +861,11 @@ PoolCore::Adopted PoolCore::adopt_result_object(WorkerId id, Frame& f, bool remo
     std::lock_guard lk(mu_);
     if (auto it = tasks_.find(f.header.request_id); it != tasks_.end()) task = it->second;
   }
-  if (task && !task->batch && task->result_by_handle.load(std::memory_order_acquire)) {
-    // A dependant takes this value as it is: the segment becomes an object of the store
-    // (a store name, which the worker's sweep at its end does not touch), passed on by name.
+  if (task && !task->batch) {
+    // A task's value is kept as it came: the segment becomes an object of the store (a store
+    // name, which the worker's sweep at its end does not touch). A dependant submitted before
+    // or after it arrived takes it by name; its future decodes from the mapping. A chunk's
+    // value is read in: its items are decoded apart.
     a.by_handle = a.object->rename_to(ipc::new_object_name("obj")).has_value();
   }
   if (!a.by_handle) a.object->unlink();  // adopted: the mapping stays valid until read

@@ -148,7 +148,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
       Frame* frame;
       std::size_t value_at;  // a result's value starts here in frame->payload
       // A value a local worker passed as an object (then not in the frame); by_handle: it was
-      // moved to a store name to be kept (TaskState::result_by_handle).
+      // moved to a store name to be kept (TaskState::value_object).
       std::shared_ptr<ipc::SharedObject> object;
       bool by_handle = false;
     };
@@ -174,8 +174,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   // mu_ held: the task's outcome is final; its argument object (if any) goes once unlocked.
   void release_object_locked(Work& w, TaskId id);
   // No lock held: a result frame that names a shared-memory object becomes a result frame
-  // with an empty value and the object mapped beside it (unlinked, or moved to a store name
-  // when its task's value is to be kept by handle: TaskState::result_by_handle), or an error
+  // with an empty value and the object mapped beside it (moved to a store name to be kept as
+  // the task's TaskState::value_object; a chunk's is unlinked and read in), or an error
   // frame naming why the handle was refused (BadHandle: a remote worker, or a name outside
   // the ones this worker may create).
   struct Adopted {

@@ -116,6 +116,52 @@ TEST_SUITE("coordinator.graph_store") {
     leaks.verify();
   }
 
+  TEST_CASE("a dependency finished before its dependant was submitted still goes by handle") {
+    ft::LeakCheck leaks;
+    for (auto t : {ferry::Transport::shm, ferry::Transport::zmq}) {
+      CAPTURE(ferry::transport_name(t));
+      ferry::Pool pool({.workers = 2, .transport = t, .max_retries = 0});
+      auto blob = pool.submit(make_blob, kWords);
+      REQUIRE(blob.wait_for(30s));  // its result is in before the dependant exists
+      CHECK(pool.stats().results_kept == 1);
+      CHECK(store_segments().size() == 1);
+      auto sum = pool.submit(sum_blob, blob);
+      REQUIRE(sum.wait_for(30s));
+      const auto [total, decodes] = sum.get();
+      CHECK(total == expected_sum(kWords));
+      CHECK(decodes == 1);  // read from the store by its worker...
+      const auto st = pool.stats();
+      CHECK(st.arg_objects == 0);    // ...not encoded again into an argument segment
+      CHECK(st.results_kept == 1);
+      // A later dependant, and the future itself, read the same kept value.
+      CHECK(pool.submit(sum_copy, blob).get() == expected_sum(kWords));
+      CHECK(blob.get().size() == static_cast<std::size_t>(kWords));
+      CHECK(pool.stats().arg_objects == 0);
+      blob = {};
+      CHECK(store_segments().empty());
+    }
+    CHECK(store_segments().empty());
+    leaks.verify();
+  }
+
+  TEST_CASE("a large result nobody depends on is read from the store and freed with its future") {
+    ft::LeakCheck leaks;
+    {
+      ferry::Pool pool({.workers = 1, .transport = ferry::Transport::shm, .max_retries = 0});
+      {
+        auto blob = pool.submit(make_blob, kWords);
+        CHECK(blob.get().back() == static_cast<std::uint64_t>(kWords));
+        CHECK(store_segments().size() == 1);  // mapped, not copied into the coordinator's heap
+      }
+      CHECK(store_segments().empty());
+      // apply: the value decoded straight from the mapping, nothing left.
+      CHECK(pool.apply(make_blob, kWords).size() == static_cast<std::size_t>(kWords));
+      CHECK(store_segments().empty());
+      CHECK(pool.stats().results_kept == 2);
+    }
+    leaks.verify();
+  }
+
   TEST_CASE("a kept intermediate outlives a dependant's failure and goes at shutdown") {
     ft::LeakCheck leaks;
     ferry::Future<Blob> blob;

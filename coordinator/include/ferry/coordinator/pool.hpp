@@ -297,7 +297,7 @@ struct StarItem {
 };
 
 // Task graphs: where the future A = Future<T> feeds a parameter P taking T itself, a large
-// result of A's task can be passed on by handle (TaskState::result_by_handle).
+// result of A's task, kept in the store (TaskState::value_object), is passed on by handle.
 template <class A>
 struct future_value {};
 template <class R>
@@ -313,11 +313,6 @@ constexpr bool by_handle_v = [] {
     return std::is_same_v<typename future_value<D>::type, std::decay_t<P>>;
   }
 }();
-template <class P, class A>
-void mark_by_handle(const A& a) {
-  if constexpr (by_handle_v<P, A>)
-    a.state()->result_by_handle.store(true, std::memory_order_release);
-}
 // Whether A's finished task holds its value in the store (a large result kept by handle).
 template <class P, class A>
 bool held_in_store(const A& a) {
@@ -374,10 +369,10 @@ class Pool {
   // failed, this one fails with DependencyFailed naming it (Cancelled, if it was cancelled);
   // cancelling this one while it waits drops it. A shutdown(drain) first lets such waiting
   // tasks run; their dependencies must be able to finish (tasks of this or another pool).
-  // A dependency's result that a local worker passed as a shared-memory object (above
-  // object_threshold), where fn takes that type itself, stays in the object store and goes
-  // to fn by name (PoolStats::results_kept); the future still reads it, and it is freed once
-  // this task is final and no future to the dependency is left.
+  // A result a local worker passed as a shared-memory object (above object_threshold) stays
+  // in the object store (PoolStats::results_kept), finished before this submit or not; where
+  // fn takes that type itself it goes to fn by name. The future still reads it, and it is
+  // freed once this task is final and no future to the dependency is left.
   template <class R, class... P, class... A>
   Future<R> submit(R (*fn)(P...), A&&... args) {
     if constexpr ((detail::is_future_v<A> || ...)) {
@@ -544,8 +539,6 @@ class Pool {
     // Run once every dependency has a value (and not otherwise): the arguments, encoded.
     constexpr bool by_ref = (detail::feeds_by_ref_v<P, A> || ...);
     t->ref_args = by_ref;
-    // A dependency whose value this task takes as it is keeps a large result in the store.
-    std::apply([](const auto&... a) { (detail::mark_by_handle<P>(a), ...); }, *held);
     std::function<Bytes()> build = [held, weak = std::weak_ptr<detail::TaskState>(t)] {
       detail::RefCollector refs;
       // With a dependency's value in the store, the arguments travel as RefOr, that one as

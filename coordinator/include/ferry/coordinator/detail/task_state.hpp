@@ -60,11 +60,6 @@ struct TaskState : std::enable_shared_from_this<TaskState> {
   // Objects (Pool::put) its arguments refer to: kept alive until its outcome is final, so a
   // retry still finds them. Set before it is submitted (or under m), released by complete.
   std::vector<std::shared_ptr<const void>> keep;
-  // A task graph's dependant takes this task's value as it is (Pool::submit with a Future<T>
-  // where fn takes T): a result a local worker passed as a shared-memory object is then kept
-  // as an object of the store (value_object) and handed on by name, not read in and encoded
-  // again. Set by the dependant's submit; read when the result arrives.
-  std::atomic<bool> result_by_handle{false};
 
   // Completion (guarded by m). done is also readable without the lock.
   std::mutex m;
@@ -73,8 +68,9 @@ struct TaskState : std::enable_shared_from_this<TaskState> {
   Bytes value;
   // A value made in this process (Future::then), held as the result type itself.
   std::shared_ptr<const void> local;
-  // The value kept in the object store (result_by_handle): value is then empty, and readers
-  // decode from the object's bytes.
+  // The value kept in the object store (a result a local worker passed as a shared-memory
+  // object): value is then empty, readers decode from the object's bytes, and a task graph's
+  // dependant taking this value as it is gets it by name, not read in and encoded again.
   std::shared_ptr<ObjectBlock> value_object;
   std::optional<FailureInfo> failure;
 
