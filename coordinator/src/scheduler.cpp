@@ -409,7 +409,7 @@ unsigned Scheduler::ready_workers(bool local_only) const {
 unsigned Scheduler::ready_slots() const {
   unsigned n = 0;
   for (const auto& [wid, w] : workers_)
-    n += w.state == WState::ready ? w.slots : 0u;
+    n += w.state == WState::ready && !w.reserved ? w.slots : 0u;  // an actor's: not a slot
   return n;
 }
 

@@ -228,7 +228,7 @@ class Scheduler {
   std::size_t pending() const noexcept { return pending_.size(); }
   bool known(TaskId t) const noexcept { return tasks_.count(t) != 0; }
   unsigned ready_workers(bool local_only = false) const;
-  unsigned ready_slots() const;
+  unsigned ready_slots() const;  // of ready workers not reserved for an actor
   bool is_ready(WorkerId w) const;
   bool broken() const noexcept { return broken_; }
   unsigned local_target() const noexcept { return local_target_; }

@@ -107,10 +107,12 @@ TEST_SUITE("coordinator.remote_actors") {
       REQUIRE(pool.wait_workers(2, 20s));
       const std::set<pid_t> workers{a.pid(), b.pid()};
       pid_t actor_pid = 0;
+      CHECK(pool.size() == 2);
       {
         auto t = pool.actor<Tally>(kRemote, 100);
         REQUIRE(t.wait_ready(20s));
         actor_pid = t.pid();
+        CHECK(pool.size() == 1);  // the actor's worker is not a task slot
         CHECK(workers.count(actor_pid) == 1);
         // Calls and ordinary tasks interleaved: the calls see each other's effects in order,
         // and no ordinary task lands on the actor's worker.
@@ -136,6 +138,7 @@ TEST_SUITE("coordinator.remote_actors") {
       }
       // The handle is gone: its worker serves ordinary tasks again.
       CHECK(two_run_at_once(pool, 20s));
+      CHECK(pool.size() == 2);
       pool.shutdown();
       ft::expect_exit(a, 0);
       ft::expect_exit(b, 0);

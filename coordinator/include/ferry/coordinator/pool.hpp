@@ -352,7 +352,8 @@ class Pool {
   bool wait_ready(std::chrono::milliseconds timeout);
   // Waits until at least n workers (local or remote) are registered.
   bool wait_workers(unsigned n, std::chrono::milliseconds timeout);
-  // Task slots of the registered workers (at least 1; local workers have one each).
+  // Task slots of the registered workers (at least 1; local workers have one each; a remote
+  // worker holding an actor is not counted).
   unsigned size() const noexcept;
   // The address remote workers connect to (the real port if the listen port was 0).
   std::string listen_endpoint() const;
