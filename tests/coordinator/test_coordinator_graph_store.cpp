@@ -131,7 +131,7 @@ TEST_SUITE("coordinator.graph_store") {
       CHECK(total == expected_sum(kWords));
       CHECK(decodes == 1);  // read from the store by its worker...
       const auto st = pool.stats();
-      CHECK(st.arg_objects == 0);    // ...not encoded again into an argument segment
+      CHECK(st.arg_objects == 0);  // ...not encoded again into an argument segment
       CHECK(st.results_kept == 1);
       // A later dependant, and the future itself, read the same kept value.
       CHECK(pool.submit(sum_copy, blob).get() == expected_sum(kWords));
