@@ -276,6 +276,11 @@ std::shared_ptr<ObjectBlock> own_object(const std::string& name) {
   return it == s.own.end() ? nullptr : it->second.lock();
 }
 
+bool object_named(const std::string& name) noexcept {
+  struct stat st {};
+  return ::stat(("/dev/shm/" + name).c_str(), &st) == 0;
+}
+
 void count_fetch_chunk() noexcept {
   g_fetch_chunks.fetch_add(1, std::memory_order_relaxed);
 }

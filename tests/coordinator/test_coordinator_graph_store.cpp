@@ -182,6 +182,13 @@ TEST_SUITE("coordinator.graph_store") {
     }
     // Mapped in the coordinator: the future still reads it after its pool.
     CHECK(blob.get().size() == static_cast<std::size_t>(kWords));
+    // And feeds a task of another pool, as a value now: its name is gone with its pool.
+    {
+      ferry::Pool other({.workers = 1, .transport = ferry::Transport::shm, .max_retries = 0});
+      const auto [total, decodes] = other.submit(sum_blob, blob).get();
+      CHECK(total == expected_sum(kWords));
+      CHECK(decodes == 0);  // not read from the store
+    }
     blob = {};
     CHECK(store_segments().empty());
     leaks.verify();

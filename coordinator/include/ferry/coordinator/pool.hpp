@@ -313,29 +313,27 @@ constexpr bool by_handle_v = [] {
     return std::is_same_v<typename future_value<D>::type, std::decay_t<P>>;
   }
 }();
-// Whether A's finished task holds its value in the store (a large result kept by handle).
+// A's finished task's value where it is held in the store (a large result kept by handle) and
+// can still be opened by name, else null: the pool that kept it may have shut down (a future
+// outlives its pool and may feed a task of another), and then the value goes as a value.
 template <class P, class A>
-bool held_in_store(const A& a) {
-  if constexpr (by_handle_v<P, A>) {
-    std::lock_guard lk(a.state()->m);
-    return a.state()->value_object != nullptr;
-  } else {
-    return false;
-  }
-}
-// An argument as a RefOr: a dependency's value held in the store as a ref to it; otherwise as
-// resolve_arg gives it (a value, or an ObjectRef feeding the value).
-template <class P, class A>
-task_detail::RefOr<std::decay_t<P>> ref_or_arg(A& a) {
-  using T = std::decay_t<P>;
+std::shared_ptr<ObjectBlock> kept_value(const A& a) {
   if constexpr (by_handle_v<P, A>) {
     std::shared_ptr<ObjectBlock> b;
     {
       std::lock_guard lk(a.state()->m);
       b = a.state()->value_object;
     }
-    if (b) return task_detail::RefOr<T>::from(ObjectRef<T>(std::move(b)));
+    if (b && object_named(b->name())) return b;
   }
+  return nullptr;
+}
+// An argument as a RefOr: a dependency's value held in the store as a ref to it; otherwise as
+// resolve_arg gives it (a value, or an ObjectRef feeding the value).
+template <class P, class A>
+task_detail::RefOr<std::decay_t<P>> ref_or_arg(A& a) {
+  using T = std::decay_t<P>;
+  if (auto b = kept_value<P>(a)) return task_detail::RefOr<T>::from(ObjectRef<T>(std::move(b)));
   return task_detail::RefOr<T>::from(resolve_arg(a));
 }
 
@@ -546,7 +544,7 @@ class Pool {
       // a ref: its bytes are not read in and encoded again (decided now, at run time).
       const bool ref_form =
           by_ref ||
-          std::apply([](const auto&... a) { return (detail::held_in_store<P>(a) || ...); }, *held);
+          std::apply([](const auto&... a) { return (detail::kept_value<P>(a) || ...); }, *held);
       Bytes encoded = std::apply(
           [ref_form](auto&... a) {
             if (ref_form) {

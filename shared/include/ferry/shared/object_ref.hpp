@@ -150,6 +150,9 @@ void sweep_object_cache();
 // A block this process put (Pool::put) and still holds, or nullptr: what a coordinator may
 // serve to its remote workers.
 std::shared_ptr<ObjectBlock> own_object(const std::string& name);
+// Whether the object's name is still in /dev/shm (its pool has not shut down, no sweep took
+// it): only then can a worker open it by name.
+bool object_named(const std::string& name) noexcept;
 
 // Fetches an object's whole encoded bytes (`size` of them, handed to `sink` a chunk at a time,
 // in order, each only once its source confirmed the size) from where it lives (a remote
