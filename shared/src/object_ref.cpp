@@ -276,9 +276,8 @@ std::shared_ptr<ObjectBlock> own_object(const std::string& name) {
   return it == s.own.end() ? nullptr : it->second.lock();
 }
 
-bool object_named(const std::string& name) noexcept {
-  struct stat st {};
-  return ::stat(("/dev/shm/" + name).c_str(), &st) == 0;
+bool object_named(const std::string& name) {
+  return segment_exists(name);
 }
 
 void count_fetch_chunk() noexcept {

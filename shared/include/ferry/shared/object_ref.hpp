@@ -152,7 +152,7 @@ void sweep_object_cache();
 std::shared_ptr<ObjectBlock> own_object(const std::string& name);
 // Whether the object's name is still in /dev/shm (its pool has not shut down, no sweep took
 // it): only then can a worker open it by name.
-bool object_named(const std::string& name) noexcept;
+bool object_named(const std::string& name);
 
 // Fetches an object's whole encoded bytes (`size` of them, handed to `sink` a chunk at a time,
 // in order, each only once its source confirmed the size) from where it lives (a remote
