@@ -52,6 +52,8 @@ out=$(timeout 120 "$prog" count 2000) || fail "wordcount count: $out"
 echo "a2) map_reduce folding in the workers (FERRY_COMBINE) agrees with the coordinator's: ok"
 out=$(timeout 120 "$prog" compose) || fail "wordcount compose: $out"
 [[ $out == *"compose ok"* ]] || fail "wordcount compose said: $out"
+[[ $out == *"large intermediate: kept in the store"* ]] ||
+  fail "wordcount compose did not keep its large intermediate in the store: $out"
 echo "a3) futures that compose, a task graph, the object store and an actor: ok"
 
 # b) remote workers with CURVE keys
