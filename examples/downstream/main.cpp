@@ -189,8 +189,9 @@ bool compose_job() {
       "done: %s\n",
       distinct.get(), static_cast<long long>(m.at("the")), content.size(),
       static_cast<long long>(tallied), first ? (*first == 0 ? "merge" : "shout") : "none");
-  return kept && first.has_value() && all && distinct.get() == 5 && m.at("the") == 4 && tallied == 8 &&
-         loud.get() == "OK" && content == Counts{{"cat", 1}, {"dog", 1}, {"fox", 2}};
+  return kept && first.has_value() && all && distinct.get() == 5 && m.at("the") == 4 &&
+         tallied == 8 && loud.get() == "OK" &&
+         content == Counts{{"cat", 1}, {"dog", 1}, {"fox", 2}};
 }
 
 }  // namespace
