@@ -18,8 +18,10 @@
 #include <fstream>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -270,26 +272,59 @@ TEST_SUITE("coordinator.host_fetch") {
       // Small chunks: the fetch takes thousands of round trips, so the kill lands inside it.
       Workers ws(pool.listen_endpoint(), 3, {"FERRY_OBJECT_FETCH_CHUNK=256"});
       REQUIRE(pool.wait_workers(3, 20s));
-      const Array a = make_array(1 << 17, 3);
-      auto ref = pool.put(a);
-      object = ref.name();
+      // The claimer is stopped before it is killed, so the test knows its fetch had begun and
+      // the claim was still incomplete at the kill; if the fetch won the race, a new object
+      // tries again.
+      int victim = -1;
+      std::optional<ferry::ObjectRef<Array>> ref;
+      Array a;
       std::vector<ferry::Future<Read>> fs;
-      for (int i = 0; i < 6; ++i)
-        fs.push_back(pool.submit(host_read, ref));
-      // Wait (bounded) for the claim to appear, then kill the process holding it.
-      const int victim = wait_for_claimer(ws, object, 30s);
+      ferry::PoolStats before{};
+      for (std::uint64_t attempt = 0; attempt < 5 && victim < 0; ++attempt) {
+        before = pool.stats();
+        a = make_array(1 << 17, 3 + attempt);
+        ref = pool.put(a);
+        object = ref->name();
+        fs.clear();
+        for (int i = 0; i < 6; ++i)
+          fs.push_back(pool.submit(host_read, *ref));
+        // Wait (bounded) for the claim to appear, then freeze the process holding it.
+        const int claimer = wait_for_claimer(ws, object, 30s);
+        REQUIRE(claimer >= 0);
+        auto& proc = ws.procs[static_cast<std::size_t>(claimer)];
+        // Mid-fetch: the coordinator has served it some bytes (checked again once it is frozen).
+        const auto started = [&] {
+          return pool.stats().object_bytes_served > before.object_bytes_served;
+        };
+        const auto until = std::chrono::steady_clock::now() + 30s;
+        while (!started() && std::chrono::steady_clock::now() < until)
+          std::this_thread::yield();
+        proc.kill(SIGSTOP);
+        if (started() && !with_prefix(host_files_of(object), "ferry.hostclaim-").empty()) {
+          victim = claimer;
+          proc.kill(SIGKILL);
+          REQUIRE(proc.wait_for(20s));
+        } else {
+          proc.kill(SIGCONT);
+          for (auto& f : fs)
+            REQUIRE(f.wait_for(60s));
+          MESSAGE("attempt ", attempt, ": the fetch finished before the claimer was stopped");
+        }
+      }
       REQUIRE(victim >= 0);
-      ws.procs[static_cast<std::size_t>(victim)].kill(SIGKILL);
-      REQUIRE(ws.procs[static_cast<std::size_t>(victim)].wait_for(20s));
       for (auto& f : fs) {
         REQUIRE(f.wait_for(90s));  // the killed worker's task is retried elsewhere
         CHECK(std::get<3>(f.get()) == sum_of(a));
       }
       const auto s = pool.stats();
       CHECK(s.worker_deaths == 1);
-      // The killed claimer's bytes were lost; one survivor fetched the whole object again.
-      CHECK(s.objects_served == 1);
-      CHECK(s.object_bytes_served > ref.size());
+      // The killed claimer's bytes (some, perhaps all: its last chunk may have been sent before
+      // the kill) were lost; one survivor, not each, fetched the whole object again.
+      const auto served = s.objects_served - before.objects_served;
+      const auto bytes = s.object_bytes_served - before.object_bytes_served;
+      CHECK((served == 1 || served == 2));
+      CHECK(bytes > ref->size());
+      CHECK(bytes <= 2 * ref->size());
       // The killed claim was taken over: one copy, complete.
       const auto files = host_files_of(object);
       CHECK(with_prefix(files, "ferry.hostclaim-").empty());
