@@ -471,10 +471,15 @@ bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid, Ahead
   if (t.isolate) return w.inflight.empty();
   if (!w.inflight.empty() && tasks_.at(w.inflight.front()).isolate) return false;
   if (w.inflight.size() < w.slots) return true;
-  // A submit queues at most one task behind a busy worker's running ones; the pump after each
-  // result fills the rest of the depth in one batch (one write, one wake-up), where a write
-  // per submit made a fast submitter pay a system call and a context switch per task.
-  const std::size_t queue = ahead == Ahead::one ? std::min<std::size_t>(depth(), 2) : depth();
+  // A submit queues at most one task behind a busy worker's running ones, and none where tasks
+  // are tiny; the pump after each result fills the rest of the depth in one batch (one write,
+  // one wake-up), where a write per submit made a fast submitter pay a system call and a
+  // context switch per task. With tiny tasks even the one behind kept a worker that keeps up
+  // in a write-per-task, result-per-task rhythm (submit rates halved in some runs); a worker
+  // idle for one round trip costs less than that.
+  const std::size_t d = depth();
+  const std::size_t queue =
+      ahead == Ahead::one ? (d > kSubmitQueueDepth ? 0 : std::min<std::size_t>(d, 2)) : d;
   return w.inflight.size() < w.slots - 1 + queue && w.inflight_bytes + t.bytes <= w.credit / 2;
 }
 

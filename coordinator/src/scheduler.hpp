@@ -15,7 +15,8 @@
 //   of work, at most `prefetch`) within half its transport buffer. While any worker is still
 //   starting, nobody queues beyond its running slots (so early tasks do not all land on the
 //   first worker to register). A submit queues at most one task behind a worker's running
-//   ones; the pump after each result fills the rest of the depth, in one batch.
+//   ones (none where the depth is above kSubmitQueueDepth: tiny tasks); the pump after each
+//   result fills the rest of the depth, in one batch.
 // - A worker runs its queue in order, `slots` at a time: the first `slots` in flight run. A
 //   task cancelled there without killing the worker (remote, or queued when cancelled) still
 //   runs: past the timeout it gets its worker killed like any other, charging nobody.
@@ -280,6 +281,8 @@ class Scheduler {
   // How far a pump may queue behind a worker's running tasks: the adaptive depth, or one task
   // (a submit's pump: see has_room_for).
   enum class Ahead { depth, one };
+  // Above this depth (tasks under about 60 us), a submit sends only to a free slot.
+  static constexpr std::size_t kSubmitQueueDepth = 16;
   void pump(TimePoint now, Ahead ahead = Ahead::depth);
   bool has_room_for(const Worker& w, const Task& t, WorkerId wid, Ahead ahead) const;
   // Whether w could take some task now: true whenever has_room_for(w, t, ...) is for any t.

@@ -40,6 +40,17 @@ struct Sched {
     s.worker_started(w, now);
     s.worker_ready(w, true, 1, credit, now);
   }
+  // Tasks `first` and `first + 1` run on worker `w` (one slot), `each` apiece: the service
+  // time, and so the depth, is known; their actions are taken.
+  void measure(WorkerId w, TaskId first, std::chrono::microseconds each) {
+    submit(first);
+    submit(first + 1);
+    for (TaskId t = first; t <= first + 1; ++t) {
+      now += each;
+      CHECK(s.result(w, t, now));
+    }
+    (void)take();
+  }
 };
 
 std::vector<std::pair<WorkerId, TaskId>> sends_of(const Actions& a) {
@@ -195,13 +206,7 @@ TEST_SUITE("coordinator.scheduler") {
     c.prefetch = 8;
     Sched x(c);
     x.join(1);
-    x.submit(1);
-    x.submit(2);
-    for (TaskId t = 1; t <= 2; ++t) {
-      x.now += 10us;
-      CHECK(x.s.result(1, t, x.now));
-    }
-    (void)x.take();
+    x.measure(1, 1, 10us);
     // Fast tasks: the depth is 8 now, but submits fill only the running slot and one behind it.
     for (TaskId t = 3; t <= 10; ++t)
       x.submit(t);
@@ -212,6 +217,38 @@ TEST_SUITE("coordinator.scheduler") {
     CHECK(x.s.result(1, 3, x.now));
     CHECK(sends_of(x.take()) == Sends{{1, 5}, {1, 6}, {1, 7}, {1, 8}, {1, 9}, {1, 10}});
     CHECK(x.s.pending() == 0);
+  }
+
+  TEST_CASE("with tiny tasks a submit fills only free slots, and each result sends a batch") {
+    SchedulerConfig c;
+    c.prefetch = 64;
+    Sched x(c);
+    x.join(1);
+    x.measure(1, 1, 2us);
+    // The depth is 64 now: a submit to the busy worker queues nothing behind its running task
+    // (a worker that keeps up would otherwise get one write, and send one result, per task).
+    for (TaskId t = 3; t <= 10; ++t)
+      x.submit(t);
+    CHECK(sends_of(x.take()) == Sends{{1, 3}});
+    CHECK(x.s.pending() == 7);
+    x.now += 2us;
+    CHECK(x.s.result(1, 3, x.now));
+    CHECK(sends_of(x.take()) == Sends{{1, 4}, {1, 5}, {1, 6}, {1, 7}, {1, 8}, {1, 9}, {1, 10}});
+    // Slower tasks (100 us: depth 11) queue one behind again.
+    for (int i = 0; i < 30; ++i) {
+      x.now += 100us;
+      CHECK(x.s.result(1, x.s.inflight_of(1).front(), x.now));
+      x.submit(100 + static_cast<TaskId>(i));
+    }
+    while (!x.s.inflight_of(1).empty()) {
+      x.now += 100us;
+      CHECK(x.s.result(1, x.s.inflight_of(1).front(), x.now));
+    }
+    (void)x.take();
+    x.submit(200);
+    x.submit(201);
+    x.submit(202);
+    CHECK(sends_of(x.take()) == Sends{{1, 200}, {1, 201}});
   }
 
   TEST_CASE("a death charges only the sole running task, and queued tasks go back uncharged") {
