@@ -715,31 +715,49 @@ std::optional<TimePoint> PoolCore::next_deadline() const {
 
 // --- carrying out actions -------------------------------------------------------------------
 
-std::optional<Frame> PoolCore::task_frame(const TaskState& t, std::uint32_t attempt,
-                                          bool remote) const {
-  const msg::TaskHeader h{attempt, t.function, t.batch, t.ref_args};
-  if (!objects_.empty()) {
-    if (auto o = objects_.find(t.id); o != objects_.end()) {
-      const ipc::SharedObject& obj = *o->second;
-      if (!remote) return msg::make_task_frame(h, msg::ObjectHandle{obj.name(), obj.size()}, t.id);
-      // A remote worker gets the bytes themselves, if a frame can carry them.
-      if (obj.size() > sched_cfg_.max_task_bytes) return std::nullopt;
-      return msg::make_task_frame(h, obj.bytes(), t.id);
-    }
+Frame PoolCore::task_frame(const WorkerEndpoint::Outgoing& o, bool remote) {
+  const TaskState& t = *o.task;
+  const msg::TaskHeader h{o.attempt, t.function, t.batch, t.ref_args};
+  if (o.object) {
+    if (!remote)
+      return msg::make_task_frame(h, msg::ObjectHandle{o.object->name(), o.object->size()}, t.id);
+    return msg::make_task_frame(h, o.object->bytes(), t.id);
   }
   return msg::make_task_frame(h, t.args, t.id);
 }
 
-void PoolCore::queue_frame_locked(Work& w, const EndpointPtr& to, Frame f) {
-  for (auto& j : w.sends) {
-    if (j.to == to) {
-      j.frames.push_back(std::move(f));
-      return;
-    }
+void PoolCore::queue_locked(Work& w, const EndpointPtr& to, WorkerEndpoint::Outgoing o) {
+  auto& box = to->outbox;
+  std::lock_guard lk(box.mu);
+  box.queued.push_back(std::move(o));
+  if (!box.sending) {
+    box.sending = true;
+    w.flushes.push_back(to);
   }
-  SendJob j{to, {}, std::unique_lock<std::mutex>(to->send_mu)};
-  j.frames.push_back(std::move(f));
-  w.sends.push_back(std::move(j));
+}
+
+void PoolCore::flush(WorkerEndpoint& ep) {
+  auto& box = ep.outbox;
+  const bool remote = ep.who().remote;
+  for (;;) {
+    {
+      std::lock_guard lk(box.mu);
+      if (box.queued.empty()) {
+        box.sending = false;
+        return;
+      }
+      std::swap(box.queued, box.taken);
+    }
+    for (auto& o : box.taken)
+      box.frames.push_back(o.task ? task_frame(o, remote) : std::move(o.frame));
+    {
+      // A failed send means the worker is gone: its end is reported by whoever watches it.
+      std::lock_guard lk(ep.send_mu);
+      (void)ep.send(box.frames, ipc::Deadline::never());
+    }
+    box.frames.clear();
+    box.taken.clear();  // drops the task references now, not at the next send
+  }
 }
 
 void PoolCore::notify_locked(const Actions& a) {
@@ -759,16 +777,23 @@ void PoolCore::collect_locked(Work& w, const std::optional<EndInfo>& end,
     auto t = tasks_.find(d.task);
     if (ep == endpoints_.end() || t == tasks_.end()) continue;  // its end is being reported
     t->second->dispatched = now;
-    auto f = task_frame(*t->second, d.attempt, ep->second->who().remote);
-    if (!f) {
-      too_large.push_back(d.task);
-      continue;
+    WorkerEndpoint::Outgoing o{t->second, nullptr, d.attempt, {}};
+    if (!objects_.empty()) {
+      if (auto obj = objects_.find(d.task); obj != objects_.end()) {
+        // A remote worker gets the object's bytes themselves, if a frame can carry them.
+        if (ep->second->who().remote && obj->second->size() > sched_cfg_.max_task_bytes) {
+          too_large.push_back(d.task);
+          continue;
+        }
+        o.object = obj->second;
+      }
     }
-    queue_frame_locked(w, ep->second, std::move(*f));
+    queue_locked(w, ep->second, std::move(o));
   }
   for (WorkerId id : a.stops) {
     if (auto ep = endpoints_.find(id); ep != endpoints_.end()) {
-      queue_frame_locked(w, ep->second, make_frame(MessageKind::shutdown, msg::Shutdown{true}));
+      queue_locked(w, ep->second,
+                   {nullptr, nullptr, 0, make_frame(MessageKind::shutdown, msg::Shutdown{true})});
     }
   }
   for (const Failure& f : a.failures) {
@@ -886,13 +911,10 @@ std::shared_ptr<ObjectBlock> PoolCore::keep_result_object(
 }
 
 void PoolCore::carry_out(Work& w) {
-  // A link's frames go out as one batch: one writev (pipe), one publish and wake-up (shm). A
-  // failed send means the worker is gone: its end is reported by whoever watches it.
-  for (auto& j : w.sends) {
-    (void)j.to->send(j.frames, ipc::Deadline::never());
-    j.order.unlock();
-  }
-  w.sends.clear();
+  // A link's frames go out as one batch: one writev (pipe), one publish and wake-up (shm).
+  for (auto& ep : w.flushes)
+    flush(*ep);
+  w.flushes.clear();
   for (auto& [level, line] : w.notices)
     event(level, line);
   w.notices.clear();

@@ -12,10 +12,12 @@
 // into PoolCore, which takes mu_ around the Scheduler and the tables and carries out the actions
 // after releasing it.
 //
-// Lock order: mu_, then an endpoint's send_mu (taken under mu_ so that frames reach each
-// worker in the order the scheduler chose, released once the frames are out, after mu_ was
-// released: the holder of a send_mu never waits for mu_), then a task's TaskState::m (never
-// while waiting for mu_). Supervisor and Membership have their own locks, never held while
+// Lock order: mu_, then an endpoint's outbox mutex (frames are queued there under mu_, so they
+// reach each worker in the order the scheduler chose; nothing is taken under it). An endpoint's
+// send_mu is never taken under mu_: after mu_ is released, the one thread that found the outbox
+// idle builds the task frames and sends them holding send_mu alone (flush), so no thread waits
+// for a send while it holds mu_. A task's TaskState::m is taken last (never while waiting for
+// mu_). Supervisor and Membership have their own locks, never held while
 // calling into PoolCore.
 #pragma once
 
@@ -132,15 +134,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   }
 
  private:
-  // A batch of frames for one endpoint, whose send_mu was taken under mu_.
-  struct SendJob {
-    EndpointPtr to;
-    std::vector<Frame> frames;
-    std::unique_lock<std::mutex> order;
-  };
   // What to do once mu_ is released.
   struct Work {
-    std::vector<SendJob> sends;
+    std::vector<EndpointPtr> flushes;  // endpoints whose outbox this thread is to send
     std::vector<std::pair<std::shared_ptr<TaskState>, FailureInfo>> failures;
     std::vector<std::pair<EndpointPtr, EndCause>> kills;
     struct Done {
@@ -162,15 +158,19 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     std::vector<std::pair<EventLevel, std::string>> notices;
   };
 
-  // mu_ held: takes the scheduler's actions into w (frames built, send locks taken).
+  // mu_ held: takes the scheduler's actions into w (frames queued in outboxes).
   void collect_locked(Work& w, const std::optional<EndInfo>& end = std::nullopt,
                       const WorkerIdentity* gone = nullptr);
-  void queue_frame_locked(Work& w, const EndpointPtr& to, Frame f);
+  // mu_ held: appends to the endpoint's outbox; the first thread to find it idle sends it.
+  static void queue_locked(Work& w, const EndpointPtr& to, WorkerEndpoint::Outgoing o);
   // No lock held: sends, completes, kills, spawns.
   void carry_out(Work& w);
-  // Null only for a task whose arguments are in an object too large for a frame, bound for a
-  // remote worker (which cannot map it).
-  std::optional<Frame> task_frame(const TaskState& t, std::uint32_t attempt, bool remote) const;
+  // No lock held: sends what the endpoint's outbox holds, in order, until it is empty (also
+  // what other threads queue meanwhile); the frames of tasks are built here.
+  static void flush(WorkerEndpoint& ep);
+  // A task's frame: its arguments, or the name of the object that holds them (a remote worker
+  // gets the object's bytes; collect_locked() checked that a frame can carry them).
+  static Frame task_frame(const WorkerEndpoint::Outgoing& o, bool remote);
   // mu_ held: the task's outcome is final; its argument object (if any) goes once unlocked.
   void release_object_locked(Work& w, TaskId id);
   // No lock held: a result frame that names a shared-memory object becomes a result frame

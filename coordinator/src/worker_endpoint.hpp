@@ -8,9 +8,10 @@
 // Ownership: endpoints are shared (std::shared_ptr): the pool's table, the supervisor or
 // membership, and any send in progress each hold one, so a worker that dies while frames are
 // being sent to it is never freed under the sender.
-// Threading: send() is serialised by send_mu, which the pool takes while it holds its own lock
-// and releases after sending (so frames reach each worker in the order they were queued);
-// kill() may be called from any thread.
+// Threading: send() is serialised by send_mu. The pool never waits for send_mu under its own
+// lock: it appends to the outbox under its lock (so frames reach each worker in the order the
+// scheduler chose), and whichever thread finds no send in progress sends what is queued
+// (PoolCore::flush). kill() may be called from any thread.
 #pragma once
 
 #include <atomic>
@@ -22,8 +23,10 @@
 #include <string>
 #include <thread>
 
+#include "ferry/coordinator/detail/task_state.hpp"
 #include "ferry/coordinator/process.hpp"
 #include "ferry/ipc/channel.hpp"
+#include "ferry/ipc/shm_object.hpp"
 #include "ferry/ipc/zmq_router.hpp"
 #include "ferry/shared/messages.hpp"
 #include "scheduler.hpp"
@@ -59,6 +62,22 @@ class WorkerEndpoint : public std::enable_shared_from_this<WorkerEndpoint> {
   virtual std::size_t credit_bytes() const noexcept = 0;
 
   std::mutex send_mu;
+
+  // What the pool queued for this worker and not yet sent (PoolCore::flush). A task's frame is
+  // built by the sending thread, not under the pool's lock.
+  struct Outgoing {
+    std::shared_ptr<const TaskState> task;            // null: `frame` is ready
+    std::shared_ptr<const ipc::SharedObject> object;  // the task's arguments, if in an object
+    std::uint32_t attempt = 0;
+    Frame frame;
+  };
+  struct Outbox {
+    std::mutex mu;                 // after the pool's lock; nothing is taken under it
+    std::vector<Outgoing> queued;  // mu
+    bool sending = false;          // mu: a thread is sending; it takes what is queued too
+    std::vector<Outgoing> taken;   // the sending thread's (kept for their capacity)
+    std::vector<Frame> frames;     // the sending thread's
+  } outbox;
 
  protected:
   WorkerIdentity who_;
