@@ -51,6 +51,14 @@ struct Sched {
     }
     (void)take();
   }
+  // Worker 1 joins and runs tasks 1 and 2 at `pace` apiece (which sets the depth); then tasks
+  // 3-10 are submitted at once, as a fast submitter would.
+  void burst_after_pace(std::chrono::microseconds pace) {
+    join(1);
+    measure(1, 1, pace);
+    for (TaskId t = 3; t <= 10; ++t)
+      submit(t);
+  }
 };
 
 std::vector<std::pair<WorkerId, TaskId>> sends_of(const Actions& a) {
@@ -205,11 +213,8 @@ TEST_SUITE("coordinator.scheduler") {
     SchedulerConfig c;
     c.prefetch = 8;
     Sched x(c);
-    x.join(1);
-    x.measure(1, 1, 10us);
     // Fast tasks: the depth is 8 now, but submits fill only the running slot and one behind it.
-    for (TaskId t = 3; t <= 10; ++t)
-      x.submit(t);
+    x.burst_after_pace(10us);
     CHECK(sends_of(x.take()) == Sends{{1, 3}, {1, 4}});
     CHECK(x.s.pending() == 6);
     // The result's pump fills the depth: every pending task in one action (one write).
@@ -223,12 +228,9 @@ TEST_SUITE("coordinator.scheduler") {
     SchedulerConfig c;
     c.prefetch = 64;
     Sched x(c);
-    x.join(1);
-    x.measure(1, 1, 2us);
     // The depth is 64 now: a submit to the busy worker queues nothing behind its running task
     // (a worker that keeps up would otherwise get one write, and send one result, per task).
-    for (TaskId t = 3; t <= 10; ++t)
-      x.submit(t);
+    x.burst_after_pace(2us);
     CHECK(sends_of(x.take()) == Sends{{1, 3}});
     CHECK(x.s.pending() == 7);
     x.now += 2us;
