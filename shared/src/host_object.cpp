@@ -176,6 +176,13 @@ Claim claim_and_fetch(const ObjectFetcher& fetch, const std::string& name, const
     why = unsupported("cannot link a claim in /dev/shm: " + std::string(std::strerror(e)));
     return Claim::failed;
   }
+  // A claimer may have published between this process's look for the copy and its link (the
+  // claim name is free again once renamed): then the copy is there, so map it, not fetch again.
+  if (struct stat st{}; ::stat(path_of(copy).c_str(), &st) == 0) {
+    ::unlink(path_of(claim).c_str());
+    ::close(fd);
+    return Claim::taken;
+  }
   int err = 0;
   auto m = map_fd(fd, size, PROT_READ | PROT_WRITE, err);
   auto* into = m ? static_cast<std::uint8_t*>(m->p) : nullptr;
