@@ -739,17 +739,29 @@ void PoolCore::queue_locked(Work& w, const EndpointPtr& to, WorkerEndpoint::Outg
 void PoolCore::flush(WorkerEndpoint& ep) {
   auto& box = ep.outbox;
   const bool remote = ep.who().remote;
+  std::vector<std::pair<TaskId, std::string>> failed;
   for (;;) {
     {
       std::lock_guard lk(box.mu);
       if (box.queued.empty()) {
         box.sending = false;
-        return;
+        break;
       }
       std::swap(box.queued, box.taken);
     }
-    for (auto& o : box.taken)
-      box.frames.push_back(o.task ? task_frame(o, remote) : std::move(o.frame));
+    for (auto& o : box.taken) {
+      if (!o.task) {
+        box.frames.push_back(std::move(o.frame));
+        continue;
+      }
+      try {
+        box.frames.push_back(task_frame(o, remote));
+      } catch (const std::exception& e) {
+        // Copying a large argument into its frame may fail (bad_alloc): that task alone
+        // fails; the rest still go, and the outbox is not left marked as sending.
+        failed.emplace_back(o.task->id, e.what());
+      }
+    }
     {
       // A failed send means the worker is gone: its end is reported by whoever watches it.
       std::lock_guard lk(ep.send_mu);
@@ -758,6 +770,23 @@ void PoolCore::flush(WorkerEndpoint& ep) {
     box.frames.clear();
     box.taken.clear();  // drops the task references now, not at the next send
   }
+  if (!failed.empty()) frames_failed(ep.id(), std::move(failed));
+}
+
+void PoolCore::frames_failed(WorkerId id, std::vector<std::pair<TaskId, std::string>> failed) {
+  Work w;
+  {
+    std::lock_guard lk(mu_);
+    const auto now = SchedClock::now();
+    for (auto& [task, why] : failed) {
+      unsendable_.emplace(task, std::move(why));
+      sched_.not_sent(id, task, FailCause::unsendable, now);
+    }
+    collect_locked(w);  // makes their failures (failure_info reads unsendable_)
+    for (const auto& f : failed)
+      unsendable_.erase(f.first);
+  }
+  carry_out(w);
 }
 
 void PoolCore::notify_locked(const Actions& a) {
@@ -771,7 +800,7 @@ void PoolCore::collect_locked(Work& w, const std::optional<EndInfo>& end,
                               const WorkerIdentity* gone) {
   Actions a = sched_.take();
   const auto now = a.sends.empty() ? TimePoint{} : SchedClock::now();
-  std::vector<TaskId> too_large;
+  std::vector<Dispatch> too_large;
   for (const Dispatch& d : a.sends) {
     auto ep = endpoints_.find(d.worker);
     auto t = tasks_.find(d.task);
@@ -782,7 +811,7 @@ void PoolCore::collect_locked(Work& w, const std::optional<EndInfo>& end,
       if (auto obj = objects_.find(d.task); obj != objects_.end()) {
         // A remote worker gets the object's bytes themselves, if a frame can carry them.
         if (ep->second->who().remote && obj->second->size() > sched_cfg_.max_task_bytes) {
-          too_large.push_back(d.task);
+          too_large.push_back(d);
           continue;
         }
         o.object = obj->second;
@@ -833,10 +862,8 @@ void PoolCore::collect_locked(Work& w, const std::optional<EndInfo>& end,
   if (!too_large.empty()) {
     // Never sent: failed as Rejected (failure_info), then the scheduler's follow-up taken.
     const auto at = SchedClock::now();
-    for (TaskId id : too_large) {
-      too_large_for_remote_.insert(id);
-      sched_.cancel(id, at);
-    }
+    for (const Dispatch& d : too_large)
+      sched_.not_sent(d.worker, d.task, FailCause::too_large, at);
     collect_locked(w, end, gone);
   }
 }
@@ -847,7 +874,6 @@ void PoolCore::release_object_locked(Work& w, TaskId id) {
     w.released.push_back(std::move(o->second));
     objects_.erase(o);
   }
-  too_large_for_remote_.erase(id);
 }
 
 PoolCore::Adopted PoolCore::adopt_result_object(WorkerId id, Frame& f, bool remote) const {
@@ -997,16 +1023,6 @@ FailureInfo PoolCore::failure_info(const TaskState& t, const Failure& fl, const 
                              std::to_string(t.timeout.value_or(opt_.task_timeout).count()) + " ms");
       break;
     case FailCause::cancelled:
-      if (too_large_for_remote_.count(t.id) != 0) {
-        const auto o = objects_.find(t.id);
-        f = simple_failure(t, FailureKind::rejected,
-                           "FrameTooLarge: its arguments take " +
-                               std::to_string(o != objects_.end() ? o->second->size() : 0) +
-                               " bytes, over the frame limit of " +
-                               std::to_string(sched_cfg_.max_task_bytes) +
-                               " bytes, and a remote worker cannot map them from shared memory");
-        break;
-      }
       f = simple_failure(t, FailureKind::cancelled, "cancelled by the caller");
       break;
     case FailCause::shutdown:
@@ -1017,12 +1033,27 @@ FailureInfo PoolCore::failure_info(const TaskState& t, const Failure& fl, const 
     case FailCause::no_workers:
       f = simple_failure(t, FailureKind::rejected, "no workers: " + sched_.broken_reason());
       break;
-    case FailCause::too_large:
-      f = simple_failure(t, FailureKind::rejected,
-                         "FrameTooLarge: its arguments take " + std::to_string(t.args.size()) +
-                             " bytes, over the frame limit of " +
-                             std::to_string(sched_cfg_.max_task_bytes) + " bytes");
+    case FailCause::too_large: {
+      // Arguments in an object are too large only for a remote worker (sent as bytes there).
+      const auto o = objects_.find(t.id);
+      const bool object = o != objects_.end();
+      f = simple_failure(
+          t, FailureKind::rejected,
+          "FrameTooLarge: its arguments take " +
+              std::to_string(object ? o->second->size() : t.args.size()) +
+              " bytes, over the frame limit of " + std::to_string(sched_cfg_.max_task_bytes) +
+              " bytes" +
+              (object ? ", and a remote worker cannot map them from shared memory" : ""));
       break;
+    }
+    case FailCause::unsendable: {
+      const auto why = unsendable_.find(t.id);
+      f = simple_failure(t, FailureKind::rejected,
+                         "its arguments cannot be passed to a worker: its task frame could not "
+                         "be built (" +
+                             (why != unsendable_.end() ? why->second : std::string("?")) + ")");
+      break;
+    }
     case FailCause::unserved: {
       const auto& e = *TaskRegistry::instance().at(t.function);
       auto m = mismatches_.find(t.function);

@@ -166,8 +166,11 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   // No lock held: sends, completes, kills, spawns.
   void carry_out(Work& w);
   // No lock held: sends what the endpoint's outbox holds, in order, until it is empty (also
-  // what other threads queue meanwhile); the frames of tasks are built here.
-  static void flush(WorkerEndpoint& ep);
+  // what other threads queue meanwhile); the frames of tasks are built here. A task whose frame
+  // cannot be built (an allocation failing) fails alone, Rejected, naming why (frames_failed).
+  void flush(WorkerEndpoint& ep);
+  // No lock held: tasks dispatched to worker `id` whose frames could not be built.
+  void frames_failed(WorkerId id, std::vector<std::pair<TaskId, std::string>> failed);
   // A task's frame: its arguments, or the name of the object that holds them (a remote worker
   // gets the object's bytes; collect_locked() checked that a frame can carry them).
   static Frame task_frame(const WorkerEndpoint::Outgoing& o, bool remote);
@@ -223,8 +226,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::unordered_map<std::uint32_t, std::string> mismatches_;
   // Argument objects by task, until the task's outcome is final (retries reuse them).
   std::unordered_map<TaskId, std::shared_ptr<ipc::SharedObject>> objects_;
-  // Tasks failed (as Rejected FrameTooLarge) because their object was bound for a remote worker.
-  std::unordered_set<TaskId> too_large_for_remote_;
+  // Why a task's frame could not be built (FailCause::unsendable), until its failure is made.
+  std::unordered_map<TaskId, std::string> unsendable_;
   TaskId next_task_id_ = 1;
   // submit_after: tasks waiting for their dependencies.
   std::unordered_map<TaskId, std::shared_ptr<TaskState>> waiting_;

@@ -48,6 +48,8 @@ std::string_view to_string(FailCause c) noexcept {
       return "bad result";
     case FailCause::unserved:
       return "no worker serves it";
+    case FailCause::unsendable:
+      return "its frame could not be built";
   }
   return "?";
 }
@@ -214,50 +216,60 @@ void Scheduler::fail_unserved() {
   }
 }
 
-bool Scheduler::result(WorkerId wid, TaskId id, TimePoint now) {
+std::pair<Scheduler::Worker*, Scheduler::Task*> Scheduler::leave_queue(WorkerId wid, TaskId id,
+                                                                       TimePoint now) {
   auto wit = workers_.find(wid);
-  if (wit == workers_.end()) return false;
+  if (wit == workers_.end()) return {nullptr, nullptr};
   Worker& w = wit->second;
   auto pos = std::find(w.inflight.begin(), w.inflight.end(), id);
-  if (pos == w.inflight.end()) return false;
+  if (pos == w.inflight.end()) return {nullptr, nullptr};
   Task& t = tasks_.at(id);
-  const double us = std::chrono::duration<double, std::micro>(now - t.started).count();
-  avg_service_us_ = avg_service_us_ < 0 ? us : 0.8 * avg_service_us_ + 0.2 * us;
   remove_inflight(w, wid, static_cast<std::size_t>(pos - w.inflight.begin()), now);
-  const bool counts = !t.done;
   t.at = 0;
-  if (counts) {
-    startup_failures_ = startup_kills_ = 0;
-    finish(id, t);
-  }
+  return {&w, &t};
+}
+
+void Scheduler::after_leaving(WorkerId wid, Worker& w, TaskId id, TimePoint now) {
   forget_if_idle(id);
   maybe_stop_draining(wid, w);
   pump(now);
+}
+
+bool Scheduler::result(WorkerId wid, TaskId id, TimePoint now) {
+  auto [w, t] = leave_queue(wid, id, now);
+  if (!w) return false;
+  const double us = std::chrono::duration<double, std::micro>(now - t->started).count();
+  avg_service_us_ = avg_service_us_ < 0 ? us : 0.8 * avg_service_us_ + 0.2 * us;
+  const bool counts = !t->done;
+  if (counts) {
+    startup_failures_ = startup_kills_ = 0;
+    finish(id, *t);
+  }
+  after_leaving(wid, *w, id, now);
   return counts;
 }
 
+void Scheduler::not_sent(WorkerId wid, TaskId id, FailCause why, TimePoint now) {
+  auto [w, t] = leave_queue(wid, id, now);
+  if (!w) return;
+  if (!t->done) fail(id, *t, why, wid);  // else cancelled meanwhile: its outcome is given
+  after_leaving(wid, *w, id, now);
+}
+
 void Scheduler::bad_result(WorkerId wid, TaskId id, TimePoint now) {
-  auto wit = workers_.find(wid);
-  if (wit == workers_.end()) return;
-  Worker& w = wit->second;
-  auto pos = std::find(w.inflight.begin(), w.inflight.end(), id);
-  if (pos == w.inflight.end()) return;
-  Task& t = tasks_.at(id);
-  remove_inflight(w, wid, static_cast<std::size_t>(pos - w.inflight.begin()), now);
-  t.at = 0;
-  if (!t.done) {
-    if (t.bad_result || t.pin) {  // a pinned task has nowhere else to go
-      fail(id, t, FailCause::bad_result, wid);
+  auto [w, t] = leave_queue(wid, id, now);
+  if (!w) return;
+  if (!t->done) {
+    if (t->bad_result || t->pin) {  // a pinned task has nowhere else to go
+      fail(id, *t, FailCause::bad_result, wid);
     } else {
-      t.bad_result = true;
-      t.avoid = wid;
+      t->bad_result = true;
+      t->avoid = wid;
       ++counters_.retries;
       pending_.push_front(id);
     }
   }
-  forget_if_idle(id);
-  maybe_stop_draining(wid, w);
-  pump(now);
+  after_leaving(wid, *w, id, now);
 }
 
 EndCause Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) {

@@ -90,6 +90,7 @@ enum class FailCause : std::uint8_t {
   too_large,    // its arguments exceed the frame limit
   bad_result,   // its result could not be decoded twice, on two workers
   unserved,     // no registered worker serves its task (and none is starting)
+  unsendable,   // its task frame could not be built (PoolCore says why)
 };
 std::string_view to_string(FailCause c) noexcept;
 
@@ -199,6 +200,10 @@ class Scheduler {
   bool result(WorkerId w, TaskId task, TimePoint now);
   // The result for task from w could not be decoded: re-run once on another worker.
   void bad_result(WorkerId w, TaskId task, TimePoint now);
+  // The pool could not send task, dispatched to w (its arguments are too large for that worker,
+  // or its frame could not be built): it leaves w's queue, where no result will come for it,
+  // and fails with `why` (too_large or unsendable). Ignored unless w has it in flight.
+  void not_sent(WorkerId w, TaskId task, FailCause why, TimePoint now);
   // The worker ended. Idempotent (a second report of the same end is ignored). Returns the
   // cause that counts: the one recorded when the scheduler asked for its end (a kill, a
   // recycling stop, the shutdown), else the reported one.
@@ -294,6 +299,10 @@ class Scheduler {
   void finish(TaskId id, Task& t);  // the task's outcome is given: release its window slot
   void forget_if_idle(TaskId id);   // drops a done task no worker holds any more
   void remove_inflight(Worker& w, WorkerId wid, std::size_t at, TimePoint now);
+  // Task `id` leaves worker `wid`'s queue (a result, a bad result, not sent): the worker and the
+  // task, or nulls if that worker does not have it in flight. Then call after_leaving().
+  std::pair<Worker*, Task*> leave_queue(WorkerId wid, TaskId id, TimePoint now);
+  void after_leaving(WorkerId wid, Worker& w, TaskId id, TimePoint now);
   void requeue_front(std::vector<TaskId>& ids);
   void startup_failure(bool killed, TimePoint now);
   void maybe_stop_draining(WorkerId wid, Worker& w);

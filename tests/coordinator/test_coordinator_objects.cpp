@@ -82,8 +82,14 @@ int peer_fail(const std::string& what) {
   return 2;
 }
 
+// Runs until the test sets `event` (bounded).
+int wait_on_event(std::string event) {
+  return ferry::Event::open(event).value().wait_for(std::chrono::seconds(60)) ? 1 : 0;
+}
+
 }  // namespace
 
+FERRY_TASK(wait_on_event);
 FERRY_TASK(echo_big);
 FERRY_TASK(arg_objects_now);
 FERRY_TASK(text_checksum);
@@ -291,6 +297,40 @@ TEST_SUITE("coordinator.objects") {
         CHECK(ex->signal == 0);
         CHECK(ex->code == 0);
       }
+    }
+    leaks.verify();
+  }
+
+  // In a pool with local workers a large argument is an object, and the scheduler may give
+  // the task to a remote worker, where the pool then refuses to send it: it must leave that
+  // worker's queue too. It used to keep its place there for good (with one place, every later
+  // task waited).
+  TEST_CASE("a task too large for a remote worker does not keep a place in its queue") {
+    ft::LeakCheck leaks;
+    {
+      ferry::PoolOptions o;
+      o.workers = 1;
+      o.listen = "tcp://127.0.0.1:0";
+      o.prefetch = 1;
+      ferry::Pool pool(o);
+      // ferry-worker serves the built-in tasks only: wait_on_event runs on the local worker.
+      auto w = ft::spawn(FERRY_WORKER_EXE, {"--connect", pool.listen_endpoint(), "--slots", "1"});
+      REQUIRE(pool.wait_workers(2, 20s));
+      auto go = ferry::Event::create("objects-remote-place").value();
+      auto blocker = pool.submit(wait_on_event, std::string("objects-remote-place"));
+      // The local worker is busy with the blocker (and takes nothing more, prefetch 1): the
+      // large task goes to the remote one and is refused there.
+      auto big = pool.submit(ferry::builtin::repeat, std::string(70'000'000, 'x'), 1);
+      REQUIRE(big.wait_for(20s));
+      CHECK_THROWS_AS((void)big.get(), ferry::Rejected);
+      auto small = pool.submit(ferry::builtin::repeat, std::string("ab"), 2);
+      const bool ran = small.wait_for(20s);
+      go.set();
+      REQUIRE(ran);
+      CHECK(small.get() == "abab");
+      CHECK(blocker.get() == 1);
+      pool.shutdown(ferry::ShutdownMode::drain);
+      ft::expect_exit(w, 0, 20s);
     }
     leaks.verify();
   }

@@ -520,6 +520,37 @@ TEST_SUITE("coordinator.scheduler") {
     CHECK(sends_of(x.take()) == Sends{{3, 2}});
   }
 
+  TEST_CASE(
+      "not_sent: a dispatched task the pool cannot send leaves its worker's queue and fails "
+      "with the cause given, and the place goes to the next task") {
+    SchedulerConfig c;
+    c.prefetch = 1;
+    Sched x(c);
+    x.join(1);  // remote, one slot: one task in flight at a time
+    x.submit(1);
+    x.submit(2);
+    CHECK(sends_of(x.take()) == Sends{{1, 1}});
+    x.s.not_sent(1, 1, FailCause::too_large, x.now);
+    Actions a = x.take();
+    const Failure* f = failure_of(a, 1);
+    REQUIRE(f != nullptr);
+    CHECK(f->cause == FailCause::too_large);
+    CHECK(f->worker == 1);
+    CHECK(sends_of(a) == Sends{{1, 2}});
+    CHECK(x.s.inflight_of(1) == std::vector<TaskId>{2});
+    // Not in flight there (done, or another worker's): nothing happens.
+    x.s.not_sent(1, 1, FailCause::unsendable, x.now);
+    x.s.not_sent(7, 2, FailCause::unsendable, x.now);
+    CHECK(x.take().empty());
+    // Cancelled while its frame was being built: no second outcome, but its place is freed.
+    CHECK(x.s.cancel(2, x.now));
+    CHECK(failure_of(x.take(), 2)->cause == FailCause::cancelled);
+    x.s.not_sent(1, 2, FailCause::unsendable, x.now);
+    CHECK(x.take().failures.empty());
+    CHECK(x.s.inflight_of(1).empty());
+    CHECK(x.s.in_system() == 0);
+  }
+
   TEST_CASE("bad_result: a lone local worker gets the re-run itself") {
     SchedulerConfig c;
     c.local_workers = 1;
@@ -1065,6 +1096,7 @@ enum class Ev : std::uint8_t {
   deliver,      // a result in transit is processed (a late one if its worker is gone)
   stale,        // a result nobody waits for: a random task from a random worker
   bad_result,   // a running task's result cannot be decoded
+  unsent,       // the pool cannot send a task dispatched to a worker (too large, no frame)
   crash,        // a worker running a crash task dies of it
   death,        // a worker dies of something else (external)
   leave,        // a remote worker leaves or is lost (external)
@@ -1081,9 +1113,10 @@ enum class Ev : std::uint8_t {
 
 const char* name(Ev e) {
   static const char* const names[] = {
-      "submit",      "spawn_start", "spawn_fail", "ready", "join",   "result",    "deliver",
-      "stale",       "bad_result",  "crash",      "death", "leave",  "bad_frame", "reject",
-      "reject_exit", "apply_kill",  "apply_stop", "tick",  "cancel", "close",     "stop"};
+      "submit",  "spawn_start", "spawn_fail", "ready",       "join",       "result",
+      "deliver", "stale",       "bad_result", "unsent",      "crash",      "death",
+      "leave",   "bad_frame",   "reject",     "reject_exit", "apply_kill", "apply_stop",
+      "tick",    "cancel",      "close",      "stop"};
   return names[static_cast<std::size_t>(e)];
 }
 
@@ -1147,13 +1180,14 @@ rc::Gen<Op> gen_op(const Mode& m) {
         return Op{e, a, b, c};
       },
       rc::gen::weightedElement<Ev>(
-          {{120, Ev::submit},        {40, Ev::spawn_start}, {5, Ev::spawn_fail},
-           {40, Ev::ready},          {15, Ev::join},        {200, Ev::result},
-           {30, Ev::deliver},        {8, Ev::stale},        {10, Ev::bad_result},
-           {25, Ev::crash},          {12 * ext, Ev::death}, {6 * ext, Ev::leave},
-           {6 * ext, Ev::bad_frame}, {6, Ev::reject},       {6, Ev::reject_exit},
-           {30, Ev::apply_kill},     {20, Ev::apply_stop},  {40, Ev::tick},
-           {20, Ev::cancel},         {1, Ev::close},        {1, Ev::stop}}),
+          {{120, Ev::submit},    {40, Ev::spawn_start},    {5, Ev::spawn_fail},
+           {40, Ev::ready},      {15, Ev::join},           {200, Ev::result},
+           {30, Ev::deliver},    {8, Ev::stale},           {10, Ev::bad_result},
+           {6, Ev::unsent},      {25, Ev::crash},          {12 * ext, Ev::death},
+           {6 * ext, Ev::leave}, {6 * ext, Ev::bad_frame}, {6, Ev::reject},
+           {6, Ev::reject_exit}, {30, Ev::apply_kill},     {20, Ev::apply_stop},
+           {40, Ev::tick},       {20, Ev::cancel},         {1, Ev::close},
+           {1, Ev::stop}}),
       rc::gen::arbitrary<std::uint16_t>(), rc::gen::arbitrary<std::uint16_t>(),
       rc::gen::arbitrary<std::uint16_t>());
 }
@@ -1199,6 +1233,8 @@ class Harness {
         return stale(op);
       case Ev::bad_result:
         return bad_result(op);
+      case Ev::unsent:
+        return unsent(op);
       case Ev::crash:
         return crash(op);
       case Ev::death:
@@ -1712,6 +1748,27 @@ class Harness {
     if (m.outcome == Outcome::none && ++m.bad_results == 2) expected_[t] = FailCause::bad_result;
     if (m.outcome == Outcome::none) m.avoid = w;
     s_.bad_result(w, t, now_);
+    after();
+  }
+
+  // A task dispatched to a worker that the pool could not send (whose result, then, never
+  // comes): it leaves that worker's queue and fails, unsendable, unless it had its outcome.
+  void unsent(const Op& op) {
+    std::vector<std::pair<WorkerId, TaskId>> v;
+    for (const auto& [id, w] : workers_) {
+      if (w.gone || !w.ready) continue;
+      for (TaskId t : s_.inflight_of(id)) {
+        // A task whose result is on its way was sent.
+        if (!has(w.transit, t) &&
+            std::find(late_.begin(), late_.end(), std::pair{id, t}) == late_.end())
+          v.emplace_back(id, t);
+      }
+    }
+    if (v.empty()) return;
+    const auto [w, t] = v[op.a % v.size()];
+    if (tasks_.at(t).outcome == Outcome::none) expected_[t] = FailCause::unsendable;
+    s_.not_sent(w, t, FailCause::unsendable, now_);
+    NEED(!has(s_.inflight_of(w), t), "a task not sent is still in its worker's queue");
     after();
   }
 
