@@ -33,7 +33,6 @@
 #include <unordered_map>
 #include <vector>
 
-#include <unordered_set>
 
 #include "admission.hpp"
 #include "callbacks.hpp"
