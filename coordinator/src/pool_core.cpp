@@ -623,6 +623,7 @@ void PoolCore::on_frames(WorkerId id, std::span<Frame> frames, bool remote) {
   // Every result that had arrived is taken under one lock and one pump, so their follow-up
   // tasks go to the worker as one batch (one wake-up) rather than one send each.
   Work w;
+  w.results.reserve(frames.size());
   {
     std::lock_guard lk(mu_);
     const auto now = SchedClock::now();
@@ -798,7 +799,8 @@ void PoolCore::notify_locked(const Actions& a) {
 
 void PoolCore::collect_locked(Work& w, const std::optional<EndInfo>& end,
                               const WorkerIdentity* gone) {
-  Actions a = sched_.take();
+  Actions a = std::move(spare_actions_);  // the vectors of the last collect, emptied
+  sched_.take(a);
   const auto now = a.sends.empty() ? TimePoint{} : SchedClock::now();
   std::vector<Dispatch> too_large;
   for (const Dispatch& d : a.sends) {
@@ -859,6 +861,7 @@ void PoolCore::collect_locked(Work& w, const std::optional<EndInfo>& end,
     }
   }
   notify_locked(a);
+  spare_actions_ = std::move(a);
   if (!too_large.empty()) {
     // Never sent: failed as Rejected (failure_info), then the scheduler's follow-up taken.
     const auto at = SchedClock::now();

@@ -26,6 +26,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -33,6 +34,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include <boost/container/small_vector.hpp>
 
 #include "admission.hpp"
 #include "callbacks.hpp"
@@ -135,7 +137,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
  private:
   // What to do once mu_ is released.
   struct Work {
-    std::vector<EndpointPtr> flushes;  // endpoints whose outbox this thread is to send
+    // Endpoints whose outbox this thread is to send: most events send to one or two, which
+    // then cost no allocation.
+    boost::container::small_vector<EndpointPtr, 2> flushes;
     std::vector<std::pair<std::shared_ptr<TaskState>, FailureInfo>> failures;
     std::vector<std::pair<EndpointPtr, EndCause>> kills;
     struct Done {
@@ -216,8 +220,12 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::condition_variable space_cv_;  // submitters waiting for the window
   std::condition_variable state_cv_;  // readiness and drain waiters
   Scheduler sched_;
-  std::unordered_map<TaskId, std::shared_ptr<TaskState>> tasks_;  // no outcome yet
-  std::unordered_map<WorkerId, EndpointPtr> endpoints_;           // registered or starting
+  Actions spare_actions_;  // collect_locked's, kept between calls for the vectors' capacity
+  // Tasks with no outcome yet. An entry comes and goes per task: nodes are recycled from a
+  // pool (mu_ guards both), not taken from malloc.
+  std::pmr::unsynchronized_pool_resource task_nodes_;
+  std::pmr::unordered_map<TaskId, std::shared_ptr<TaskState>> tasks_{&task_nodes_};
+  std::unordered_map<WorkerId, EndpointPtr> endpoints_;  // registered or starting
   // Remote workers reserved by actors, and what to tell each actor when its worker ends.
   std::unordered_map<WorkerId, std::function<void(WorkerId, const std::string&)>> reserved_;
   std::unordered_map<WorkerId, std::size_t> stats_index_;  // its entry in stats_.workers

@@ -91,7 +91,10 @@ void Scheduler::submit(TaskId id, std::size_t bytes, TimePoint now, std::uint32_
     }
     if (!serves(w->second, function)) return fail(id, t, FailCause::unserved);
   }
-  if (!serving_undecided() && !served(function)) return fail(id, t, FailCause::unserved);
+  // Workers that serve every task (restricted_ == 0) serve this one once any is up.
+  if (restricted_ > 0 && !serving_undecided() && !served(function)) {
+    return fail(id, t, FailCause::unserved);
+  }
   pending_.push_back(id);
   pump(now, Ahead::one);
 }
@@ -121,7 +124,9 @@ bool Scheduler::cancel(TaskId id, TimePoint now) {
 
 void Scheduler::worker_started(WorkerId w, TimePoint now) {
   if (spawning_ > 0) --spawning_;
-  Worker& x = workers_[w];
+  auto [it, fresh] = workers_.try_emplace(w);
+  Worker& x = it->second;
+  if (fresh || x.state != WState::starting) ++starting_;
   x.state = WState::starting;
   x.local = true;
   x.since = now;
@@ -164,8 +169,10 @@ void Scheduler::kill_worker(WorkerId w, EndCause why) {
 
 void Scheduler::worker_ready(WorkerId w, bool local, unsigned slots, std::size_t credit,
                              TimePoint now, std::vector<bool> serves) {
-  Worker& x = workers_[w];
+  auto [it, fresh] = workers_.try_emplace(w);  // a remote worker is new here
+  Worker& x = it->second;
   if (x.state != WState::starting) return;
+  if (!fresh) --starting_;
   x.state = WState::ready;
   x.local = local;
   // A local worker that registered ends a row of start-up failures: the program can start
@@ -276,6 +283,7 @@ EndCause Scheduler::worker_gone(WorkerId wid, EndCause reported, TimePoint now) 
   auto wit = workers_.find(wid);
   if (wit == workers_.end()) return reported;
   Worker w = std::move(wit->second);
+  if (w.state == WState::starting) --starting_;
   workers_.erase(wit);
   out_.workers_changed = true;
   EndCause cause = w.kill.value_or(reported);
@@ -451,9 +459,7 @@ std::optional<EndCause> Scheduler::kill_cause(WorkerId wid) const {
 // --- rules ----------------------------------------------------------------------------------
 
 bool Scheduler::anyone_starting() const {
-  if (spawning_ > 0) return true;  // asked for, not even started yet
-  return std::any_of(workers_.begin(), workers_.end(),
-                     [](const auto& p) { return p.second.state == WState::starting; });
+  return spawning_ > 0 || starting_ > 0;  // asked for and not started yet, or registering
 }
 
 std::size_t Scheduler::depth() const {
@@ -464,7 +470,8 @@ std::size_t Scheduler::depth() const {
   return 1 + static_cast<std::size_t>(std::clamp(ahead, 0.0, double(cfg_.prefetch - 1)));
 }
 
-bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid, Ahead ahead) const {
+bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid, Ahead ahead,
+                             std::size_t d) const {
   if (w.state != WState::ready || w.kill) return false;
   // A reserved worker takes its pinned tasks only, one at a time (an actor's calls in order).
   if (w.reserved || t.pin) return w.reserved && t.pin == wid && w.inflight.empty();
@@ -481,7 +488,7 @@ bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid, Ahead
   }
   // An isolated task runs alone, and nothing joins a worker running one.
   if (t.isolate) return w.inflight.empty();
-  if (!w.inflight.empty() && tasks_.at(w.inflight.front()).isolate) return false;
+  if (!w.inflight.empty() && w.isolated) return false;
   if (w.inflight.size() < w.slots) return true;
   // A submit queues at most one task behind a busy worker's running ones, and none where tasks
   // are tiny; the pump after each result fills the rest of the depth in one batch (one write,
@@ -489,7 +496,6 @@ bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid, Ahead
   // context switch per task. With tiny tasks even the one behind kept a worker that keeps up
   // in a write-per-task, result-per-task rhythm (submit rates halved in some runs); a worker
   // idle for one round trip costs less than that.
-  const std::size_t d = depth();
   const std::size_t queue =
       ahead == Ahead::one ? (d > kSubmitQueueDepth ? 0 : std::min<std::size_t>(d, 2)) : d;
   return w.inflight.size() < w.slots - 1 + queue && w.inflight_bytes + t.bytes <= w.credit / 2;
@@ -499,7 +505,7 @@ bool Scheduler::has_any_room(const Worker& w) const {
   if (w.state != WState::ready || w.kill) return false;
   if (w.reserved) return w.inflight.empty();
   if (w.local && cfg_.max_tasks_per_worker && w.sent >= cfg_.max_tasks_per_worker) return false;
-  if (!w.inflight.empty() && tasks_.at(w.inflight.front()).isolate) return false;
+  if (!w.inflight.empty() && w.isolated) return false;
   return w.inflight.size() < w.slots || w.inflight.size() < w.slots - 1 + depth();
 }
 
@@ -507,6 +513,9 @@ void Scheduler::pump(TimePoint now, Ahead ahead) {
   // Stopping: nothing more is sent; a task back in the queue (a result that could not be
   // decoded) fails as every pending task did at stop().
   if (stopping_) return fail_pending(FailCause::shutdown);
+  // The depth changes only when a worker starts or is asked for (below: a retired worker's
+  // replacement), not per task: read once, not per task and worker.
+  std::size_t d = depth();
   // Oldest first. With every worker serving every task, a task that fits nowhere stops the
   // pass (later ones would not fit either); with workers that serve some tasks only, a task
   // no worker with room serves is passed over, so it does not hold up the others.
@@ -516,7 +525,7 @@ void Scheduler::pump(TimePoint now, Ahead ahead) {
     Worker* best = nullptr;
     WorkerId best_id = 0;
     for (auto& [wid, w] : workers_) {
-      if (!has_room_for(w, t, wid, ahead)) continue;
+      if (!has_room_for(w, t, wid, ahead, d)) continue;
       if (!best || w.inflight.size() < best->inflight.size()) {
         best = &w;
         best_id = wid;
@@ -537,6 +546,7 @@ void Scheduler::pump(TimePoint now, Ahead ahead) {
     pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
     t.at = best_id;
     if (best->inflight.size() < best->slots) t.started = now;
+    best->isolated = t.isolate;  // an isolated task only joins an empty queue; others end it
     best->inflight.push_back(id);
     best->inflight_bytes += t.bytes;
     ++best->sent;
@@ -547,6 +557,7 @@ void Scheduler::pump(TimePoint now, Ahead ahead) {
       best->state = WState::draining;
       ++counters_.workers_recycled;
       replenish();
+      d = depth();
     }
   }
 }

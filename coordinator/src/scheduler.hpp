@@ -48,6 +48,8 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
+#include <memory_resource>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -156,6 +158,17 @@ struct Actions {
     return sends.empty() && failures.empty() && kills.empty() && stops.empty() && spawns == 0 &&
            notices.empty() && !workers_changed && !room_freed;
   }
+  // Empties it and keeps the vectors' capacity (take(Actions&) reuses it).
+  void clear() noexcept {
+    sends.clear();
+    failures.clear();
+    kills.clear();
+    stops.clear();
+    spawns = 0;
+    notices.clear();
+    workers_changed = false;
+    room_freed = false;
+  }
 };
 
 struct SchedulerCounters {
@@ -228,6 +241,12 @@ class Scheduler {
   void stop(TimePoint now);
 
   Actions take() { return std::exchange(out_, Actions{}); }
+  // As take(), into `into` (emptied first), whose vectors the scheduler keeps for the next
+  // actions: no allocation per event where the caller recycles one Actions.
+  void take(Actions& into) noexcept {
+    into.clear();
+    std::swap(into, out_);
+  }
 
   // Queries.
   std::size_t in_system() const noexcept { return in_system_; }
@@ -272,6 +291,7 @@ class Scheduler {
     unsigned slots = 1;
     std::size_t credit = 0;
     std::deque<TaskId> inflight;
+    bool isolated = false;  // inflight holds an isolated task (then alone): read while non-empty
     std::size_t inflight_bytes = 0;
     std::uint64_t sent = 0;
     TimePoint since{};
@@ -289,7 +309,8 @@ class Scheduler {
   // Above this depth (tasks under about 60 us), a submit sends only to a free slot.
   static constexpr std::size_t kSubmitQueueDepth = 16;
   void pump(TimePoint now, Ahead ahead = Ahead::depth);
-  bool has_room_for(const Worker& w, const Task& t, WorkerId wid, Ahead ahead) const;
+  // d: depth(), which the caller reads once for many calls.
+  bool has_room_for(const Worker& w, const Task& t, WorkerId wid, Ahead ahead, std::size_t d) const;
   // Whether w could take some task now: true whenever has_room_for(w, t, ...) is for any t.
   bool has_any_room(const Worker& w) const;
   std::size_t depth() const;
@@ -316,7 +337,11 @@ class Scheduler {
   void fail_unserved();  // pending tasks no worker serves (once that can be known)
 
   SchedulerConfig cfg_;
-  std::unordered_map<TaskId, Task> tasks_;
+  // An entry comes and goes per task: nodes are recycled from this pool (no malloc per task;
+  // the scheduler is single-threaded by contract). Held by pointer so a Scheduler can move.
+  std::unique_ptr<std::pmr::unsynchronized_pool_resource> task_nodes_ =
+      std::make_unique<std::pmr::unsynchronized_pool_resource>();
+  std::pmr::unordered_map<TaskId, Task> tasks_{task_nodes_.get()};
   std::deque<TaskId> pending_;
   std::map<WorkerId, Worker> workers_;
   std::size_t in_system_ = 0;
@@ -324,6 +349,7 @@ class Scheduler {
   unsigned startup_kills_ = 0;  // SIGKILLed from outside before registering, in a row
   unsigned local_target_ = 0;   // local workers the pool keeps (shrinks on spawn failures)
   unsigned spawning_ = 0;       // spawns asked for, not yet started or failed
+  unsigned starting_ = 0;       // workers in WState::starting (anyone_starting, per event)
   unsigned restricted_ = 0;     // workers (ever) that serve only some tasks
   bool shrunk_noticed_ = false;
   bool closed_ = false, stopping_ = false, broken_ = false;

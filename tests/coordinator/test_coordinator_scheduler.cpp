@@ -25,6 +25,13 @@ bool has(const std::vector<TaskId>& v, TaskId t) {
   return std::find(v.begin(), v.end(), t) != v.end();
 }
 
+SchedulerConfig two_locals_config() {
+  SchedulerConfig c;
+  c.local_workers = 2;
+  c.prefetch = 8;
+  return c;
+}
+
 // One scheduler, a fake clock and the actions taken from it since the last look.
 struct Sched {
   Scheduler s;
@@ -50,6 +57,14 @@ struct Sched {
       CHECK(s.result(w, t, now));
     }
     (void)take();
+  }
+  // The pool starts its two local workers (1 and 2); only worker 1 registers.
+  void two_started_one_ready() {
+    s.start();
+    CHECK(take().spawns == 2);
+    s.worker_started(1, now);
+    s.worker_started(2, now);
+    s.worker_ready(1, true, 1, kCredit, now);
   }
   // Worker 1 joins and runs tasks 1 and 2 at `pace` apiece (which sets the depth); then tasks
   // 3-10 are submitted at once, as a fast submitter would.
@@ -154,15 +169,8 @@ TEST_SUITE("coordinator.scheduler") {
   }
 
   TEST_CASE("placement: while a worker is still starting, nobody queues beyond its running slots") {
-    SchedulerConfig c;
-    c.local_workers = 2;
-    c.prefetch = 8;
-    Sched x(c);
-    x.s.start();
-    CHECK(x.take().spawns == 2);
-    x.s.worker_started(1, x.now);
-    x.s.worker_started(2, x.now);
-    x.s.worker_ready(1, true, 1, kCredit, x.now);
+    Sched x(two_locals_config());
+    x.two_started_one_ready();
     for (TaskId t = 1; t <= 4; ++t)
       x.submit(t);
     // w2 is still starting: w1 takes only what it can run, not the whole early burst.
@@ -171,6 +179,38 @@ TEST_SUITE("coordinator.scheduler") {
     x.s.worker_ready(2, true, 1, kCredit, x.now);
     // Now both queue (depth 2 before any service time is known), the least loaded first.
     CHECK(sends_of(x.take()) == Sends{{2, 2}, {1, 3}, {2, 4}});
+  }
+
+  TEST_CASE("a worker that ends while starting no longer holds the others' queues at one task") {
+    Sched x(two_locals_config());
+    x.two_started_one_ready();
+    (void)x.s.worker_gone(2, EndCause::killed, x.now);  // before it registered
+    (void)x.take();
+    x.s.worker_started(3, x.now);  // its replacement starts, and registers
+    x.s.worker_ready(3, true, 1, kCredit, x.now);
+    for (TaskId t = 1; t <= 6; ++t)
+      x.submit(t);
+    // Nobody is starting: both queue (depth 2 before any service time is known).
+    CHECK(x.s.inflight_of(1).size() == 2);
+    CHECK(x.s.inflight_of(3).size() == 2);
+  }
+
+  TEST_CASE("take(into) hands over the same actions as take() and leaves none behind") {
+    SchedulerConfig c;
+    c.prefetch = 1;
+    Sched x(c);
+    x.join(1);
+    x.submit(1);
+    Actions a;
+    a.spawns = 7;  // whatever it held is dropped
+    x.s.take(a);
+    CHECK(sends_of(a) == Sends{{1, 1}});
+    CHECK(a.spawns == 0);
+    CHECK(x.take().empty());
+    x.submit(2);
+    CHECK(x.s.result(1, 1, x.now));
+    x.s.take(a);
+    CHECK(sends_of(a) == Sends{{1, 2}});
   }
 
   TEST_CASE("prefetch=1: no task is queued behind a running one, from the first task on") {
