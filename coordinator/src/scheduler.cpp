@@ -231,7 +231,7 @@ std::pair<Scheduler::Worker*, Scheduler::Task*> Scheduler::leave_queue(WorkerId 
   auto pos = std::find(w.inflight.begin(), w.inflight.end(), id);
   if (pos == w.inflight.end()) return {nullptr, nullptr};
   Task& t = tasks_.at(id);
-  remove_inflight(w, wid, static_cast<std::size_t>(pos - w.inflight.begin()), now);
+  remove_inflight(w, static_cast<std::size_t>(pos - w.inflight.begin()), t, now);
   t.at = 0;
   return {&w, &t};
 }
@@ -501,12 +501,12 @@ bool Scheduler::has_room_for(const Worker& w, const Task& t, WorkerId wid, Ahead
   return w.inflight.size() < w.slots - 1 + queue && w.inflight_bytes + t.bytes <= w.credit / 2;
 }
 
-bool Scheduler::has_any_room(const Worker& w) const {
+bool Scheduler::has_any_room(const Worker& w, std::size_t d) const {
   if (w.state != WState::ready || w.kill) return false;
   if (w.reserved) return w.inflight.empty();
   if (w.local && cfg_.max_tasks_per_worker && w.sent >= cfg_.max_tasks_per_worker) return false;
   if (!w.inflight.empty() && w.isolated) return false;
-  return w.inflight.size() < w.slots || w.inflight.size() < w.slots - 1 + depth();
+  return w.inflight.size() < w.slots || w.inflight.size() < w.slots - 1 + d;
 }
 
 void Scheduler::pump(TimePoint now, Ahead ahead) {
@@ -537,7 +537,7 @@ void Scheduler::pump(TimePoint now, Ahead ahead) {
       // event with all workers full scanned the whole queue (remote submit fell to ~8 k/s
       // with 30,000 queued).
       if (std::none_of(workers_.begin(), workers_.end(),
-                       [&](const auto& p) { return has_any_room(p.second); })) {
+                       [&](const auto& p) { return has_any_room(p.second, d); })) {
         return;
       }
       ++i;
@@ -562,10 +562,8 @@ void Scheduler::pump(TimePoint now, Ahead ahead) {
   }
 }
 
-void Scheduler::remove_inflight(Worker& w, WorkerId wid, std::size_t at, TimePoint now) {
-  (void)wid;
-  const TaskId id = w.inflight[at];
-  w.inflight_bytes -= tasks_.at(id).bytes;
+void Scheduler::remove_inflight(Worker& w, std::size_t at, const Task& leaving, TimePoint now) {
+  w.inflight_bytes -= leaving.bytes;
   w.inflight.erase(w.inflight.begin() + static_cast<std::ptrdiff_t>(at));
   // The worker runs its queue in order, `slots` at a time: the task that just moved into the
   // running window started now.

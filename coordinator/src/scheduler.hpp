@@ -312,14 +312,15 @@ class Scheduler {
   // d: depth(), which the caller reads once for many calls.
   bool has_room_for(const Worker& w, const Task& t, WorkerId wid, Ahead ahead, std::size_t d) const;
   // Whether w could take some task now: true whenever has_room_for(w, t, ...) is for any t.
-  bool has_any_room(const Worker& w) const;
+  bool has_any_room(const Worker& w, std::size_t d) const;
   std::size_t depth() const;
   bool anyone_starting() const;
   void fail(TaskId id, Task& t, FailCause c, WorkerId w = 0, EndCause e = EndCause::exited);
   std::size_t room_slice() const noexcept;
   void finish(TaskId id, Task& t);  // the task's outcome is given: release its window slot
   void forget_if_idle(TaskId id);   // drops a done task no worker holds any more
-  void remove_inflight(Worker& w, WorkerId wid, std::size_t at, TimePoint now);
+  // Takes w.inflight[at], which is `leaving` (the caller found it), out of w's queue.
+  void remove_inflight(Worker& w, std::size_t at, const Task& leaving, TimePoint now);
   // Task `id` leaves worker `wid`'s queue (a result, a bad result, not sent): the worker and the
   // task, or nulls if that worker does not have it in flight. Then call after_leaving().
   std::pair<Worker*, Task*> leave_queue(WorkerId wid, TaskId id, TimePoint now);
